@@ -1,0 +1,1 @@
+//! rpckit client library (work in progress).

@@ -1,0 +1,1 @@
+//! rpckit server library (work in progress).
