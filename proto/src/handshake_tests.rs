@@ -1,0 +1,1 @@
+//! Handshake failure tests (being written).

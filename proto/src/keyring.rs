@@ -1,0 +1,359 @@
+//! Shared keys: key ids, secrets, the keyring a server looks keys up in, and the keyring file.
+//!
+//! A keyring file is UTF-8 text, one key per line: `<key-id> <secret as hex>`; blank lines and
+//! lines starting with `#` are ignored. Each client service gets its own key id; rotating a key
+//! means adding a line with a new id, moving clients to it, then removing the old line — both
+//! keys are valid in between. Secrets are never compiled into the code: they come from such a
+//! file (written by `keygen`, mode 0600) or from the environment.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+
+/// Longest key id, in bytes.
+pub const MAX_KEY_ID_LEN: usize = 64;
+/// Shortest secret accepted, in bytes (128 bits).
+pub const MIN_SECRET_LEN: usize = 16;
+/// Longest secret accepted, in bytes.
+pub const MAX_SECRET_LEN: usize = 64;
+/// Length of secrets made by [`SecretKey::generate`].
+pub const GENERATED_SECRET_LEN: usize = 32;
+
+/// Why a key id, secret or keyring file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The key id is empty, too long or has characters outside `[A-Za-z0-9._-]`.
+    #[error("invalid key id {0:?}: use 1 to 64 characters from A-Z a-z 0-9 . _ -")]
+    InvalidKeyId(String),
+    /// The secret is too short or too long.
+    #[error("secret of {0} bytes: a secret must have {MIN_SECRET_LEN} to {MAX_SECRET_LEN} bytes")]
+    BadSecretLength(usize),
+    /// The secret is not hex.
+    #[error("secret is not valid hex")]
+    BadHex,
+    /// A line of the keyring file is not `<key-id> <hex secret>`.
+    #[error("{path}:{line}: {reason}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file holds no key.
+    #[error("{0}: no key in keyring file")]
+    Empty(String),
+    /// The file or the keyring has no key with that id.
+    #[error("no key with id {0:?} in the keyring")]
+    NotFound(String),
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A validated key id: 1 to 64 bytes of `[A-Za-z0-9._-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(String);
+
+impl KeyId {
+    /// Validates `id`.
+    pub fn new(id: &str) -> Result<Self, KeyError> {
+        let valid = !id.is_empty()
+            && id.len() <= MAX_KEY_ID_LEN
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if valid {
+            Ok(KeyId(id.to_owned()))
+        } else {
+            Err(KeyError::InvalidKeyId(id.to_owned()))
+        }
+    }
+
+    /// Validates raw bytes read from the wire.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => KeyId::new(s),
+            Err(_) => Err(KeyError::InvalidKeyId(
+                String::from_utf8_lossy(bytes).into_owned(),
+            )),
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A shared secret. Its `Debug` output does not show the bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretKey(Vec<u8>);
+
+impl SecretKey {
+    /// Wraps raw secret bytes (16 to 64 of them).
+    pub fn new(bytes: Vec<u8>) -> Result<Self, KeyError> {
+        if (MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&bytes.len()) {
+            Ok(SecretKey(bytes))
+        } else {
+            Err(KeyError::BadSecretLength(bytes.len()))
+        }
+    }
+
+    /// Parses a hex secret (surrounding whitespace ignored).
+    pub fn from_hex(text: &str) -> Result<Self, KeyError> {
+        let bytes = hex::decode(text.trim()).map_err(|_| KeyError::BadHex)?;
+        SecretKey::new(bytes)
+    }
+
+    /// A new random secret of [`GENERATED_SECRET_LEN`] bytes from the OS CSPRNG.
+    pub fn generate() -> Self {
+        let mut bytes = vec![0u8; GENERATED_SECRET_LEN];
+        crate::handshake::os_random(&mut bytes);
+        SecretKey(bytes)
+    }
+
+    /// The secret as hex, for writing a key file.
+    pub fn to_hex(&self) -> String {
+        hex::encode(&self.0)
+    }
+
+    /// The raw secret.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(..)")
+    }
+}
+
+/// The keys a server accepts, by key id.
+#[derive(Debug, Clone, Default)]
+pub struct Keyring {
+    /// Keys by id, in file order for listing.
+    keys: HashMap<KeyId, SecretKey>,
+    /// Ids in the order they were added.
+    order: Vec<KeyId>,
+}
+
+impl Keyring {
+    /// An empty keyring.
+    pub fn new() -> Self {
+        Keyring::default()
+    }
+
+    /// Adds or replaces the key `id`.
+    pub fn insert(&mut self, id: KeyId, key: SecretKey) {
+        if self.keys.insert(id.clone(), key).is_none() {
+            self.order.push(id);
+        }
+    }
+
+    /// The key with this id.
+    pub fn get(&self, id: &KeyId) -> Option<&SecretKey> {
+        self.keys.get(id)
+    }
+
+    /// Key ids in the order they were added.
+    pub fn ids(&self) -> impl Iterator<Item = &KeyId> {
+        self.order.iter()
+    }
+
+    /// The first key added, if any (a client's default when no id is named).
+    pub fn first(&self) -> Option<(&KeyId, &SecretKey)> {
+        let id = self.order.first()?;
+        Some((id, self.keys.get(id)?))
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether there is no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Parses keyring text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, KeyError> {
+        let mut ring = Keyring::new();
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let parse_err = |reason: String| KeyError::Parse {
+                path: origin.to_owned(),
+                line: index + 1,
+                reason,
+            };
+            let mut fields = line.split_whitespace();
+            let (Some(id), Some(secret), None) = (fields.next(), fields.next(), fields.next())
+            else {
+                return Err(parse_err("expected `<key-id> <hex secret>`".into()));
+            };
+            let id = KeyId::new(id).map_err(|e| parse_err(e.to_string()))?;
+            let key = SecretKey::from_hex(secret).map_err(|e| parse_err(e.to_string()))?;
+            if ring.get(&id).is_some() {
+                return Err(parse_err(format!("key id {id} appears twice")));
+            }
+            ring.insert(id, key);
+        }
+        if ring.is_empty() {
+            return Err(KeyError::Empty(origin.to_owned()));
+        }
+        Ok(ring)
+    }
+
+    /// Reads a keyring file.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Keyring::parse(&text, &path.display().to_string())
+    }
+
+    /// Renders the keyring in the file format.
+    pub fn to_file_text(&self) -> String {
+        let mut text = String::from("# rpckit keyring: <key-id> <hex secret>, one per line\n");
+        for id in &self.order {
+            if let Some(key) = self.keys.get(id) {
+                text.push_str(&format!("{id} {}\n", key.to_hex()));
+            }
+        }
+        text
+    }
+}
+
+/// Whether a key file can be read by users other than its owner (Unix permission bits).
+pub fn readable_by_others(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o077 != 0)
+            .unwrap_or(false)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
+}
+
+/// Creates a new keyring file at `path` holding one fresh random key named `id`, with mode
+/// 0600, creating missing parent directories (mode 0700). Fails if the file exists.
+pub fn write_new_key_file(path: &Path, id: &KeyId) -> Result<SecretKey, KeyError> {
+    let io_err = |source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(parent).map_err(io_err)?;
+    }
+    let key = SecretKey::generate();
+    let mut ring = Keyring::new();
+    ring.insert(id.clone(), key.clone());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(io_err)?;
+    file.write_all(ring.to_file_text().as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io_err)?;
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_are_validated() {
+        assert!(KeyId::new("billing-2026.a_b").is_ok());
+        assert!(KeyId::new("").is_err());
+        assert!(KeyId::new("has space").is_err());
+        assert!(KeyId::new(&"x".repeat(65)).is_err());
+        assert!(KeyId::from_bytes(&[0xff]).is_err());
+    }
+
+    #[test]
+    fn keyring_file_round_trip() {
+        let text = "# comment\n\nalpha 000102030405060708090a0b0c0d0e0f\nbeta 101112131415161718191a1b1c1d1e1f\n";
+        let ring = Keyring::parse(text, "test").unwrap();
+        assert_eq!(ring.len(), 2);
+        assert_eq!(ring.first().unwrap().0.as_str(), "alpha");
+        let again = Keyring::parse(&ring.to_file_text(), "again").unwrap();
+        let beta = KeyId::new("beta").unwrap();
+        assert_eq!(again.get(&beta), ring.get(&beta));
+    }
+
+    #[test]
+    fn bad_keyrings_are_refused_with_the_line() {
+        for (text, line) in [
+            ("alpha\n", 1),
+            ("alpha 00\n", 1),
+            ("# c\nalpha zz\n", 2),
+            ("bad/id 000102030405060708090a0b0c0d0e0f\n", 1),
+            (
+                "a 000102030405060708090a0b0c0d0e0f\na 000102030405060708090a0b0c0d0e0f\n",
+                2,
+            ),
+        ] {
+            match Keyring::parse(text, "t") {
+                Err(KeyError::Parse { line: l, .. }) => assert_eq!(l, line, "{text:?}"),
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            Keyring::parse("# nothing\n", "t"),
+            Err(KeyError::Empty(_))
+        ));
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let key = SecretKey::generate();
+        assert_eq!(format!("{key:?}"), "SecretKey(..)");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_key_file_is_private_and_not_overwritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("rpckit-keytest-{}", std::process::id()));
+        let path = dir.join("sub").join("keyring");
+        let id = KeyId::new("dev").unwrap();
+        let key = write_new_key_file(&path, &id).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!readable_by_others(&path));
+        assert_eq!(Keyring::load(&path).unwrap().get(&id), Some(&key));
+        assert!(write_new_key_file(&path, &id).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

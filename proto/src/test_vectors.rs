@@ -1,0 +1,1 @@
+//! Test vectors of docs/PROTOCOL.md (being written).
