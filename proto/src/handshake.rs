@@ -262,7 +262,7 @@ pub fn os_random(buf: &mut [u8]) {
         .expect("the operating system's random number generator failed");
 }
 
-fn nonce() -> [u8; NONCE_LEN] {
+pub(crate) fn nonce() -> [u8; NONCE_LEN] {
     let mut n = [0u8; NONCE_LEN];
     os_random(&mut n);
     n

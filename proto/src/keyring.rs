@@ -244,6 +244,23 @@ impl Keyring {
     }
 }
 
+/// Where `rpc-server` and `rpc-client` look for the keyring when no path is given:
+/// `$XDG_CONFIG_HOME/rpckit/keyring`, else `$HOME/.config/rpckit/keyring`, else
+/// `.rpckit/keyring` in the current directory.
+pub fn default_keyring_path() -> std::path::PathBuf {
+    let nonempty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = nonempty("XDG_CONFIG_HOME") {
+        return std::path::PathBuf::from(dir).join("rpckit").join("keyring");
+    }
+    if let Some(home) = nonempty("HOME") {
+        return std::path::PathBuf::from(home)
+            .join(".config")
+            .join("rpckit")
+            .join("keyring");
+    }
+    std::path::PathBuf::from(".rpckit").join("keyring")
+}
+
 /// Whether a key file can be read by users other than its owner (Unix permission bits).
 pub fn readable_by_others(path: &Path) -> bool {
     #[cfg(unix)]

@@ -1,1 +1,27 @@
-//! rpckit server library (work in progress).
+//! # rpckit-server: serve a [`Service`] over authenticated, framed TCP
+//!
+//! A [`Server`] accepts connections, runs the handshake (proto's
+//! [`rpckit_proto::handshake`]) with a deadline, then gives each authenticated connection one
+//! task that reads frames, dispatches each call to a task of its own, and sends the answers
+//! through one batching writer. Limits and timeouts are in [`ServerConfig`].
+//!
+//! The stock `rpc-server` binary serves [`DemoService`]; your own service is any type that
+//! implements [`Service`] for your own serde request/response enums.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+mod config;
+mod connection;
+mod demo;
+mod penalty;
+mod server;
+mod service;
+mod shutdown;
+mod stats;
+
+pub use config::ServerConfig;
+pub use demo::{DemoService, MAX_SLEEP_MS};
+pub use server::Server;
+pub use service::{CallContext, Service};
+pub use stats::{ServerStats, StatsSnapshot};

@@ -129,10 +129,16 @@ impl BenchConfig {
     pub fn validate(&self) -> Result<(), BenchError> {
         let invalid = |msg: String| Err(BenchError::new("invalid_config", msg));
         if self.conns == 0 || self.conns > MAX_CONNS {
-            return invalid(format!("--conns must be 1..={MAX_CONNS}, got {}", self.conns));
+            return invalid(format!(
+                "--conns must be 1..={MAX_CONNS}, got {}",
+                self.conns
+            ));
         }
         if self.depth == 0 || self.depth > MAX_DEPTH {
-            return invalid(format!("--depth must be 1..={MAX_DEPTH}, got {}", self.depth));
+            return invalid(format!(
+                "--depth must be 1..={MAX_DEPTH}, got {}",
+                self.depth
+            ));
         }
         if self.payload > MAX_PAYLOAD {
             return invalid(format!("--payload must be at most {MAX_PAYLOAD} bytes"));
@@ -321,13 +327,34 @@ mod tests {
         let ok = BenchConfig::default();
         assert!(ok.validate().is_ok());
         for bad in [
-            BenchConfig { conns: 0, ..ok.clone() },
-            BenchConfig { depth: 0, ..ok.clone() },
-            BenchConfig { duration: 0.0, ..ok.clone() },
-            BenchConfig { duration: f64::NAN, ..ok.clone() },
-            BenchConfig { warmup: -1.0, ..ok.clone() },
-            BenchConfig { payload: MAX_PAYLOAD + 1, ..ok.clone() },
-            BenchConfig { method: "x".into(), ..ok.clone() },
+            BenchConfig {
+                conns: 0,
+                ..ok.clone()
+            },
+            BenchConfig {
+                depth: 0,
+                ..ok.clone()
+            },
+            BenchConfig {
+                duration: 0.0,
+                ..ok.clone()
+            },
+            BenchConfig {
+                duration: f64::NAN,
+                ..ok.clone()
+            },
+            BenchConfig {
+                warmup: -1.0,
+                ..ok.clone()
+            },
+            BenchConfig {
+                payload: MAX_PAYLOAD + 1,
+                ..ok.clone()
+            },
+            BenchConfig {
+                method: "x".into(),
+                ..ok.clone()
+            },
         ] {
             let err = bad.validate().unwrap_err();
             assert_eq!(err.kind(), "invalid_config");

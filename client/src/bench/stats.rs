@@ -92,7 +92,9 @@ impl Recorder {
     /// A recorder counting calls that complete in `[window_start, window_end]`, with about
     /// `shards` independent locks.
     pub fn new(shards: usize, window_start: Instant, window_end: Instant) -> Self {
-        let shards = (0..shards.max(1)).map(|_| Mutex::new(Shard::new())).collect();
+        let shards = (0..shards.max(1))
+            .map(|_| Mutex::new(Shard::new()))
+            .collect();
         Recorder {
             shards,
             window_start,
@@ -376,7 +378,11 @@ impl BenchReport {
             l.p50, l.p90, l.p99, l.p999, l.max, l.mean
         ));
         for (kind, n) in &self.errors_by_kind {
-            let sample = self.error_samples.get(kind).map(String::as_str).unwrap_or("");
+            let sample = self
+                .error_samples
+                .get(kind)
+                .map(String::as_str)
+                .unwrap_or("");
             out.push_str(&format!("  error      {kind}: {n} (e.g. {sample})\n"));
         }
         out
@@ -453,7 +459,13 @@ mod tests {
         r.record_error(0, &BenchError::new("x", "second"));
         r.record_errors(1, &BenchError::new("y", "why"), 3);
 
-        assert_eq!(r.snapshot(), Snapshot { calls: 12, errors: 5 });
+        assert_eq!(
+            r.snapshot(),
+            Snapshot {
+                calls: 12,
+                errors: 5
+            }
+        );
         let t = r.totals();
         assert_eq!(t.calls, 10);
         assert_eq!(t.bytes, 100);

@@ -11,9 +11,10 @@
 //! * one async-std task per connection, `TCP_NODELAY` set;
 //! * pipelined requests are handled in order: after each read every complete
 //!   frame already buffered is answered, all answers go out with one write;
-//! * an idle connection owns no buffer memory beyond small retained buffers:
-//!   buffers start empty, and buffers grown for big frames are freed once
-//!   drained.
+//! * responses are built in place (a response frame is the request frame with
+//!   its payload uppercased) from a stack read buffer, so an idle connection
+//!   owns no heap buffer unless it once carried frames split across reads;
+//!   buffers grown beyond 128 KiB for big frames are freed once drained.
 //!
 //! Once listening it prints exactly one line, `rpc-raw-reference listening on
 //! <ADDR>`, to stdout. It exits with status 0 on SIGINT or SIGTERM.
@@ -28,12 +29,16 @@ use futures_lite::{AsyncWriteExt, StreamExt};
 /// Largest payload accepted in one frame; a longer frame closes the connection.
 const MAX_FRAME: usize = 8 * 1024 * 1024;
 
-/// Size of the read buffer allocated when a connection first receives data.
-const INITIAL_READ_CAPACITY: usize = 4 * 1024;
+/// Size of the on-stack read buffer; it lives only during a synchronous read, never while idle.
+const STACK_READ: usize = 16 * 1024;
+
+/// Smallest heap buffer allocated for a frame that spans reads.
+const CARRY_MIN: usize = 4 * 1024;
 
 /// Buffers whose capacity grew above this are freed once drained, so that a
-/// connection that once carried a big frame does not keep it while idle.
-const KEEP_CAPACITY: usize = 16 * 1024;
+/// connection that once carried a big frame does not keep it while idle; smaller
+/// ones (up to a 64 KiB frame) are kept to avoid reallocating on every bulk call.
+const KEEP_CAPACITY: usize = 128 * 1024;
 
 /// Length of the frame header: a big-endian `u32` payload length.
 const HEADER: usize = 4;
@@ -73,16 +78,14 @@ async fn serve(args: Args) -> i32 {
             return 1;
         }
     };
-    let signals = match async_signal::Signals::new([
-        async_signal::Signal::Int,
-        async_signal::Signal::Term,
-    ]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("rpc-raw-reference: cannot install signal handlers: {e}");
-            return 1;
-        }
-    };
+    let signals =
+        match async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term]) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("rpc-raw-reference: cannot install signal handlers: {e}");
+                return 1;
+            }
+        };
     {
         let mut out = io::stdout().lock();
         if writeln!(out, "rpc-raw-reference listening on {local}")
@@ -121,77 +124,140 @@ async fn serve(args: Args) -> i32 {
 
 /// Serves one connection until the peer closes it, an I/O error occurs or a
 /// frame is too long.
+///
+/// Answers are produced in place: a response frame is the request frame with
+/// its payload uppercased, so the complete frames of each read are uppercased
+/// where they lie and written straight back. Reads go to a stack buffer that
+/// is not kept while waiting, so a connection owns heap memory only while a
+/// frame spans several reads (`carry`) or the socket refuses part of an
+/// answer (`out`).
 async fn handle_connection(stream: Async<TcpStream>) -> io::Result<()> {
     stream.get_ref().set_nodelay(true)?;
-    // Received bytes not yet answered; `input[..filled]` is valid data.
-    let mut input: Vec<u8> = Vec::new();
+    // Start of an incomplete frame: `carry[..filled]`.
+    let mut carry: Vec<u8> = Vec::new();
     let mut filled = 0usize;
-    // Responses to write in one go.
-    let mut output: Vec<u8> = Vec::new();
+    // Answers the socket did not take at once.
+    let mut out: Vec<u8> = Vec::new();
+    let mut busy_rounds = 0u32;
 
     loop {
-        if input.len() == filled {
-            // Grow: at least the initial capacity, or double, or what the pending frame needs.
-            let need = pending_frame_len(&input[..filled]).unwrap_or(0);
-            let target = (filled + 1)
-                .max(INITIAL_READ_CAPACITY)
-                .max(input.len() * 2)
-                .max(need)
-                .min(MAX_FRAME + HEADER)
-                .max(filled + 1);
-            input.resize(target, 0);
-        }
-        let n = match stream.get_ref().read(&mut input[filled..]) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if filled == 0 {
-                    release_if_big(&mut input);
+        let got_data = if filled == 0 {
+            let mut chunk = [0u8; STACK_READ];
+            match read_now(stream.get_ref(), &mut chunk)? {
+                None => false,
+                Some(0) => return Ok(()),
+                Some(n) => {
+                    let Some(done) = answer_in_place(&mut chunk[..n]) else {
+                        return Ok(()); // oversized frame
+                    };
+                    let rest = &chunk[done..n];
+                    if !rest.is_empty() {
+                        let need = frame_total(rest)
+                            .unwrap_or(HEADER)
+                            .max(rest.len())
+                            .max(CARRY_MIN);
+                        if carry.len() < need {
+                            carry.resize(need, 0);
+                        }
+                        carry[..rest.len()].copy_from_slice(rest);
+                        filled = rest.len();
+                    }
+                    send_now(stream.get_ref(), &chunk[..done], &mut out)?;
+                    true
                 }
-                release_if_big(&mut output);
-                stream.readable().await?;
-                continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+        } else {
+            // `answer_in_place` already rejected oversized headers, so `need` is bounded.
+            let need = frame_total(&carry[..filled])
+                .unwrap_or(HEADER)
+                .max(filled + 1);
+            if carry.len() < need {
+                carry.resize(need, 0);
+            }
+            match read_now(stream.get_ref(), &mut carry[filled..])? {
+                None => false,
+                Some(0) => return Ok(()),
+                Some(n) => {
+                    filled += n;
+                    let Some(done) = answer_in_place(&mut carry[..filled]) else {
+                        return Ok(());
+                    };
+                    send_now(stream.get_ref(), &carry[..done], &mut out)?;
+                    carry.copy_within(done..filled, 0);
+                    filled -= done;
+                    true
+                }
+            }
         };
-        filled += n;
 
-        // Answer every complete frame in the buffer.
-        let mut pos = 0usize;
-        while let Some(len) = pending_frame_len(&input[pos..filled]) {
-            let len = len - HEADER;
-            if len > MAX_FRAME {
-                return Ok(());
-            }
-            if filled - pos < HEADER + len {
-                break;
-            }
-            let frame = &input[pos..pos + HEADER + len];
-            let start = output.len();
-            output.extend_from_slice(frame);
-            output[start + HEADER..].make_ascii_uppercase();
-            pos += HEADER + len;
+        if !out.is_empty() {
+            (&stream).write_all(&out).await?;
+            out.clear();
+            release_if_big(&mut out);
         }
-        // A header announcing an oversized frame closes the connection at once.
-        if let Some(len) = pending_frame_len(&input[pos..filled]) {
-            if len - HEADER > MAX_FRAME {
-                return Ok(());
+        if got_data {
+            // Stay fair to other connections when one keeps the socket full.
+            busy_rounds += 1;
+            if busy_rounds % 32 == 0 {
+                futures_lite::future::yield_now().await;
             }
-        }
-        if pos > 0 {
-            input.copy_within(pos..filled, 0);
-            filled -= pos;
-        }
-        if !output.is_empty() {
-            (&stream).write_all(&output).await?;
-            output.clear();
+        } else {
+            if filled == 0 {
+                release_if_big(&mut carry);
+            }
+            busy_rounds = 0;
+            stream.readable().await?;
         }
     }
 }
 
+/// One non-blocking read: `None` if nothing is available yet, `Some(0)` at end of stream.
+fn read_now(mut stream: &TcpStream, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match stream.read(buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes as much of `data` as the socket takes now; the rest is appended to `out`.
+fn send_now(mut stream: &TcpStream, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    let mut sent = 0;
+    while sent < data.len() {
+        match stream.write(&data[sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    out.extend_from_slice(&data[sent..]);
+    Ok(())
+}
+
+/// Uppercases the payload of every complete frame at the start of `buf` and returns how many
+/// bytes those frames span; `None` if a frame header announces more than [`MAX_FRAME`].
+fn answer_in_place(buf: &mut [u8]) -> Option<usize> {
+    let mut pos = 0;
+    while let Some(total) = frame_total(&buf[pos..]) {
+        if total - HEADER > MAX_FRAME {
+            return None;
+        }
+        if buf.len() - pos < total {
+            break;
+        }
+        buf[pos + HEADER..pos + total].make_ascii_uppercase();
+        pos += total;
+    }
+    Some(pos)
+}
+
 /// Total length (header included) of the frame starting at `buf`, if its header is complete.
-fn pending_frame_len(buf: &[u8]) -> Option<usize> {
+fn frame_total(buf: &[u8]) -> Option<usize> {
     let header: [u8; HEADER] = buf.get(..HEADER)?.try_into().ok()?;
     Some(u32::from_be_bytes(header) as usize + HEADER)
 }

@@ -1,1 +1,292 @@
-fn main() {}
+//! `rpc-server`: the rpckit daemon serving the demo service (Echo, Uppercase, Ping, Sleep).
+//!
+//! First create a key (once): `rpc-server keygen`. Then run `rpc-server`; it prints
+//! `rpc-server listening on ADDR` once it accepts connections. Call it with
+//! `rpc-client call uppercase hello`. SIGINT or SIGTERM drains and exits 0.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use futures_lite::StreamExt;
+use rpckit_proto::keyring::{self, KeyId, Keyring, SecretKey};
+use rpckit_server::{DemoService, Server, ServerConfig};
+use tracing::{error, info, warn};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rpc-server",
+    version,
+    about = "rpckit RPC server: framed bincode over TCP, HMAC-authenticated"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write a new random key to a keyring file (mode 0600), for the server and its clients.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Args, Debug)]
+struct KeygenArgs {
+    /// Keyring file to create [default: $XDG_CONFIG_HOME/rpckit/keyring or ~/.config/rpckit/keyring]
+    #[arg(long, env = "RPC_KEYRING")]
+    keyring: Option<PathBuf>,
+    /// Id of the new key.
+    #[arg(long, env = "RPC_KEY_ID", default_value = "default")]
+    key_id: String,
+    /// Do nothing (and succeed) if the file already exists.
+    #[arg(long)]
+    if_missing: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed in the ready line).
+    #[arg(long, env = "RPC_LISTEN", default_value = "127.0.0.1:7878")]
+    listen: SocketAddr,
+    /// Keyring file: lines of `<key-id> <hex secret>` [default: $XDG_CONFIG_HOME/rpckit/keyring or ~/.config/rpckit/keyring]. Alternatively put one key in the environment: RPC_KEY (hex) with RPC_KEY_ID.
+    #[arg(long, env = "RPC_KEYRING")]
+    keyring: Option<PathBuf>,
+    /// Not accepted: a secret on the command line shows in `ps`. Use --keyring or RPC_KEY.
+    #[arg(long, hide = true)]
+    key: Option<String>,
+    /// Log format.
+    #[arg(long, env = "RPC_LOG_FORMAT", value_enum, default_value = "human")]
+    log_format: LogFormat,
+    /// Log level or filter (error, warn, info, debug, trace, or a tracing filter); RUST_LOG wins if set.
+    #[arg(long, env = "RPC_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Deadline for the whole handshake.
+    #[arg(long, env = "RPC_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    handshake_timeout: Duration,
+    /// Largest frame accepted or sent, in bytes.
+    #[arg(long, env = "RPC_MAX_FRAME", default_value_t = rpckit_proto::DEFAULT_MAX_FRAME)]
+    max_frame: u32,
+    /// Connections open at once; past it new ones are refused (Busy).
+    #[arg(long, env = "RPC_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Connections still in the handshake; past it new ones are refused (Busy).
+    #[arg(long, env = "RPC_MAX_UNAUTHENTICATED", default_value_t = 100)]
+    max_unauthenticated: usize,
+    /// Calls in flight per connection; past it calls are answered Overloaded.
+    #[arg(long, env = "RPC_MAX_IN_FLIGHT", default_value_t = 256)]
+    max_in_flight: usize,
+    /// Messages queued for one connection; a client that does not read is disconnected when full.
+    #[arg(long, env = "RPC_MAX_QUEUED", default_value_t = 1024)]
+    max_queued: usize,
+    /// Time a write may take to make progress before the client is dropped.
+    #[arg(long, env = "RPC_WRITE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    write_timeout: Duration,
+    /// Close connections with no call for this long.
+    #[arg(long, env = "RPC_IDLE_TIMEOUT", default_value = "300s", value_parser = duration)]
+    idle_timeout: Duration,
+    /// Ping a client after this long without traffic from it.
+    #[arg(long, env = "RPC_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = duration)]
+    keepalive_interval: Duration,
+    /// Drop a client that does not answer a ping within this time.
+    #[arg(long, env = "RPC_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    keepalive_timeout: Duration,
+    /// On SIGTERM/SIGINT, time calls in flight get to finish.
+    #[arg(long, env = "RPC_GRACE_PERIOD", default_value = "10s", value_parser = duration)]
+    grace_period: Duration,
+    /// Failed handshakes from one address (within --auth-failure-window) before it is refused for --auth-penalty; 0 disables.
+    #[arg(long, env = "RPC_AUTH_FAILURE_LIMIT", default_value_t = 5)]
+    auth_failure_limit: u32,
+    /// Window over which failed handshakes are counted.
+    #[arg(long, env = "RPC_AUTH_FAILURE_WINDOW", default_value = "60s", value_parser = duration)]
+    auth_failure_window: Duration,
+    /// How long a penalised address is refused.
+    #[arg(long, env = "RPC_AUTH_PENALTY", default_value = "30s", value_parser = duration)]
+    auth_penalty: Duration,
+}
+
+impl ServeArgs {
+    fn config(&self) -> ServerConfig {
+        ServerConfig {
+            handshake_timeout: self.handshake_timeout,
+            max_frame: self.max_frame,
+            max_connections: self.max_connections,
+            max_unauthenticated: self.max_unauthenticated,
+            max_in_flight: self.max_in_flight,
+            max_queued: self.max_queued,
+            write_timeout: self.write_timeout,
+            idle_timeout: self.idle_timeout,
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
+            grace_period: self.grace_period,
+            auth_failure_limit: self.auth_failure_limit,
+            auth_failure_window: self.auth_failure_window,
+            auth_penalty: self.auth_penalty,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Keygen(args)) => keygen(args),
+        None => serve(cli.serve),
+    }
+}
+
+fn keygen(args: KeygenArgs) -> ExitCode {
+    let path = args.keyring.unwrap_or_else(keyring::default_keyring_path);
+    if args.if_missing && path.exists() {
+        println!("keyring {} already exists; not touched", path.display());
+        return ExitCode::SUCCESS;
+    }
+    let id = match KeyId::new(&args.key_id) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("rpc-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match keyring::write_new_key_file(&path, &id) {
+        Ok(_) => {
+            println!("wrote new key {id:?} to {} (mode 0600)", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rpc-server: cannot write key: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The keys to accept: RPC_KEY from the environment, or the keyring file.
+fn load_keys(args: &ServeArgs) -> Result<Keyring, String> {
+    if let Ok(hex) = std::env::var("RPC_KEY") {
+        let id = std::env::var("RPC_KEY_ID").unwrap_or_else(|_| "default".into());
+        let id = KeyId::new(&id).map_err(|e| format!("RPC_KEY_ID: {e}"))?;
+        let key = SecretKey::from_hex(&hex).map_err(|e| format!("RPC_KEY: {e}"))?;
+        let mut ring = Keyring::new();
+        ring.insert(id, key);
+        return Ok(ring);
+    }
+    let path = args
+        .keyring
+        .clone()
+        .unwrap_or_else(keyring::default_keyring_path);
+    let ring = Keyring::load(&path).map_err(|e| {
+        format!(
+            "{e}\n  create a key with `rpc-server keygen --keyring {}`, or set RPC_KEY",
+            path.display()
+        )
+    })?;
+    if keyring::readable_by_others(&path) {
+        warn!(path = %path.display(), "keyring file is readable by other users; run chmod 600 on it");
+    }
+    Ok(ring)
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format, &args.log_level);
+    if args.key.is_some() {
+        error!("refusing --key: a secret on the command line is visible to every user in `ps`; use --keyring FILE or the RPC_KEY environment variable");
+        return ExitCode::from(2);
+    }
+    let keys = match load_keys(&args) {
+        Ok(keys) => keys,
+        Err(e) => {
+            error!("cannot load keys: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let ids: Vec<&str> = keys.ids().map(|id| id.as_str()).collect();
+    info!(keys = ?ids, "keys loaded");
+    let config = args.config();
+    async_std::task::block_on(async move {
+        let signals = match async_signal::Signals::new([
+            async_signal::Signal::Term,
+            async_signal::Signal::Int,
+        ]) {
+            Ok(signals) => signals,
+            Err(e) => {
+                error!("cannot install signal handlers: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let listener = match async_std::net::TcpListener::bind(args.listen).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                error!(listen = %args.listen, "cannot listen: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let addr = match listener.local_addr() {
+            Ok(addr) => addr,
+            Err(e) => {
+                error!("cannot read the listening address: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        info!(%addr, "listening");
+        // The ready line: scripts and tests wait for it.
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "rpc-server listening on {addr}");
+        let _ = stdout.flush();
+
+        let server = Server::new(DemoService, keys, config);
+        let mut signals = signals;
+        let shutdown = async {
+            if let Some(Ok(signal)) = signals.next().await {
+                info!(
+                    ?signal,
+                    "signal received: draining (send it again to exit at once)"
+                );
+            }
+        };
+        let result = {
+            let run = server.run(listener, shutdown);
+            futures_lite::pin!(run);
+            run.await
+        };
+        match result {
+            Ok(()) => {
+                info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                error!("server failed: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}

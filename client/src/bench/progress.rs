@@ -1,0 +1,83 @@
+//! Live progress line for interactive benchmark runs.
+//!
+//! About every 500 ms the line `bench measure 3.5s/10.0s  calls 123456  41234/s  errors 0`
+//! is redrawn in place on stderr. Nothing is printed when stderr is not a
+//! terminal, so piped or captured output (scripts, `--json`, CI) stays clean.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_std::task::JoinHandle;
+
+use super::stats::Recorder;
+
+/// Time between redraws.
+pub const REDRAW_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A running progress display; [`Progress::stop`] erases it.
+pub struct Progress {
+    task: JoinHandle<()>,
+}
+
+impl Progress {
+    /// Starts redrawing if stderr is a terminal; returns `None` (and prints nothing) otherwise.
+    ///
+    /// `start` is when the warmup began, `measure_from` when measuring starts, and
+    /// `deadline` when the run ends.
+    pub fn start_if_terminal(
+        recorder: Arc<Recorder>,
+        start: Instant,
+        measure_from: Instant,
+        deadline: Instant,
+    ) -> Option<Progress> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let task = async_std::task::spawn(async move {
+            let total = deadline
+                .saturating_duration_since(measure_from)
+                .as_secs_f64();
+            let mut last_calls = 0u64;
+            let mut last_at = start;
+            loop {
+                async_std::task::sleep(REDRAW_INTERVAL).await;
+                let now = Instant::now();
+                let snap = recorder.snapshot();
+                let dt = now.saturating_duration_since(last_at).as_secs_f64();
+                let rate = if dt > 0.0 {
+                    snap.calls.saturating_sub(last_calls) as f64 / dt
+                } else {
+                    0.0
+                };
+                last_calls = snap.calls;
+                last_at = now;
+                let (phase, t) = if now < measure_from {
+                    ("warmup", now.saturating_duration_since(start).as_secs_f64())
+                } else {
+                    (
+                        "measure",
+                        now.saturating_duration_since(measure_from).as_secs_f64(),
+                    )
+                };
+                let mut err = std::io::stderr().lock();
+                // Progress output is best effort.
+                let _ = write!(
+                    err,
+                    "\r\x1b[2Kbench {phase} {t:.1}s/{total:.1}s  calls {}  {rate:.0}/s  errors {}",
+                    snap.calls, snap.errors
+                );
+                let _ = err.flush();
+            }
+        });
+        Some(Progress { task })
+    }
+
+    /// Stops redrawing and erases the line.
+    pub async fn stop(self) {
+        self.task.cancel().await;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K");
+        let _ = err.flush();
+    }
+}

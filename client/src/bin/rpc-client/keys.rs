@@ -1,0 +1,39 @@
+//! Finds the key to authenticate with: RPC_KEY from the environment, or the keyring file.
+
+use rpckit_proto::keyring::{self, KeyId, Keyring, SecretKey};
+
+use crate::Target;
+
+/// The key id and secret named by the flags and environment.
+pub fn load(target: &Target) -> Result<(KeyId, SecretKey), String> {
+    if let Ok(hex) = std::env::var("RPC_KEY") {
+        let id = target.key_id.clone().unwrap_or_else(|| "default".into());
+        let id = KeyId::new(&id).map_err(|e| format!("key id: {e}"))?;
+        let key = SecretKey::from_hex(&hex).map_err(|e| format!("RPC_KEY: {e}"))?;
+        return Ok((id, key));
+    }
+    let path = target
+        .keyring
+        .clone()
+        .unwrap_or_else(keyring::default_keyring_path);
+    let ring = Keyring::load(&path).map_err(|e| {
+        format!(
+            "{e} (create one with `rpc-server keygen --keyring {}`, or set RPC_KEY)",
+            path.display()
+        )
+    })?;
+    match &target.key_id {
+        Some(id) => {
+            let id = KeyId::new(id).map_err(|e| format!("key id: {e}"))?;
+            let key = ring
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| format!("{}: no key with id {id:?}", path.display()))?;
+            Ok((id, key))
+        }
+        None => ring
+            .first()
+            .map(|(id, key)| (id.clone(), key.clone()))
+            .ok_or_else(|| format!("{}: no key", path.display())),
+    }
+}

@@ -1,0 +1,76 @@
+//! `rpc-client`: call an rpckit server from the command line, or load it with `bench`.
+//!
+//! First start a server (`make run`, or `rpc-server`). Then:
+//! `rpc-client call uppercase hello` prints `HELLO`.
+//!
+//! Exit codes: 0 success, 1 local error (key file, arguments), 2 usage, 3 cannot connect,
+//! 4 authentication failed (either way), 5 the server answered with an error, 6 timeout,
+//! 7 connection lost after the call was sent (outcome unknown).
+
+mod call;
+mod keys;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rpc-client",
+    version,
+    about = "Call an rpckit server, or benchmark it"
+)]
+struct Cli {
+    #[command(flatten)]
+    target: Target,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where and how to connect.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Server address (host:port).
+    #[arg(
+        long,
+        global = true,
+        env = "RPC_ADDR",
+        default_value = "127.0.0.1:7878"
+    )]
+    pub addr: String,
+    /// Keyring file [default: $XDG_CONFIG_HOME/rpckit/keyring or ~/.config/rpckit/keyring]. Alternatively RPC_KEY (hex) in the environment.
+    #[arg(long, global = true, env = "RPC_KEYRING")]
+    pub keyring: Option<std::path::PathBuf>,
+    /// Key id to authenticate with [default: the first key in the keyring].
+    #[arg(long, global = true, env = "RPC_KEY_ID")]
+    pub key_id: Option<String>,
+    /// Time allowed for TCP connect plus handshake.
+    #[arg(long, global = true, env = "RPC_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub connect_timeout: Duration,
+}
+
+/// Parses `10s`, `500ms`, `2m`.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Call one method: echo TEXT..., uppercase TEXT..., ping, sleep MS (case-insensitive).
+    Call(call::CallArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
+        Command::Call(args) => call::run(&cli.target, args),
+    }
+}

@@ -1,0 +1,245 @@
+//! The `Client`: calls over one multiplexed connection, shared by any number of tasks, with
+//! timeouts, cancellation, and reconnection after the connection is lost.
+//!
+//! Retry rule: a call is sent again on a new connection only if it provably never reached the
+//! server (it was still queued in this process when the connection died). A call that was
+//! written fails with [`CallError::OutcomeUnknown`], because the server may have run it; a
+//! call the server answered `ShuttingDown` was not run and may be retried by the caller.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rpckit_proto::{KeyId, SecretKey};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::{debug, info};
+
+use crate::config::ClientConfig;
+use crate::connection::{Connection, Failure};
+use crate::error::{CallError, ConnectError};
+
+/// A client of one server, for the service's `Req`/`Resp` enums.
+///
+/// Cheap to share: wrap it in an `Arc` and call from many tasks at once; calls are
+/// multiplexed over one connection by id and answered in any order.
+///
+/// ```no_run
+/// use rpckit_client::{Client, ClientConfig};
+/// use rpckit_proto::demo::{Request, Response};
+/// use rpckit_proto::{KeyId, Keyring};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let keyring = Keyring::load(&rpckit_proto::keyring::default_keyring_path())?;
+/// let (id, key) = keyring.first().ok_or("empty keyring")?;
+/// let client: Client<Request, Response> =
+///     Client::connect("127.0.0.1:7878", id.clone(), key.clone(), ClientConfig::default()).await?;
+/// let answer = client.call(Request::Uppercase("hello".into())).await?;
+/// assert_eq!(answer, Response::Uppercase("HELLO".into()));
+/// # Ok(()) }
+/// ```
+pub struct Client<Req, Resp> {
+    /// Where to connect.
+    addr: String,
+    /// Our key id.
+    key_id: KeyId,
+    /// Our key.
+    key: SecretKey,
+    /// Settings.
+    config: ClientConfig,
+    /// The connection calls go to, if one is up.
+    current: Mutex<Option<Arc<Connection<Req, Resp>>>>,
+    /// Held while (re)connecting, so concurrent callers make one connection, not many.
+    connecting: async_lock::Mutex<()>,
+}
+
+impl<Req, Resp> std::fmt::Debug for Client<Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.addr)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Req, Resp> Client<Req, Resp>
+where
+    Req: Serialize + Send + 'static,
+    Resp: DeserializeOwned + Send + 'static,
+{
+    /// Connects to `addr` (`host:port`) and authenticates with `key_id`/`key`, checking that
+    /// the server holds the key too.
+    pub async fn connect(
+        addr: impl Into<String>,
+        key_id: KeyId,
+        key: SecretKey,
+        config: ClientConfig,
+    ) -> Result<Self, ConnectError> {
+        let addr = addr.into();
+        let connection = Connection::open(&addr, &key_id, &key, &config).await?;
+        Ok(Client {
+            addr,
+            key_id,
+            key,
+            config,
+            current: Mutex::new(Some(Arc::new(connection))),
+            connecting: async_lock::Mutex::new(()),
+        })
+    }
+
+    /// Calls with the configured timeout ([`ClientConfig::call_timeout`]).
+    pub async fn call(&self, request: Req) -> Result<Resp, CallError> {
+        self.call_with_timeout(request, self.config.call_timeout)
+            .await
+    }
+
+    /// Calls with `timeout` (`None`: wait for ever). The timeout is also the deadline the
+    /// server enforces. Dropping the returned future cancels the call on the server.
+    pub async fn call_with_timeout(
+        &self,
+        request: Req,
+        timeout: Option<Duration>,
+    ) -> Result<Resp, CallError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut request = request;
+        let mut reconnects = 0u32;
+        loop {
+            let connection = self.connection(deadline, &mut reconnects).await?;
+            let remaining = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Err(CallError::Timeout(timeout.unwrap_or_default())),
+                },
+                None => None,
+            };
+            match connection.call(request, remaining).await {
+                Ok(response) => return Ok(response),
+                Err(Failure::Error(CallError::Timeout(_))) => {
+                    return Err(CallError::Timeout(timeout.unwrap_or_default()))
+                }
+                Err(Failure::Error(e)) => return Err(e),
+                Err(Failure::NotSent(back)) => {
+                    debug!("call not sent before the connection closed; sending it again");
+                    self.forget(&connection);
+                    request = back;
+                }
+            }
+        }
+    }
+
+    /// Whether a usable connection is up right now.
+    pub fn is_connected(&self) -> bool {
+        self.lock_current().as_ref().is_some_and(|c| c.usable())
+    }
+
+    /// Says goodbye and closes the connection, waiting (up to the write timeout) until the
+    /// goodbye is written. Calls in flight end with an error; a later call connects again.
+    pub async fn close(&self) {
+        let connection = self.lock_current().take();
+        if let Some(connection) = connection {
+            connection.goodbye(self.config.write_timeout).await;
+        }
+    }
+
+    fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<Arc<Connection<Req, Resp>>>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn forget(&self, connection: &Arc<Connection<Req, Resp>>) {
+        let mut current = self.lock_current();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, connection)) {
+            current.take();
+        }
+    }
+
+    /// The usable connection, reconnecting (with exponential backoff and jitter) if needed.
+    async fn connection(
+        &self,
+        deadline: Option<Instant>,
+        reconnects: &mut u32,
+    ) -> Result<Arc<Connection<Req, Resp>>, CallError> {
+        if let Some(c) = self.lock_current().as_ref().filter(|c| c.usable()) {
+            return Ok(c.clone());
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(c) = self.lock_current().as_ref().filter(|c| c.usable()) {
+            return Ok(c.clone());
+        }
+        loop {
+            if *reconnects > self.config.reconnect_attempts {
+                return Err(CallError::Connect(ConnectError::Io {
+                    addr: self.addr.clone(),
+                    source: std::io::Error::other(format!(
+                        "gave up after {} reconnect attempts",
+                        self.config.reconnect_attempts
+                    )),
+                }));
+            }
+            if *reconnects > 0 {
+                let delay = backoff(
+                    *reconnects,
+                    self.config.reconnect_initial_backoff,
+                    self.config.reconnect_max_backoff,
+                );
+                if let Some(d) = deadline {
+                    if Instant::now() + delay >= d {
+                        return Err(CallError::Timeout(
+                            d.saturating_duration_since(Instant::now()),
+                        ));
+                    }
+                }
+                async_io::Timer::after(delay).await;
+            }
+            *reconnects += 1;
+            match Connection::open(&self.addr, &self.key_id, &self.key, &self.config).await {
+                Ok(connection) => {
+                    info!(addr = %self.addr, "reconnected");
+                    let connection = Arc::new(connection);
+                    *self.lock_current() = Some(connection.clone());
+                    return Ok(connection);
+                }
+                Err(e) if e.is_transient() => {
+                    debug!(addr = %self.addr, error = %e, attempt = *reconnects, "reconnect failed");
+                    if *reconnects > self.config.reconnect_attempts {
+                        return Err(CallError::Connect(e));
+                    }
+                }
+                Err(e) => return Err(CallError::Connect(e)),
+            }
+        }
+    }
+}
+
+/// Delay before reconnect attempt `attempt` (1-based): a random duration up to
+/// `initial * 2^(attempt-1)`, capped at `max` ("full jitter").
+fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let exp = initial
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+        .min(max);
+    let mut random = [0u8; 8];
+    rpckit_proto::handshake::os_random(&mut random);
+    let fraction = (u64::from_le_bytes(random) >> 11) as f64 / (1u64 << 53) as f64;
+    exp.mul_f64(fraction).max(Duration::from_millis(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        let initial = Duration::from_millis(50);
+        let max = Duration::from_secs(5);
+        for attempt in 1..40 {
+            let d = backoff(attempt, initial, max);
+            assert!(d <= max, "attempt {attempt}: {d:?}");
+            let cap = initial.saturating_mul(1 << (attempt - 1).min(20)).min(max);
+            assert!(d <= cap.max(Duration::from_millis(1)));
+        }
+    }
+
+    #[test]
+    fn client_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Client<rpckit_proto::demo::Request, rpckit_proto::demo::Response>>();
+    }
+}

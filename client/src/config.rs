@@ -1,0 +1,54 @@
+//! Client settings, each with its default.
+
+use std::time::Duration;
+
+use rpckit_proto::DEFAULT_MAX_FRAME;
+
+/// Settings of a [`crate::Client`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Time allowed for TCP connect. Default 5 s.
+    pub connect_timeout: Duration,
+    /// Time allowed for the whole handshake. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Largest frame sent or accepted, in bytes. Default 8 MiB.
+    pub max_frame: u32,
+    /// Timeout of [`crate::Client::call`]; also sent to the server as the call's deadline.
+    /// `None` waits for ever. Default 30 s.
+    pub call_timeout: Option<Duration>,
+    /// Messages waiting to be written; callers wait when it is full. Default 1,024.
+    pub max_queued: usize,
+    /// After this long without hearing from the server, ping it. Default 30 s.
+    pub keepalive_interval: Duration,
+    /// A ping not answered within this time means the server is dead: calls in flight fail
+    /// with [`crate::CallError::OutcomeUnknown`]. Default 10 s.
+    pub keepalive_timeout: Duration,
+    /// Time a write may take to make progress before the connection is declared dead.
+    /// Default 10 s.
+    pub write_timeout: Duration,
+    /// Reconnect attempts per call after the connection is lost (0: never reconnect).
+    /// Default 8.
+    pub reconnect_attempts: u32,
+    /// First reconnect delay; doubles on each attempt, with full jitter. Default 50 ms.
+    pub reconnect_initial_backoff: Duration,
+    /// Longest reconnect delay. Default 5 s.
+    pub reconnect_max_backoff: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
+            max_frame: DEFAULT_MAX_FRAME,
+            call_timeout: Some(Duration::from_secs(30)),
+            max_queued: 1024,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            reconnect_attempts: 8,
+            reconnect_initial_backoff: Duration::from_millis(50),
+            reconnect_max_backoff: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Typed errors of the client: failing to connect, and failing a call.
+
+use std::time::Duration;
+
+use rpckit_proto::{HandshakeError, RpcError};
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// TCP connect failed (nothing listening, unreachable, refused).
+    #[error("cannot connect to {addr}: {source}")]
+    Io {
+        /// The address tried.
+        addr: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TCP connect or the handshake did not finish in time.
+    #[error("timed out connecting to {addr} after {after:?}")]
+    Timeout {
+        /// The address tried.
+        addr: String,
+        /// The time allowed.
+        after: Duration,
+    },
+    /// The credentials were not accepted, either way round: the server refused our key or key
+    /// id, or the server could not prove it holds the key (an impostor or a different key).
+    #[error("authentication failed: {0}")]
+    Auth(#[source] HandshakeError),
+    /// The server refused for another reason (busy, shutting down, rate limit, version), or the
+    /// peer is not an rpckit server.
+    #[error("handshake failed: {0}")]
+    Handshake(#[source] HandshakeError),
+    /// The client was closed.
+    #[error("client is closed")]
+    Closed,
+}
+
+impl ConnectError {
+    /// Whether trying again later can help (it cannot for authentication failures).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConnectError::Io { .. } | ConnectError::Timeout { .. } => true,
+            ConnectError::Handshake(e) => !matches!(
+                e,
+                HandshakeError::BadMagic { .. }
+                    | HandshakeError::UnsupportedVersion { .. }
+                    | HandshakeError::UnsupportedSuite { .. }
+            ),
+            ConnectError::Auth(_) | ConnectError::Closed => false,
+        }
+    }
+}
+
+/// Why a call failed. Every call ends in exactly one outcome: its answer or one of these.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The server answered with an error.
+    #[error("server error: {0}")]
+    Rpc(#[from] RpcError),
+    /// No answer within the call's timeout; the server was told to cancel the call.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection died after the call was written to it: the server may or may not have
+    /// run it. Retry only if the call is idempotent.
+    #[error("connection lost after the call was sent; it may or may not have run: {0}")]
+    OutcomeUnknown(String),
+    /// No connection could be made for the call (it was never sent).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The server's answer could not be decoded as this client's response type.
+    #[error("undecodable response: {0}")]
+    Decode(String),
+    /// The request could not be encoded (for example it is larger than the frame limit).
+    #[error("request cannot be sent: {0}")]
+    Encode(String),
+}

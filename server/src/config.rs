@@ -1,0 +1,67 @@
+//! Server limits and timeouts, each with its default. `docs/OPERATIONS.md` says what each one
+//! protects against and what a peer sees when it trips.
+
+use std::time::Duration;
+
+use rpckit_proto::DEFAULT_MAX_FRAME;
+
+/// Limits and timeouts of a [`crate::Server`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Deadline for the whole handshake, not reset by each byte. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Largest frame accepted or sent after the handshake, in bytes. Default 8 MiB.
+    pub max_frame: u32,
+    /// Connections open at once; past it new connections are refused with `Busy`.
+    /// Default 10,000.
+    pub max_connections: usize,
+    /// Connections that have not finished the handshake; past it new connections are refused
+    /// with `Busy` while authenticated ones carry on (like OpenSSH's MaxStartups). Default 100.
+    pub max_unauthenticated: usize,
+    /// Calls in flight on one connection; past it a call is answered `Overloaded` at once.
+    /// Default 256.
+    pub max_in_flight: usize,
+    /// Messages waiting to be written to one connection; a client that sends calls but does
+    /// not read the answers is disconnected when it fills up. Default 1,024.
+    pub max_queued: usize,
+    /// Time a write may take to make progress before the peer is dropped. Default 10 s.
+    pub write_timeout: Duration,
+    /// A connection with no call in flight and no call received for this long is closed.
+    /// Default 300 s.
+    pub idle_timeout: Duration,
+    /// After this long without receiving anything the server pings the client. Default 30 s.
+    pub keepalive_interval: Duration,
+    /// A ping not answered (by anything) within this time means the peer is dead. Default 10 s.
+    pub keepalive_timeout: Duration,
+    /// On shutdown, time calls in flight get to finish before they are answered
+    /// `ShuttingDown`. Default 10 s.
+    pub grace_period: Duration,
+    /// Failed handshakes from one IP address within `auth_failure_window` after which the
+    /// address is refused (`RateLimited`) for `auth_penalty`. Default 5.
+    pub auth_failure_limit: u32,
+    /// Window over which failed handshakes are counted. Default 60 s.
+    pub auth_failure_window: Duration,
+    /// How long an address that hit `auth_failure_limit` is refused. Default 30 s.
+    pub auth_penalty: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            handshake_timeout: Duration::from_secs(10),
+            max_frame: DEFAULT_MAX_FRAME,
+            max_connections: 10_000,
+            max_unauthenticated: 100,
+            max_in_flight: 256,
+            max_queued: 1024,
+            write_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            grace_period: Duration::from_secs(10),
+            auth_failure_limit: 5,
+            auth_failure_window: Duration::from_secs(60),
+            auth_penalty: Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Live counters of a running server, shared by the accept loop and every connection.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Counters of a running server. Read them with [`ServerStats::snapshot`].
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Connections open (authenticated or not).
+    pub(crate) connections: AtomicUsize,
+    /// Connections still in the handshake.
+    pub(crate) unauthenticated: AtomicUsize,
+    /// Calls whose handler is running, over all connections.
+    pub(crate) calls_in_flight: AtomicUsize,
+    /// Calls answered or cancelled since start.
+    pub(crate) calls_total: AtomicU64,
+    /// Handshakes that failed since start.
+    pub(crate) handshake_failures: AtomicU64,
+    /// Connections refused before the handshake (caps, penalties, shutdown) since start.
+    pub(crate) refused: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Connections open.
+    pub connections: usize,
+    /// Connections still in the handshake.
+    pub unauthenticated: usize,
+    /// Calls whose handler is running.
+    pub calls_in_flight: usize,
+    /// Calls answered or cancelled since start.
+    pub calls_total: u64,
+    /// Handshakes that failed since start.
+    pub handshake_failures: u64,
+    /// Connections refused before the handshake since start.
+    pub refused: u64,
+}
+
+impl ServerStats {
+    /// Reads all counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            connections: self.connections.load(Ordering::Relaxed),
+            unauthenticated: self.unauthenticated.load(Ordering::Relaxed),
+            calls_in_flight: self.calls_in_flight.load(Ordering::Relaxed),
+            calls_total: self.calls_total.load(Ordering::Relaxed),
+            handshake_failures: self.handshake_failures.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+}
