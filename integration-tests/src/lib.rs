@@ -1,1 +1,360 @@
-//! Helpers for tests that drive the real binaries.
+//! Helpers for tests that drive the real `rpc-server` and `rpc-client` binaries: start a
+//! server on port 0 and wait for its ready line, watch its log for events, send it signals,
+//! run the CLI, and open raw or authenticated connections.
+//!
+//! Build the binaries first (`make test` does): `cargo build --bins`.
+
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rpckit_client::{Client, ClientConfig};
+use rpckit_proto::demo::{Request, Response};
+use rpckit_proto::handshake::{self, HandshakeConfig};
+use rpckit_proto::keyring::{write_new_key_file, KeyId, Keyring, SecretKey};
+use rpckit_proto::Session;
+
+/// How long a server gets to print its ready line.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Path of one of the workspace's binaries, next to the test executable's directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the binaries first (`cargo build --bins`, as `make test` does)",
+        path.display()
+    );
+    path
+}
+
+/// A private temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty directory under the system temp dir.
+    pub fn new(label: &str) -> Self {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("rpckit-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A keyring file with one fresh key, in its own temp dir.
+#[derive(Debug)]
+pub struct TestKey {
+    /// Holds the file.
+    pub dir: TempDir,
+    /// The keyring file.
+    pub path: PathBuf,
+    /// The key id.
+    pub id: KeyId,
+    /// The secret.
+    pub key: SecretKey,
+}
+
+impl TestKey {
+    /// A new random key named `id`.
+    pub fn new(id: &str) -> Self {
+        let dir = TempDir::new("key");
+        let path = dir.path().join("keyring");
+        let id = KeyId::new(id).expect("valid key id");
+        let key = write_new_key_file(&path, &id).expect("write key file");
+        TestKey { dir, path, id, key }
+    }
+
+    /// A keyring file holding several of these keys (for servers that accept many clients).
+    pub fn combined(keys: &[&TestKey]) -> (TempDir, PathBuf) {
+        let dir = TempDir::new("ring");
+        let mut ring = Keyring::new();
+        for k in keys {
+            ring.insert(k.id.clone(), k.key.clone());
+        }
+        let path = dir.path().join("keyring");
+        std::fs::write(&path, ring.to_file_text()).expect("write keyring");
+        (dir, path)
+    }
+}
+
+/// A running `rpc-server` process. Killed on drop.
+#[derive(Debug)]
+pub struct ServerProcess {
+    /// The process, until a wait takes it.
+    child: Option<Child>,
+    /// Its pid (for signals and /proc).
+    pid: u32,
+    /// Its exit status, once seen.
+    exited: Option<ExitStatus>,
+    /// The address from its ready line.
+    pub addr: SocketAddr,
+    /// Every stderr (log) line so far.
+    log: Arc<Mutex<Vec<String>>>,
+    /// New log lines as they come.
+    log_rx: mpsc::Receiver<String>,
+}
+
+impl ServerProcess {
+    /// Starts `rpc-server --listen 127.0.0.1:0 --keyring <keyring>` plus `extra` flags, and
+    /// waits for the ready line.
+    pub fn start(keyring: &Path, extra: &[&str]) -> Self {
+        let mut cmd = Command::new(bin("rpc-server"));
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--keyring")
+            .arg(keyring)
+            .args(extra)
+            .env_remove("RPC_KEY")
+            .env_remove("RUST_LOG")
+            .env("RPC_LOG_LEVEL", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn rpc-server");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (log_tx, log_rx) = mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(line.clone());
+                    let _ = log_tx.send(line);
+                }
+            });
+        }
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(addr) = line.strip_prefix("rpc-server listening on ") {
+                    let _ = ready_tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let addr = match ready_rx.recv_timeout(READY_TIMEOUT) {
+            Ok(addr) => addr.parse().expect("ready line names a socket address"),
+            Err(_) => {
+                let _ = child.kill();
+                let log = log.lock().unwrap().join("\n");
+                panic!("rpc-server printed no ready line within {READY_TIMEOUT:?}; log:\n{log}");
+            }
+        };
+        let pid = child.id();
+        ServerProcess {
+            child: Some(child),
+            pid,
+            exited: None,
+            addr,
+            log,
+            log_rx,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for a log line containing `needle` that arrives after the lines already seen by
+    /// earlier waits. Returns the line, or `None` after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.checked_duration_since(Instant::now())?;
+            match self.log_rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Whether any log line so far contains `needle`.
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Number of log lines so far that contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// The whole log so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit, up to `timeout` (woken by the exit itself, not by
+    /// polling).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if let Some(status) = self.exited {
+            return Some(status);
+        }
+        let mut child = self.child.take()?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(status)) => {
+                self.exited = Some(status);
+                Some(status)
+            }
+            _ => None,
+        }
+    }
+
+    /// Resident memory of the process in KiB (Linux).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Open file descriptors of the process (Linux).
+    pub fn open_fds(&self) -> Option<usize> {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .ok()
+            .map(|d| d.count())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        match self.child.take() {
+            Some(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            None if self.exited.is_none() => {
+                // A waiter thread owns the child; kill it by pid.
+                let _ = Command::new("kill")
+                    .arg("-9")
+                    .arg(self.pid.to_string())
+                    .status();
+            }
+            None => {}
+        }
+    }
+}
+
+/// Runs `rpc-client --addr <addr> --keyring <keyring> <args>` and returns its output.
+pub fn cli(addr: SocketAddr, keyring: &Path, args: &[&str]) -> Output {
+    Command::new(bin("rpc-client"))
+        .arg("--addr")
+        .arg(addr.to_string())
+        .arg("--keyring")
+        .arg(keyring)
+        .args(args)
+        .env_remove("RPC_KEY")
+        .env_remove("RPC_KEY_ID")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rpc-client")
+}
+
+/// A client library connection for the demo service.
+pub fn client(addr: SocketAddr, key: &TestKey, config: ClientConfig) -> Client<Request, Response> {
+    async_std::task::block_on(Client::connect(
+        addr.to_string(),
+        key.id.clone(),
+        key.key.clone(),
+        config,
+    ))
+    .expect("client connects")
+}
+
+/// An authenticated raw session (proto's handshake over an async-std socket), for tests that
+/// write frames by hand.
+pub async fn raw_session(
+    addr: SocketAddr,
+    key: &TestKey,
+) -> (
+    async_std::net::TcpStream,
+    Session<async_std::net::TcpStream, async_std::net::TcpStream>,
+) {
+    let stream = async_std::net::TcpStream::connect(addr)
+        .await
+        .expect("connect");
+    let session = handshake::connect(
+        stream.clone(),
+        stream.clone(),
+        &key.id,
+        &key.key,
+        &HandshakeConfig::default(),
+    )
+    .await
+    .expect("handshake");
+    (stream, session)
+}
+
+/// Runs `fut` on async-std, failing the test if it takes longer than `limit`.
+pub fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> T {
+    async_std::task::block_on(async {
+        futures_lite::future::or(async { Some(fut.await) }, async {
+            async_io::Timer::after(limit).await;
+            None
+        })
+        .await
+    })
+    .unwrap_or_else(|| panic!("test step did not finish within {limit:?}"))
+}
+
+/// A TCP connection to `addr` from the source address `from` (another loopback address,
+/// such as 127.0.0.2, to act as a different client host).
+pub fn connect_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+) -> std::io::Result<std::net::TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(from, 0).into())?;
+    socket.connect(&addr.into())?;
+    Ok(socket.into())
+}
