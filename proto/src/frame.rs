@@ -6,6 +6,8 @@
 //! `futures-io` [`AsyncRead`].
 
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use futures_lite::io::{AsyncRead, AsyncReadExt};
 
@@ -69,9 +71,56 @@ pub enum FrameError {
         /// Bytes the frame needed.
         need: usize,
     },
+    /// Buffering this frame would take the shared read-buffer budget past its limit (many
+    /// large frames arriving at once); the connection is dropped rather than the process.
+    #[error("read buffers of all connections would exceed the budget of {limit} bytes ({need} more needed)")]
+    OverBudget {
+        /// Bytes this reader asked for.
+        need: usize,
+        /// The budget.
+        limit: usize,
+    },
     /// The underlying stream failed.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
+}
+
+/// A limit on the memory that the read buffers of many [`FrameReader`]s may hold together
+/// beyond their small idle buffer, so that many concurrent maximum-size frames cannot exhaust
+/// memory.
+#[derive(Debug)]
+pub struct BufferBudget {
+    /// Most bytes charged at once.
+    limit: usize,
+    /// Bytes charged now.
+    used: AtomicUsize,
+}
+
+impl BufferBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(BufferBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn try_take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
 }
 
 /// Looks for one complete frame at the start of `buf`.
@@ -135,6 +184,18 @@ pub struct FrameReader<R> {
     last_read: usize,
     /// Length bounds.
     limits: FrameLimits,
+    /// Shared budget that buffers larger than the small one are charged to, if any.
+    budget: Option<Arc<BufferBudget>>,
+    /// Bytes of `buf` charged to the budget.
+    charged: usize,
+}
+
+impl<R> Drop for FrameReader<R> {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.give(self.charged);
+        }
+    }
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -148,7 +209,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             pending: 0,
             last_read: 0,
             limits,
+            budget: None,
+            charged: 0,
         }
+    }
+
+    /// Charges buffers larger than the small idle one to `budget` from now on.
+    pub fn set_budget(&mut self, budget: Arc<BufferBudget>) {
+        if let Some(old) = self.budget.take() {
+            old.give(std::mem::take(&mut self.charged));
+        }
+        self.budget = Some(budget);
     }
 
     /// The current limits.
@@ -159,11 +230,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Changes the limits for the frames that follow (the handshake uses small ones).
     pub fn set_limits(&mut self, limits: FrameLimits) {
         self.limits = limits;
-    }
-
-    /// Gives back the stream; buffered bytes are lost.
-    pub fn into_inner(self) -> R {
-        self.io
     }
 
     /// Bytes read from the stream and not yet consumed.
@@ -209,7 +275,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     ///
     /// Returns `Ok(false)` if the stream ended first. Used by the handshake, whose messages are
     /// fixed-layout rather than framed.
-    pub(crate) async fn fill(&mut self, n: usize) -> io::Result<bool> {
+    pub(crate) async fn fill(&mut self, n: usize) -> Result<bool, FrameError> {
         self.consume_pending();
         while self.end - self.start < n {
             if !self.read_more(n).await? {
@@ -235,8 +301,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Reads once from the stream so that a message of `need` bytes (counted from `start`) fits.
     /// Returns `Ok(false)` at end of stream.
-    async fn read_more(&mut self, need: usize) -> io::Result<bool> {
-        self.make_room(need);
+    async fn read_more(&mut self, need: usize) -> Result<bool, FrameError> {
+        self.make_room(need)?;
         let n = self.io.read(&mut self.buf[self.end..]).await?;
         self.end += n;
         self.last_read = n;
@@ -244,17 +310,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// Arranges storage so that `need` bytes from `start` fit, and at least one byte can be read.
-    fn make_room(&mut self, need: usize) {
+    fn make_room(&mut self, need: usize) -> Result<(), FrameError> {
         let have = self.end - self.start;
         if have == 0 && self.buf.len() > SMALL_BUFFER && self.last_read < SMALL_BUFFER {
             // The burst is over: give the big buffer back.
             self.buf = Vec::new();
             self.start = 0;
             self.end = 0;
+            self.recharge(0)?;
         }
         let want = need.max(have + 1);
         if self.start + want <= self.buf.len() {
-            return;
+            return Ok(());
         }
         if want <= self.buf.len() {
             // Enough room if the unconsumed bytes move to the front.
@@ -265,12 +332,34 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             } else {
                 want.max(BIG_BUFFER)
             };
+            self.recharge(size)?;
             let mut grown = vec![0u8; size];
             grown[..have].copy_from_slice(&self.buf[self.start..self.end]);
             self.buf = grown;
         }
         self.start = 0;
         self.end = have;
+        Ok(())
+    }
+
+    /// Moves the budget charge to what a buffer of `size` bytes costs (nothing if small).
+    fn recharge(&mut self, size: usize) -> Result<(), FrameError> {
+        let Some(budget) = &self.budget else {
+            return Ok(());
+        };
+        let cost = if size > SMALL_BUFFER { size } else { 0 };
+        if cost > self.charged {
+            if !budget.try_take(cost - self.charged) {
+                return Err(FrameError::OverBudget {
+                    need: cost - self.charged,
+                    limit: budget.limit,
+                });
+            }
+        } else {
+            budget.give(self.charged - cost);
+        }
+        self.charged = cost;
+        Ok(())
     }
 }
 
@@ -425,6 +514,42 @@ mod tests {
         assert!(read_all(Vec::new(), 5, FrameLimits::default())
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn buffers_are_charged_to_the_shared_budget() {
+        block_on(async {
+            let budget = BufferBudget::new(100_000);
+            let big = vec![1u8; 70_000];
+            let mut first = FrameReader::new(
+                Chunked {
+                    data: framed(&[&big, b"x"]),
+                    pos: 0,
+                    chunk: 100_000,
+                },
+                FrameLimits::default(),
+            );
+            first.set_budget(budget.clone());
+            assert_eq!(first.next_frame().await.unwrap().unwrap().len(), 70_000);
+            assert!(budget.used() >= 70_000);
+            // A second large frame at the same time does not fit.
+            let mut second = FrameReader::new(
+                Chunked {
+                    data: framed(&[&big]),
+                    pos: 0,
+                    chunk: 100_000,
+                },
+                FrameLimits::default(),
+            );
+            second.set_budget(budget.clone());
+            assert!(matches!(
+                second.next_frame().await,
+                Err(FrameError::OverBudget { .. })
+            ));
+            drop(first);
+            drop(second);
+            assert_eq!(budget.used(), 0);
+        });
     }
 
     #[test]

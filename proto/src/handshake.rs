@@ -26,7 +26,7 @@ use hmac::{KeyInit, Mac};
 use rand::TryRng;
 use sha2::Sha256;
 
-use crate::frame::{FrameLimits, FrameReader, DEFAULT_MAX_FRAME};
+use crate::frame::{FrameError, FrameLimits, FrameReader, DEFAULT_MAX_FRAME};
 use crate::keyring::{KeyId, Keyring, SecretKey, MAX_KEY_ID_LEN};
 use crate::session::{HmacSha256, Session, SessionReader, SessionWriter, TAG_LEN};
 
@@ -416,7 +416,11 @@ async fn need<R: AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
     n: usize,
 ) -> Result<&[u8], HandshakeError> {
-    if reader.fill(n).await? {
+    let filled = reader.fill(n).await.map_err(|e| match e {
+        FrameError::Io(e) => HandshakeError::Io(e),
+        other => HandshakeError::Io(io::Error::other(other.to_string())),
+    })?;
+    if filled {
         Ok(&reader.buffered()[..n])
     } else {
         Err(HandshakeError::Closed)

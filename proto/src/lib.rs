@@ -29,7 +29,7 @@ pub mod message;
 pub mod session;
 
 pub use codec::{DecodeError, EncodeError};
-pub use frame::{FrameError, FrameLimits, DEFAULT_MAX_FRAME};
+pub use frame::{BufferBudget, FrameError, FrameLimits, DEFAULT_MAX_FRAME};
 pub use handshake::{HandshakeConfig, HandshakeError, Refusal};
 pub use keyring::{KeyError, KeyId, Keyring, SecretKey};
 pub use message::{ClientMessage, RpcError, ServerMessage};

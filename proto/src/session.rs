@@ -150,6 +150,11 @@ impl<R: AsyncRead + Unpin> SessionReader<R> {
         }
     }
 
+    /// Charges this reader's large buffers to a budget shared with other connections.
+    pub fn set_budget(&mut self, budget: std::sync::Arc<crate::frame::BufferBudget>) {
+        self.frames.set_budget(budget);
+    }
+
     /// Whether a complete frame is already buffered, so `recv` will not wait on the peer.
     pub fn has_buffered_frame(&self) -> bool {
         self.frames.has_complete_frame()

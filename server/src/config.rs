@@ -12,6 +12,9 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Largest frame accepted or sent after the handshake, in bytes. Default 8 MiB.
     pub max_frame: u32,
+    /// Memory that read buffers of all connections may hold together beyond their small
+    /// idle buffers; a connection whose next frame does not fit is closed. Default 1 GiB.
+    pub max_buffer_memory: usize,
     /// Connections open at once; past it new connections are refused with `Busy`.
     /// Default 10,000.
     pub max_connections: usize,
@@ -50,6 +53,7 @@ impl Default for ServerConfig {
         ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_frame: DEFAULT_MAX_FRAME,
+            max_buffer_memory: 1 << 30,
             max_connections: 10_000,
             max_unauthenticated: 100,
             max_in_flight: 256,

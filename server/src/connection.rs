@@ -61,7 +61,8 @@ pub(crate) async fn serve<S: Service>(
     shared.penalties.record_success(peer.ip());
     let key_id = Arc::new(session.key_id.clone());
     info!(%peer, key_id = %key_id, "authenticated");
-    let (reader, writer) = session.split();
+    let (mut reader, writer) = session.split();
+    reader.set_budget(shared.buffer_budget.clone());
 
     let (out_tx, out_rx) = async_channel::bounded(shared.config.max_queued.max(1));
     let writer_task = {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_std::net::{TcpListener, TcpStream};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use rpckit_proto::handshake::server_refusal;
-use rpckit_proto::{Keyring, Refusal};
+use rpckit_proto::{BufferBudget, Keyring, Refusal};
 use tracing::{info, warn};
 
 use crate::config::ServerConfig;
@@ -43,6 +43,8 @@ pub(crate) struct Shared<S> {
     pub(crate) penalties: Penalties,
     /// Refusals being sent now.
     refusals: AtomicUsize,
+    /// Read-buffer memory shared by all connections.
+    pub(crate) buffer_budget: Arc<BufferBudget>,
 }
 
 /// An rpckit server for one [`Service`].
@@ -71,6 +73,7 @@ impl<S: Service> Server<S> {
             config.auth_failure_window,
             config.auth_penalty,
         );
+        let buffer_budget = BufferBudget::new(config.max_buffer_memory);
         Server {
             shared: Arc::new(Shared {
                 service: Arc::new(service),
@@ -79,6 +82,7 @@ impl<S: Service> Server<S> {
                 stats: Arc::new(ServerStats::default()),
                 penalties,
                 refusals: AtomicUsize::new(0),
+                buffer_budget,
             }),
         }
     }

@@ -16,6 +16,7 @@ use super::stats::Recorder;
 pub const REDRAW_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A running progress display; [`Progress::stop`] erases it.
+#[derive(Debug)]
 pub struct Progress {
     task: JoinHandle<()>,
 }

@@ -173,6 +173,17 @@ impl Default for Turnstile {
     }
 }
 
+impl std::fmt::Debug for Turnstile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.lock();
+        f.debug_struct("Turnstile")
+            .field("next", &st.next)
+            .field("poisoned", &st.poisoned)
+            .field("waiting", &st.waiters.len())
+            .finish()
+    }
+}
+
 impl Turnstile {
     fn lock(&self) -> std::sync::MutexGuard<'_, TurnState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -245,6 +256,15 @@ impl Drop for PoisonGuard<'_> {
         if self.armed {
             self.conn.poison();
         }
+    }
+}
+
+impl std::fmt::Debug for RawConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawConnection")
+            .field("turn", &self.turn)
+            .field("broken", &self.broken.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 
@@ -447,7 +467,8 @@ mod tests {
         };
         let rep = run_raw(&addr, &cfg).await.unwrap();
         assert!(rep.calls > 0, "{rep:?}");
-        assert!(rep.connects >= rep.calls, "{rep:?}");
+        // One connection per call, give or take the calls straddling the window edges.
+        assert!(rep.connects.abs_diff(rep.calls) <= 2 * 2, "{rep:?}");
         assert!(rep.connections_per_sec.is_some());
         assert_eq!(rep.errors, 0, "{rep:?}");
         assert_eq!(rep.depth, 1);

@@ -75,6 +75,7 @@ pub struct Snapshot {
 }
 
 /// Everything a [`Recorder`] collected, merged.
+#[derive(Debug)]
 pub struct Totals {
     /// Latencies of the counted calls, in nanoseconds.
     pub hist: Histogram<u64>,
@@ -86,6 +87,16 @@ pub struct Totals {
     pub connects: u64,
     /// Errors by label: (count, first message).
     pub errors: BTreeMap<String, (u64, String)>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("shards", &self.shards.len())
+            .field("window_start", &self.window_start)
+            .field("window_end", &self.window_end)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Recorder {

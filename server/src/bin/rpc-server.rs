@@ -84,6 +84,9 @@ struct ServeArgs {
     /// Largest frame accepted or sent, in bytes.
     #[arg(long, env = "RPC_MAX_FRAME", default_value_t = rpckit_proto::DEFAULT_MAX_FRAME)]
     max_frame: u32,
+    /// Memory all connections' read buffers may hold together, in bytes; a connection whose frame does not fit is closed.
+    #[arg(long, env = "RPC_MAX_BUFFER_MEMORY", default_value_t = 1 << 30)]
+    max_buffer_memory: usize,
     /// Connections open at once; past it new ones are refused (Busy).
     #[arg(long, env = "RPC_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
@@ -127,6 +130,7 @@ impl ServeArgs {
         ServerConfig {
             handshake_timeout: self.handshake_timeout,
             max_frame: self.max_frame,
+            max_buffer_memory: self.max_buffer_memory,
             max_connections: self.max_connections,
             max_unauthenticated: self.max_unauthenticated,
             max_in_flight: self.max_in_flight,

@@ -1,0 +1,43 @@
+# rpckit: each target is a thin wrapper over cargo (or a script in scripts/).
+CARGO ?= cargo
+
+.PHONY: build run demo test lint fmt bench soak fuzz clean
+
+## build: debug build of every crate and binary
+build:
+	$(CARGO) build --workspace --bins
+
+## run (or demo): build, create a dev key if missing (outside git), start rpc-server on
+## 127.0.0.1:7878, show a real call; Ctrl-C stops the server
+run demo:
+	scripts/demo.sh
+
+## test: format check, clippy with warnings as errors, then every test (unit, property,
+## integration against the real binaries, a short soak and a bench smoke run)
+test: lint
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace
+
+## lint: rustfmt check and clippy on all targets, warnings are errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## bench: release build; kit vs raw reference, pinned to CPUs; prints the table
+bench:
+	scripts/bench.sh
+
+## soak: bounded soak (SOAK_SECS, default 60) of many clients with random faults
+soak:
+	$(CARGO) build --release --workspace --bins
+	SOAK_SECS=$${SOAK_SECS:-60} $(CARGO) test --release -p rpckit-integration-tests --test soak -- --nocapture
+
+## fuzz: cargo-fuzz on the frame and envelope decoders (needs the nightly toolchain)
+fuzz:
+	scripts/fuzz.sh
+
+clean:
+	$(CARGO) clean
