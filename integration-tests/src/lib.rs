@@ -124,9 +124,15 @@ impl ServerProcess {
     /// Starts `rpc-server --listen 127.0.0.1:0 --keyring <keyring>` plus `extra` flags, and
     /// waits for the ready line.
     pub fn start(keyring: &Path, extra: &[&str]) -> Self {
+        Self::start_at("127.0.0.1:0", keyring, extra)
+    }
+
+    /// Like [`ServerProcess::start`] but listening on `listen` (for example the fixed
+    /// `127.0.0.1:<port>` of a server that was stopped, to restart it on the same port).
+    pub fn start_at(listen: &str, keyring: &Path, extra: &[&str]) -> Self {
         let mut cmd = Command::new(bin("rpc-server"));
         cmd.arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--keyring")
             .arg(keyring)
             .args(extra)
@@ -357,4 +363,53 @@ pub fn connect_from(
     socket.bind(&SocketAddr::new(from, 0).into())?;
     socket.connect(&addr.into())?;
     Ok(socket.into())
+}
+
+impl ServerProcess {
+    /// Waits for a log line containing any of `needles` (after the lines already seen by
+    /// earlier waits). Returns the line, or `None` after `timeout`.
+    pub fn wait_for_log_any(&self, needles: &[&str], timeout: Duration) -> Option<String> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.checked_duration_since(Instant::now())?;
+            match self.log_rx.recv_timeout(left) {
+                Ok(line) if needles.iter().any(|n| line.contains(n)) => return Some(line),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Waits until at least `n` log lines so far contain `needle`; `false` after `timeout`.
+    /// Woken by each new log line, not by polling.
+    pub fn wait_for_log_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.log_count(needle) >= n {
+                return true;
+            }
+            let Some(left) = end.checked_duration_since(Instant::now()) else {
+                return self.log_count(needle) >= n;
+            };
+            if self.log_rx.recv_timeout(left).is_err() {
+                return self.log_count(needle) >= n;
+            }
+        }
+    }
+
+    /// Whether the process has exited (without waiting).
+    pub fn has_exited(&mut self) -> bool {
+        if self.exited.is_some() {
+            return true;
+        }
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => {
+                self.exited = Some(status);
+                true
+            }
+            Some(_) => false,
+            // A waiter thread owns the child: look at /proc instead.
+            None => !Path::new(&format!("/proc/{}", self.pid)).exists(),
+        }
+    }
 }

@@ -461,7 +461,8 @@ fn handshake_over_tcp_then_calls_and_replies_both_ways() {
             .push_client(&ClientMessage::<Request>::Goodbye)
             .unwrap();
         client.writer.flush().await.unwrap();
-        client.writer.close().await.unwrap();
+        // `close` on async-io streams only flushes; dropping both halves closes the socket.
+        drop(client);
         let payload = server.reader.recv().await.unwrap().unwrap();
         assert!(matches!(
             decode_client::<Request>(payload).unwrap(),

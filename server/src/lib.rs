@@ -25,3 +25,8 @@ pub use demo::{DemoService, MAX_SLEEP_MS};
 pub use server::Server;
 pub use service::{CallContext, Service};
 pub use stats::{ServerStats, StatsSnapshot};
+
+/// The README's Rust example is compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

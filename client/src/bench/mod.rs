@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod kit;
 pub mod progress;
 pub mod raw;
 pub mod sha;
@@ -40,6 +41,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use engine::run;
+pub use kit::{KitConnection, KitDriver};
 pub use raw::{run_raw, RawDriver};
 pub use sha::measure_sha256_throughput;
 pub use stats::{BenchReport, LatencySummary};

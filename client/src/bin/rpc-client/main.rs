@@ -7,6 +7,7 @@
 //! 4 authentication failed (either way), 5 the server answered with an error, 6 timeout,
 //! 7 connection lost after the call was sent (outcome unknown).
 
+mod bench;
 mod call;
 mod keys;
 
@@ -59,6 +60,10 @@ pub fn duration(text: &str) -> Result<Duration, String> {
 enum Command {
     /// Call one method: echo TEXT..., uppercase TEXT..., ping, sleep MS (case-insensitive).
     Call(call::CallArgs),
+    /// Load the server: --conns C connections, --depth D calls in flight each, for
+    /// --duration seconds after --warmup; --churn opens a new connection per call. Reports
+    /// calls/s, MB/s, latency percentiles (HDR histogram) and errors by kind.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,5 +77,6 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Call(args) => call::run(&cli.target, args),
+        Command::Bench(args) => bench::run_bench(&cli.target, args),
     }
 }

@@ -1,0 +1,67 @@
+//! `rpc-client bench`: load a running server with the kit's client (or, with `--raw`, a
+//! running `rpc-raw-reference` with the raw protocol) and report calls/s, MB/s, latency
+//! percentiles and errors by kind.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use rpckit_client::bench::{measure_sha256_throughput, run, run_raw, BenchConfig, KitDriver};
+
+use crate::{keys, Target};
+
+/// Arguments of `bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Drive an `rpc-raw-reference` server with the raw protocol (no auth, no tags, no serde)
+    /// instead of an rpckit server.
+    #[arg(long)]
+    raw: bool,
+    /// Only measure this machine's SHA-256 throughput over 64 KiB buffers for one second and
+    /// print it (frame tags cost hashing); no server is needed.
+    #[arg(long, conflicts_with = "raw")]
+    sha256: bool,
+    #[command(flatten)]
+    config: BenchConfig,
+}
+
+/// Runs the benchmark; exit 0 if it ran (errors during the run are in the report).
+pub fn run_bench(target: &Target, args: BenchArgs) -> ExitCode {
+    if args.sha256 {
+        let bytes_per_sec = measure_sha256_throughput(std::time::Duration::from_secs(1));
+        if args.config.json {
+            println!(
+                "{}",
+                serde_json::json!({ "sha256_bytes_per_sec": bytes_per_sec })
+            );
+        } else {
+            println!(
+                "sha256 over 64 KiB buffers: {:.0} MB/s",
+                bytes_per_sec / 1e6
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    let result = if args.raw {
+        async_std::task::block_on(run_raw(&target.addr, &args.config))
+    } else {
+        let (key_id, key) = match keys::load(target) {
+            Ok(found) => found,
+            Err(e) => {
+                eprintln!("rpc-client: {e}");
+                return ExitCode::from(crate::call::EXIT_LOCAL);
+            }
+        };
+        let driver = KitDriver::new(&args.config.method, key_id, key);
+        async_std::task::block_on(run(driver, &target.addr, &args.config))
+    };
+    match result {
+        Ok(report) => {
+            report.print(args.config.json);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rpc-client: bench: {e}");
+            ExitCode::from(crate::call::EXIT_CONNECT)
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Calls through the client library against the real `rpc-server`: many connections at once,
+//! answers matched to their calls, answers out of order on one connection, cancellation,
+//! deadlines and the typed errors the server answers with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::future;
+use rpckit_client::{CallError, Client, ClientConfig};
+use rpckit_integration_tests::{client, within, ServerProcess, TestKey};
+use rpckit_proto::demo::{Request, Response};
+use rpckit_proto::RpcError;
+
+const CONNECTIONS: usize = 100;
+const CALLS_PER_CONNECTION: usize = 50;
+
+#[test]
+fn hundred_connections_each_get_their_own_answers() {
+    let key = TestKey::new("calls-many");
+    let server = ServerProcess::start(&key.path, &[]);
+    let addr = server.addr.to_string();
+
+    let answers = within(Duration::from_secs(90), async {
+        let mut connections = Vec::new();
+        for c in 0..CONNECTIONS {
+            let (addr, id, secret) = (addr.clone(), key.id.clone(), key.key.clone());
+            connections.push(async_std::task::spawn(async move {
+                let client =
+                    Client::<Request, Response>::connect(addr, id, secret, ClientConfig::default())
+                        .await
+                        .unwrap_or_else(|e| panic!("connection {c}: {e}"));
+                let client = Arc::new(client);
+                // Every call of this connection in flight at once, multiplexed by id.
+                let calls: Vec<_> = (0..CALLS_PER_CONNECTION)
+                    .map(|i| {
+                        let client = client.clone();
+                        async_std::task::spawn(async move {
+                            let text = format!("conn {c} call {i}: ünïque-{c}-{i}");
+                            let answer = client.call(Request::Uppercase(text.clone())).await;
+                            (text, answer)
+                        })
+                    })
+                    .collect();
+                let mut answers = Vec::with_capacity(calls.len());
+                for call in calls {
+                    answers.push(call.await);
+                }
+                client.close().await;
+                answers
+            }));
+        }
+        let mut all = Vec::with_capacity(CONNECTIONS * CALLS_PER_CONNECTION);
+        for connection in connections {
+            all.extend(connection.await);
+        }
+        all
+    });
+
+    assert_eq!(answers.len(), CONNECTIONS * CALLS_PER_CONNECTION);
+    let mut distinct = std::collections::HashSet::new();
+    for (text, answer) in answers {
+        match answer {
+            Ok(Response::Uppercase(got)) => assert_eq!(got, text.to_uppercase(), "for {text:?}"),
+            other => panic!("call {text:?}: {other:?}"),
+        }
+        assert!(distinct.insert(text), "payloads are unique");
+    }
+    assert_eq!(
+        server.log_count("handshake failed"),
+        0,
+        "{}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn answers_arrive_out_of_order_on_one_connection() {
+    let key = TestKey::new("calls-order");
+    let server = ServerProcess::start(&key.path, &[]);
+    let client = client(server.addr, &key, ClientConfig::default());
+
+    within(Duration::from_secs(30), async {
+        let mut sleep = Box::pin(client.call(Request::Sleep { ms: 2000 }));
+        // One poll queues the Sleep call on the connection, ahead of the Echo below.
+        assert!(future::poll_once(&mut sleep).await.is_none());
+        let echo = client
+            .call(Request::Echo(b"overtakes the sleep".to_vec()))
+            .await;
+        assert_eq!(
+            echo.expect("echo answered"),
+            Response::Echo(b"overtakes the sleep".to_vec())
+        );
+        // The Echo, sent second, was answered while the Sleep, sent first, is still running.
+        assert!(
+            future::poll_once(&mut sleep).await.is_none(),
+            "the Sleep was answered before the Echo"
+        );
+        assert_eq!(
+            sleep.await.expect("sleep answered"),
+            Response::Slept { ms: 2000 }
+        );
+    });
+    assert!(client.is_connected());
+}
+
+#[test]
+fn dropping_a_call_cancels_it_on_the_server() {
+    let key = TestKey::new("calls-cancel");
+    let server = ServerProcess::start(&key.path, &[]);
+    let client = client(server.addr, &key, ClientConfig::default());
+
+    within(Duration::from_secs(30), async {
+        let mut sleep = Box::pin(client.call(Request::Sleep { ms: 600_000 }));
+        assert!(future::poll_once(&mut sleep).await.is_none());
+        // Answered after the Sleep frame was read, so the Sleep is running on the server.
+        assert_eq!(
+            client.call(Request::Ping).await.expect("ping"),
+            Response::Pong
+        );
+        drop(sleep);
+        // The connection goes on.
+        assert_eq!(
+            client
+                .call(Request::Uppercase("after cancel".into()))
+                .await
+                .expect("call"),
+            Response::Uppercase("AFTER CANCEL".into())
+        );
+    });
+    assert!(
+        server
+            .wait_for_log("call cancelled by client", Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn server_errors_arrive_as_typed_errors() {
+    let key = TestKey::new("calls-errors");
+    let server = ServerProcess::start(&key.path, &["--max-in-flight", "1"]);
+    let client = client(server.addr, &key, ClientConfig::default());
+    let other = rpckit_integration_tests::client(server.addr, &key, ClientConfig::default());
+
+    within(Duration::from_secs(30), async {
+        // Over MAX_SLEEP_MS: the handler's own error.
+        match client.call(Request::Sleep { ms: 3_600_001 }).await {
+            Err(CallError::Rpc(RpcError::Application(message))) => assert_eq!(
+                message,
+                "sleep of 3600001 ms is over the limit of 3600000 ms"
+            ),
+            other => panic!("expected an Application error, got {other:?}"),
+        }
+
+        // The longest allowed Sleep is accepted (it runs until our deadline).
+        match client
+            .call_with_timeout(
+                Request::Sleep { ms: 3_600_000 },
+                Some(Duration::from_millis(300)),
+            )
+            .await
+        {
+            Err(CallError::Timeout(after)) => assert_eq!(after, Duration::from_millis(300)),
+            Err(CallError::Rpc(RpcError::DeadlineExceeded)) => {}
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+
+        // --max-in-flight 1: a second call while one runs is refused on that connection only.
+        let mut sleep = Box::pin(client.call(Request::Sleep { ms: 1500 }));
+        assert!(future::poll_once(&mut sleep).await.is_none());
+        match client.call(Request::Ping).await {
+            Err(CallError::Rpc(RpcError::Overloaded)) => {}
+            other => panic!("expected Overloaded, got {other:?}"),
+        }
+        assert_eq!(
+            other.call(Request::Ping).await.expect("other connection"),
+            Response::Pong
+        );
+        assert_eq!(
+            sleep.await.expect("sleep answered"),
+            Response::Slept { ms: 1500 }
+        );
+    });
+}
