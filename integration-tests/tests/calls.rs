@@ -139,9 +139,8 @@ fn dropping_a_call_cancels_it_on_the_server() {
 #[test]
 fn server_errors_arrive_as_typed_errors() {
     let key = TestKey::new("calls-errors");
-    let server = ServerProcess::start(&key.path, &["--max-in-flight", "1"]);
+    let server = ServerProcess::start(&key.path, &[]);
     let client = client(server.addr, &key, ClientConfig::default());
-    let other = rpckit_integration_tests::client(server.addr, &key, ClientConfig::default());
 
     within(Duration::from_secs(30), async {
         // Over MAX_SLEEP_MS: the handler's own error.
@@ -153,7 +152,7 @@ fn server_errors_arrive_as_typed_errors() {
             other => panic!("expected an Application error, got {other:?}"),
         }
 
-        // The longest allowed Sleep is accepted (it runs until our deadline).
+        // The longest allowed Sleep is accepted: it runs until the call's deadline.
         match client
             .call_with_timeout(
                 Request::Sleep { ms: 3_600_000 },
@@ -166,13 +165,30 @@ fn server_errors_arrive_as_typed_errors() {
             other => panic!("expected a timeout, got {other:?}"),
         }
 
-        // --max-in-flight 1: a second call while one runs is refused on that connection only.
-        let mut sleep = Box::pin(client.call(Request::Sleep { ms: 1500 }));
+        // The connection is still good.
+        assert_eq!(
+            client.call(Request::Ping).await.expect("ping"),
+            Response::Pong
+        );
+    });
+}
+
+#[test]
+fn calls_over_max_in_flight_are_refused_overloaded() {
+    let key = TestKey::new("calls-overload");
+    let server = ServerProcess::start(&key.path, &["--max-in-flight", "1"]);
+    let busy = client(server.addr, &key, ClientConfig::default());
+    let other = client(server.addr, &key, ClientConfig::default());
+
+    within(Duration::from_secs(30), async {
+        let mut sleep = Box::pin(busy.call(Request::Sleep { ms: 1500 }));
         assert!(future::poll_once(&mut sleep).await.is_none());
-        match client.call(Request::Ping).await {
+        // Read after the Sleep, while it runs: over the limit of this connection.
+        match busy.call(Request::Ping).await {
             Err(CallError::Rpc(RpcError::Overloaded)) => {}
             other => panic!("expected Overloaded, got {other:?}"),
         }
+        // The limit is per connection.
         assert_eq!(
             other.call(Request::Ping).await.expect("other connection"),
             Response::Pong

@@ -208,6 +208,11 @@ impl<S: Service> Connection<'_, S> {
         let mut reading = true;
 
         loop {
+            // Take finished calls off the table first: a peer that keeps the socket busy must
+            // not starve them (the select below prefers frames).
+            while let Ok((id, token)) = self.done_rx.try_recv() {
+                self.finished(id, token);
+            }
             if drain_until.is_some() && self.calls.is_empty() {
                 let _ = self.send(ServerMessage::Goodbye);
                 return Close::Clean(if reading {
@@ -229,6 +234,14 @@ impl<S: Service> Connection<'_, S> {
                         keepalive
                     }
                 }
+            };
+            // Checked before waiting, so a peer that keeps frames coming cannot starve them.
+            let due = if drain_until.is_none() && shutdown.fired() {
+                Some(Event::Shutdown)
+            } else if Instant::now() >= wake {
+                Some(Event::Timer)
+            } else {
+                None
             };
             let frame = async {
                 if reading {
@@ -255,7 +268,10 @@ impl<S: Service> Connection<'_, S> {
                 async_io::Timer::at(wake).await;
                 Event::Timer
             };
-            let event = frame.or(done).or(stop).or(timer).await;
+            let event = match due {
+                Some(event) => event,
+                None => frame.or(done).or(stop).or(timer).await,
+            };
 
             match event {
                 Event::Frame(Ok(Some(payload))) => {
@@ -299,11 +315,7 @@ impl<S: Service> Connection<'_, S> {
                     drain_until.get_or_insert(Instant::now() + config.grace_period);
                 }
                 Event::Frame(Err(e)) => return Close::Fault(read_fault(&e)),
-                Event::Done(id, token) => {
-                    if self.calls.get(&id).is_some_and(|c| c.token == token) {
-                        self.calls.remove(&id);
-                    }
-                }
+                Event::Done(id, token) => self.finished(id, token),
                 Event::Shutdown => {
                     drain_until = Some(Instant::now() + config.grace_period);
                     if let Err(close) = self.send(ServerMessage::GoingAway {
@@ -433,6 +445,13 @@ impl<S: Service> Connection<'_, S> {
                 self.shared.config.max_queued
             ))),
             Err(TrySendError::Closed(_)) => Err(Close::Fault("writer stopped".into())),
+        }
+    }
+
+    /// Takes a finished call off the table, unless its id was reused since.
+    fn finished(&mut self, id: u64, token: u64) {
+        if self.calls.get(&id).is_some_and(|c| c.token == token) {
+            self.calls.remove(&id);
         }
     }
 
