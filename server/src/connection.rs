@@ -243,34 +243,36 @@ impl<S: Service> Connection<'_, S> {
             } else {
                 None
             };
-            let frame = async {
-                if reading {
-                    Event::Frame(reader.recv().await)
-                } else {
-                    future::pending().await
-                }
-            };
-            let done = async {
-                match self.done_rx.recv().await {
-                    Ok((id, token)) => Event::Done(id, token),
-                    Err(_) => future::pending().await,
-                }
-            };
-            let stop = async {
-                if drain_until.is_none() {
-                    shutdown.wait().await;
-                    Event::Shutdown
-                } else {
-                    future::pending().await
-                }
-            };
-            let timer = async {
-                async_io::Timer::at(wake).await;
-                Event::Timer
-            };
             let event = match due {
                 Some(event) => event,
-                None => frame.or(done).or(stop).or(timer).await,
+                None => {
+                    let frame = async {
+                        if reading {
+                            Event::Frame(reader.recv().await)
+                        } else {
+                            future::pending().await
+                        }
+                    };
+                    let done = async {
+                        match self.done_rx.recv().await {
+                            Ok((id, token)) => Event::Done(id, token),
+                            Err(_) => future::pending().await,
+                        }
+                    };
+                    let stop = async {
+                        if drain_until.is_none() {
+                            shutdown.wait().await;
+                            Event::Shutdown
+                        } else {
+                            future::pending().await
+                        }
+                    };
+                    let timer = async {
+                        async_io::Timer::at(wake).await;
+                        Event::Timer
+                    };
+                    frame.or(done).or(stop).or(timer).await
+                }
             };
 
             match event {

@@ -182,7 +182,11 @@ pub fn hello_exchange(s: &mut TcpStream, key: &TestKey, nonce_c: &[u8; NONCE_LEN
     s.write_all(&handshake::client_hello(nonce_c, &key.id))
         .unwrap();
     let sh = read_n(s, 40);
-    assert_eq!(&sh[..7], b"RPCK\x01\x02\x00", "server hello accepts: {sh:02x?}");
+    assert_eq!(
+        &sh[..7],
+        b"RPCK\x01\x02\x00",
+        "server hello accepts: {sh:02x?}"
+    );
     let mut nonce_s = [0u8; 32];
     nonce_s.copy_from_slice(&sh[8..40]);
     nonce_s
