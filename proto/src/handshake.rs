@@ -489,16 +489,11 @@ where
         });
     }
     // An unknown key id is checked against a throwaway key, so that it costs the same and
-    // looks the same to the peer as a wrong key.
+    // looks the same to the peer as a wrong key. The throwaway key is made on every handshake:
+    // making it only for unknown ids would add an OS random call to that path alone.
     let known = keyring.get(&key_id);
-    let throwaway;
-    let key = match known {
-        Some(key) => key,
-        None => {
-            throwaway = SecretKey::generate();
-            &throwaway
-        }
-    };
+    let throwaway = SecretKey::generate();
+    let key = known.unwrap_or(&throwaway);
     let verified = proof_mac(key, ROLE_CLIENT, &key_id, &nonce_c, &nonce_s)
         .verify_slice(&proof[1..])
         .is_ok();

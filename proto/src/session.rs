@@ -249,7 +249,9 @@ impl<W: AsyncWrite + Unpin> SessionWriter<W> {
         self.io.flush().await
     }
 
-    /// Closes the write side of the stream.
+    /// Calls the stream's `close`. What that does depends on the stream: for async-io and
+    /// async-std sockets it only flushes, so shut the socket down (or drop every handle to it)
+    /// to actually close the connection.
     pub async fn close(&mut self) -> io::Result<()> {
         self.io.close().await
     }

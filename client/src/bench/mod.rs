@@ -12,6 +12,11 @@
 //!   connection; the slot reconnects and the workers carry on.
 //! * Churn mode (`--churn`): `conns` workers each loop on connect, one call,
 //!   close; `depth` is ignored and latency covers the whole cycle.
+//! * Idle mode (`--idle`): opens `conns` connections (64 attempts at a time),
+//!   makes one call on each to prove it works, prints `holding N idle
+//!   connections` to stdout, holds them for `duration` seconds without any
+//!   traffic, then closes them. It measures nothing itself: it is there so that
+//!   the server's memory per idle connection can be read while they are held.
 //!
 //! Calls that complete during the warmup are not counted; errors are counted
 //! over the whole run. Every loop stops by itself at the deadline, and tasks
@@ -48,6 +53,19 @@ pub use stats::{BenchReport, LatencySummary};
 
 /// Longest time one connection attempt may take before it counts as a `connect_timeout` error.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connection attempts made at the same time when opening many connections at once.
+pub const CONNECT_PARALLEL: usize = 64;
+
+/// Idle mode: longest time the probe call on a fresh connection may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Idle mode: longest time spent opening the connections; attempts not started by then are
+/// counted as `idle_open_timeout` errors.
+pub const IDLE_OPEN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Idle mode: longest time closing one connection may take.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long after the deadline the engine waits for in-flight calls before cancelling them.
 pub const HARD_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -106,6 +124,13 @@ pub struct BenchConfig {
     #[arg(long = "churn")]
     pub churn: bool,
 
+    /// Idle mode: open --conns connections, make one call on each, print `holding N idle
+    /// connections`, hold them for --duration seconds without traffic, then close them and
+    /// report how many were held and how many failed to connect. --depth and --warmup are
+    /// ignored. Default: off.
+    #[arg(long = "idle", conflicts_with = "churn")]
+    pub idle: bool,
+
     /// Print the report as JSON instead of the human-readable block. Default: off.
     #[arg(long = "json")]
     pub json: bool,
@@ -121,6 +146,7 @@ impl Default for BenchConfig {
             method: "uppercase".to_owned(),
             payload: 5,
             churn: false,
+            idle: false,
             json: false,
         }
     }
@@ -156,6 +182,9 @@ impl BenchConfig {
         seconds("--warmup", self.warmup)?;
         if self.duration <= 0.0 {
             return invalid("--duration must be greater than 0".to_owned());
+        }
+        if self.idle && self.churn {
+            return invalid("--idle and --churn cannot be combined".to_owned());
         }
         Ok(())
     }
@@ -258,6 +287,13 @@ pub trait Driver: Send + Sync + 'static {
         &self,
         addr: SocketAddr,
     ) -> impl Future<Output = Result<Self::Conn, BenchError>> + Send;
+
+    /// Called once before an idle run that holds connections for `hold`: a driver whose
+    /// connections send keepalive traffic on their own should space it out beyond `hold`.
+    /// Default: nothing.
+    fn prepare_idle(&mut self, hold: Duration) {
+        let _ = hold;
+    }
 }
 
 /// One open connection that accepts concurrent calls.
@@ -276,6 +312,21 @@ pub trait Connection: Send + Sync + 'static {
         &'a self,
         payload: &'a [u8],
     ) -> impl Future<Output = Result<usize, BenchError>> + Send + 'a;
+
+    /// Whether the connection still looks usable without sending anything (idle mode checks
+    /// this after the hold). Default: `true` (the driver cannot tell).
+    fn is_alive(&self) -> bool {
+        true
+    }
+
+    /// Closes the connection politely (idle mode, after the hold). Default: drops it.
+    fn close(self) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        drop(self);
+        std::future::ready(())
+    }
 }
 
 #[cfg(test)]
@@ -322,6 +373,9 @@ mod tests {
         assert_eq!(cli.bench.method, "echo");
         assert!(cli.bench.churn && cli.bench.json);
         assert!(Cli::try_parse_from(["x", "--method", "nope"]).is_err());
+        let cli = Cli::parse_from(["x", "--idle", "--conns", "20"]);
+        assert!(cli.bench.idle && !cli.bench.churn);
+        assert!(Cli::try_parse_from(["x", "--idle", "--churn"]).is_err());
     }
 
     #[test]
@@ -355,6 +409,11 @@ mod tests {
             },
             BenchConfig {
                 method: "x".into(),
+                ..ok.clone()
+            },
+            BenchConfig {
+                idle: true,
+                churn: true,
                 ..ok.clone()
             },
         ] {

@@ -264,6 +264,16 @@ pub struct BenchReport {
     pub payload_bytes: usize,
     /// Whether every call used a fresh connection.
     pub churn: bool,
+    /// Idle mode: connections were opened, probed with one call each and held without
+    /// traffic; `calls` and `latency_us` then describe the probe calls, and `calls_per_sec`
+    /// and `mb_per_sec` are 0.
+    pub idle: bool,
+    /// Idle mode: connections opened, probed and held for the whole `duration_secs`; absent
+    /// otherwise.
+    pub connections_held: Option<u64>,
+    /// Idle mode: connection attempts that failed (connect, handshake or timeout) or whose
+    /// probe call failed; absent otherwise.
+    pub connect_errors: Option<u64>,
     /// Warmup length in seconds (not measured).
     pub warmup_secs: f64,
     /// Length of the measurement window in seconds.
@@ -307,17 +317,29 @@ pub struct RunInfo {
     pub payload_bytes: usize,
     /// Churn mode.
     pub churn: bool,
+    /// Idle mode and what it held; `None` in the other modes.
+    pub idle: Option<IdleCounts>,
     /// Warmup length.
     pub warmup: Duration,
     /// Measurement window length.
     pub window: Duration,
 }
 
+/// What an idle run held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdleCounts {
+    /// Connections opened, probed and held for the whole hold.
+    pub held: u64,
+    /// Connection attempts or probe calls that failed.
+    pub connect_errors: u64,
+}
+
 impl BenchReport {
     /// Builds the report from merged counters.
     pub fn from_totals(info: RunInfo, totals: &Totals) -> Self {
         let secs = info.window.as_secs_f64();
-        let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+        let rated = info.idle.is_none() && secs > 0.0;
+        let per_sec = |n: u64| if rated { n as f64 / secs } else { 0.0 };
         BenchReport {
             driver: info.driver,
             target: info.target,
@@ -326,6 +348,9 @@ impl BenchReport {
             depth: info.depth,
             payload_bytes: info.payload_bytes,
             churn: info.churn,
+            idle: info.idle.is_some(),
+            connections_held: info.idle.map(|i| i.held),
+            connect_errors: info.idle.map(|i| i.connect_errors),
             warmup_secs: info.warmup.as_secs_f64(),
             duration_secs: secs,
             calls: totals.calls,
@@ -366,18 +391,35 @@ impl BenchReport {
             self.connections,
             self.depth,
             self.payload_bytes,
-            if self.churn { " churn" } else { "" },
+            if self.churn {
+                " churn"
+            } else if self.idle {
+                " idle"
+            } else {
+                ""
+            },
             self.duration_secs,
             self.warmup_secs,
         );
-        out.push_str(&format!(
-            "  calls      {} ({:.0} calls/s), errors {}\n",
-            self.calls, self.calls_per_sec, self.errors
-        ));
-        out.push_str(&format!(
-            "  throughput {:.2} MB/s (request+response payload)\n",
-            self.mb_per_sec
-        ));
+        if let (Some(held), Some(failed)) = (self.connections_held, self.connect_errors) {
+            out.push_str(&format!(
+                "  idle       held {held} connections for {:.2}s, connect errors {failed}\n",
+                self.duration_secs
+            ));
+            out.push_str(&format!(
+                "  probes     {} calls, errors {}\n",
+                self.calls, self.errors
+            ));
+        } else {
+            out.push_str(&format!(
+                "  calls      {} ({:.0} calls/s), errors {}\n",
+                self.calls, self.calls_per_sec, self.errors
+            ));
+            out.push_str(&format!(
+                "  throughput {:.2} MB/s (request+response payload)\n",
+                self.mb_per_sec
+            ));
+        }
         if let Some(cps) = self.connections_per_sec {
             out.push_str(&format!(
                 "  churn      {} connections ({:.0} connections/s)\n",
@@ -492,10 +534,11 @@ mod tests {
             depth: 1,
             payload_bytes: 5,
             churn: true,
+            idle: None,
             warmup: Duration::from_secs(1),
             window: Duration::from_secs(2),
         };
-        let rep = BenchReport::from_totals(info, &t);
+        let rep = BenchReport::from_totals(info.clone(), &t);
         assert!(close(rep.calls_per_sec, 5.0));
         assert!(close(rep.mb_per_sec, 50.0 / 1e6));
         assert_eq!(rep.connections_per_sec, Some(0.5));
@@ -506,5 +549,24 @@ mod tests {
         assert_eq!(json["calls"], 10);
         assert_eq!(json["errors_by_kind"]["y"], 3);
         assert!(rep.human().contains("connections/s"));
+        assert!(!rep.idle && rep.connections_held.is_none());
+
+        let idle = RunInfo {
+            churn: false,
+            idle: Some(IdleCounts {
+                held: 7,
+                connect_errors: 2,
+            }),
+            ..info
+        };
+        let rep = BenchReport::from_totals(idle, &t);
+        assert!(rep.idle);
+        assert_eq!(rep.calls, 10);
+        assert_eq!((rep.calls_per_sec, rep.mb_per_sec), (0.0, 0.0));
+        assert_eq!(rep.connections_held, Some(7));
+        assert_eq!(rep.connect_errors, Some(2));
+        let json: serde_json::Value = serde_json::from_str(&rep.to_json()).unwrap();
+        assert_eq!(json["connections_held"], 7);
+        assert!(rep.human().contains("held 7 connections"));
     }
 }
