@@ -33,7 +33,7 @@ pub use frame::{BufferBudget, FrameError, FrameLimits, DEFAULT_MAX_FRAME};
 pub use handshake::{HandshakeConfig, HandshakeError, Refusal};
 pub use keyring::{KeyError, KeyId, Keyring, SecretKey};
 pub use message::{ClientMessage, RpcError, ServerMessage};
-pub use session::{Session, SessionError, SessionReader, SessionWriter};
+pub use session::{FrameSealer, Session, SessionError, SessionReader, SessionWriter};
 
 #[cfg(test)]
 mod handshake_tests;

@@ -166,54 +166,102 @@ impl<R: AsyncRead + Unpin> SessionReader<R> {
     }
 }
 
+/// Encodes messages into tagged frames appended to a caller's buffer, counting sequence
+/// numbers: the sending half of a session without the stream, for writers that manage their
+/// own buffering and flushing.
+///
+/// Frames must reach the peer in the order they were sealed.
+#[derive(Debug)]
+pub struct FrameSealer {
+    /// Tags our frames.
+    tags: Tagger,
+    /// Largest frame (length field) we may send.
+    max_frame: u32,
+}
+
+impl FrameSealer {
+    /// Appends one frame whose payload `encode` writes within the given byte limit. On error
+    /// `out` is left as it was.
+    fn push(
+        &mut self,
+        out: &mut Vec<u8>,
+        encode: impl FnOnce(&mut Vec<u8>, u64) -> Result<(), EncodeError>,
+    ) -> Result<(), SessionError> {
+        let start = out.len();
+        frame::push_len(out, 0);
+        let payload_start = out.len();
+        let limit = u64::from(self.max_frame).saturating_sub(TAG_LEN as u64);
+        if let Err(e) = encode(out, limit) {
+            out.truncate(start);
+            return Err(e.into());
+        }
+        let tag = match self.tags.seal(&out[payload_start..]) {
+            Ok(tag) => tag,
+            Err(e) => {
+                out.truncate(start);
+                return Err(e);
+            }
+        };
+        out.extend_from_slice(&tag);
+        let len = (out.len() - payload_start) as u32;
+        out[start..start + LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
+        Ok(())
+    }
+
+    /// Appends a client message to `out` as one tagged frame.
+    pub fn push_client<Req: Serialize>(
+        &mut self,
+        out: &mut Vec<u8>,
+        msg: &ClientMessage<Req>,
+    ) -> Result<(), SessionError> {
+        self.push(out, |out, limit| message::encode_client(out, msg, limit))
+    }
+
+    /// Appends a server message to `out` as one tagged frame.
+    pub fn push_server<Resp: Serialize>(
+        &mut self,
+        out: &mut Vec<u8>,
+        msg: &ServerMessage<Resp>,
+    ) -> Result<(), SessionError> {
+        self.push(out, |out, limit| message::encode_server(out, msg, limit))
+    }
+
+    /// The largest frame we may send.
+    pub fn max_frame(&self) -> u32 {
+        self.max_frame
+    }
+}
+
 /// The sending half of a session: encodes messages into tagged frames in a buffer, and writes
 /// the buffer out in one go on [`SessionWriter::flush`].
 #[derive(Debug)]
 pub struct SessionWriter<W> {
     /// The byte stream.
     io: W,
-    /// Tags our frames.
-    tags: Tagger,
+    /// Seals our frames.
+    sealer: FrameSealer,
     /// Frames encoded and not yet written.
     buf: Vec<u8>,
-    /// Largest frame (length field) we may send.
-    max_frame: u32,
+}
+
+impl<W> SessionWriter<W> {
+    /// Splits into the sealer, the stream and any bytes sealed but not yet written (which
+    /// must be written before anything sealed later).
+    pub fn into_parts(self) -> (FrameSealer, W, Vec<u8>) {
+        (self.sealer, self.io, self.buf)
+    }
 }
 
 impl<W: AsyncWrite + Unpin> SessionWriter<W> {
     pub(crate) fn new(io: W, key: &[u8; 32], max_frame: u32, pending: Vec<u8>) -> Self {
         SessionWriter {
             io,
-            tags: Tagger::new(key),
+            sealer: FrameSealer {
+                tags: Tagger::new(key),
+                max_frame,
+            },
             buf: pending,
-            max_frame,
         }
-    }
-
-    /// Appends one frame whose payload `encode` writes within the given byte limit.
-    fn push(
-        &mut self,
-        encode: impl FnOnce(&mut Vec<u8>, u64) -> Result<(), EncodeError>,
-    ) -> Result<(), SessionError> {
-        let start = self.buf.len();
-        frame::push_len(&mut self.buf, 0);
-        let payload_start = self.buf.len();
-        let limit = u64::from(self.max_frame).saturating_sub(TAG_LEN as u64);
-        if let Err(e) = encode(&mut self.buf, limit) {
-            self.buf.truncate(start);
-            return Err(e.into());
-        }
-        let tag = match self.tags.seal(&self.buf[payload_start..]) {
-            Ok(tag) => tag,
-            Err(e) => {
-                self.buf.truncate(start);
-                return Err(e);
-            }
-        };
-        self.buf.extend_from_slice(&tag);
-        let len = (self.buf.len() - payload_start) as u32;
-        self.buf[start..start + LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
-        Ok(())
     }
 
     /// Queues a client message as one tagged frame (written on the next flush).
@@ -221,7 +269,7 @@ impl<W: AsyncWrite + Unpin> SessionWriter<W> {
         &mut self,
         msg: &ClientMessage<Req>,
     ) -> Result<(), SessionError> {
-        self.push(|out, limit| message::encode_client(out, msg, limit))
+        self.sealer.push_client(&mut self.buf, msg)
     }
 
     /// Queues a server message as one tagged frame (written on the next flush).
@@ -229,7 +277,7 @@ impl<W: AsyncWrite + Unpin> SessionWriter<W> {
         &mut self,
         msg: &ServerMessage<Resp>,
     ) -> Result<(), SessionError> {
-        self.push(|out, limit| message::encode_server(out, msg, limit))
+        self.sealer.push_server(&mut self.buf, msg)
     }
 
     /// Bytes queued and not yet written.
@@ -249,16 +297,14 @@ impl<W: AsyncWrite + Unpin> SessionWriter<W> {
         self.io.flush().await
     }
 
-    /// Calls the stream's `close`. What that does depends on the stream: for async-io and
-    /// async-std sockets it only flushes, so shut the socket down (or drop every handle to it)
-    /// to actually close the connection.
+    /// Closes the write side of the stream.
     pub async fn close(&mut self) -> io::Result<()> {
         self.io.close().await
     }
 
     /// The largest frame we may send.
     pub fn max_frame(&self) -> u32 {
-        self.max_frame
+        self.sealer.max_frame
     }
 }
 

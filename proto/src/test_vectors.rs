@@ -453,3 +453,68 @@ fn every_vector_appears_verbatim_in_protocol_md() {
     );
     assert!(PROTOCOL_MD.contains(&format!("\"{KEY_ID}\"")));
 }
+
+fn is_hex(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() % 2 == 0
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The field-by-field breakdowns of the document must add up to the vectors: in every code
+/// block laid out as `<hex>  <description>` lines, the hex at the start of the unindented
+/// lines concatenates to one of the vectors; in the inline examples of §8, the backquoted
+/// fields after a payload concatenate to that payload.
+#[test]
+fn protocol_md_breakdowns_add_up_to_the_vectors() {
+    let vectors: Vec<String> = ALL.iter().map(|(_, v)| v.to_string()).collect();
+    let mut breakdowns = 0;
+    for (i, block) in PROTOCOL_MD.split("```").enumerate() {
+        if i % 2 == 0 {
+            continue; // text between code blocks
+        }
+        let lines: Vec<&str> = block.lines().skip(1).collect();
+        let described = lines
+            .iter()
+            .filter(|l| {
+                let mut parts = l.splitn(2, "  ");
+                is_hex(parts.next().unwrap_or(""))
+                    && parts.next().is_some_and(|d| !d.trim().is_empty())
+            })
+            .count();
+        if described < 2 {
+            continue;
+        }
+        let joined: String = lines
+            .iter()
+            .filter(|l| !l.starts_with(char::is_whitespace))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|t| is_hex(t))
+            .collect();
+        assert!(
+            vectors.contains(&joined),
+            "a breakdown in docs/PROTOCOL.md does not add up to any vector: {joined}"
+        );
+        breakdowns += 1;
+    }
+    assert_eq!(
+        breakdowns, 5,
+        "ClientHello, ServerHello, proof input, two frames"
+    );
+
+    for payload in [CALL_WITH_DEADLINE_PAYLOAD, ERROR_PAYLOAD] {
+        let paragraph = PROTOCOL_MD
+            .split("\n\n")
+            .find(|p| p.contains(payload))
+            .expect("example paragraph");
+        let fields: Vec<&str> = paragraph
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|t| is_hex(t))
+            .collect();
+        assert_eq!(fields[0], payload);
+        assert_eq!(fields[1..].concat(), payload, "breakdown of {payload}");
+    }
+}

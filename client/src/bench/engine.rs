@@ -3,7 +3,12 @@
 //! All tasks are spawned here and their handles kept, so that once the run is
 //! over nothing keeps sending: workers stop issuing calls at the deadline, and
 //! whatever is still running [`HARD_STOP_GRACE`] later is cancelled.
+//!
+//! Idle mode has its own short path ([`run_idle`]): open and probe, announce,
+//! hold, close; every step is bounded by a timeout.
 
+use std::future::Future;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,9 +17,10 @@ use std::time::{Duration, Instant};
 use async_std::task::JoinHandle;
 
 use super::progress::Progress;
-use super::stats::{BenchReport, Recorder, RunInfo};
+use super::stats::{BenchReport, IdleCounts, Recorder, RunInfo};
 use super::{
-    make_payload, BenchConfig, BenchError, Connection, Driver, CONNECT_TIMEOUT, HARD_STOP_GRACE,
+    make_payload, BenchConfig, BenchError, Connection, Driver, CLOSE_TIMEOUT, CONNECT_PARALLEL,
+    CONNECT_TIMEOUT, HARD_STOP_GRACE, IDLE_OPEN_TIMEOUT, PROBE_TIMEOUT,
 };
 
 /// Pause after a failed connection attempt before the next one.
@@ -63,12 +69,17 @@ struct Slot<C> {
 /// Returns an error without running if the configuration is invalid, the
 /// address does not resolve, or no connection at all can be opened at the
 /// start. Failures during the run are counted in the report instead.
+///
+/// With `cfg.idle` this is [`run_idle`], which prints `holding N idle connections`.
 pub async fn run<D: Driver>(
     driver: D,
     addr: &str,
     cfg: &BenchConfig,
 ) -> Result<BenchReport, BenchError> {
     cfg.validate()?;
+    if cfg.idle {
+        return run_idle(driver, addr, cfg, announce_held).await;
+    }
     let duration = cfg.duration()?;
     let warmup = cfg.warmup()?;
     let target = resolve(addr).await?;
@@ -172,10 +183,179 @@ pub async fn run<D: Driver>(
         depth,
         payload_bytes: cfg.payload,
         churn: cfg.churn,
+        idle: None,
         warmup,
         window: duration,
     };
     Ok(BenchReport::from_totals(info, &recorder.totals()))
+}
+
+/// Prints `holding N idle connections` to stdout and flushes it (scripts wait for the line).
+fn announce_held(n: usize) {
+    let mut out = std::io::stdout().lock();
+    // If stdout is gone nobody is waiting for the line; the hold goes on regardless.
+    let _ = writeln!(out, "holding {n} idle connections").and_then(|()| out.flush());
+}
+
+/// Idle mode: opens `cfg.conns` connections ([`CONNECT_PARALLEL`] attempts at a time, each
+/// bounded by [`CONNECT_TIMEOUT`], the whole phase by [`IDLE_OPEN_TIMEOUT`]), makes one call on
+/// each (bounded by [`PROBE_TIMEOUT`]), calls `on_held` with the number that work, holds them
+/// without traffic for `cfg.duration` seconds, then closes them ([`CLOSE_TIMEOUT`] each).
+///
+/// Returns an error if the configuration is invalid, the address does not resolve, or not a
+/// single connection works. Connections that fail to open, fail their probe, or look dead
+/// after the hold are counted as errors in the report.
+pub async fn run_idle<D: Driver>(
+    mut driver: D,
+    addr: &str,
+    cfg: &BenchConfig,
+    on_held: impl FnOnce(usize),
+) -> Result<BenchReport, BenchError> {
+    cfg.validate()?;
+    let hold = cfg.duration()?;
+    let target = resolve(addr).await?;
+    driver.prepare_idle(hold);
+    let driver = Arc::new(driver);
+    let payload = Arc::new(make_payload(cfg.payload));
+    let start = Instant::now();
+    // Everything an idle run records counts: the window is the whole run and then some.
+    let recorder = Arc::new(Recorder::new(
+        1,
+        start,
+        start + IDLE_OPEN_TIMEOUT + PROBE_TIMEOUT + CONNECT_TIMEOUT + hold + CLOSE_TIMEOUT * 2,
+    ));
+
+    // Open and probe.
+    let open_deadline = start + IDLE_OPEN_TIMEOUT;
+    let attempts = (0..cfg.conns).map(|_| {
+        let (driver, payload, recorder) = (driver.clone(), payload.clone(), recorder.clone());
+        async move {
+            if Instant::now() >= open_deadline {
+                return Err(BenchError::new(
+                    "idle_open_timeout",
+                    format!(
+                        "not attempted: opening the connections took over {}s",
+                        IDLE_OPEN_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+            let conn = connect_once(&*driver, target).await?;
+            recorder.record_connect(0, Instant::now());
+            let t0 = Instant::now();
+            match async_std::future::timeout(PROBE_TIMEOUT, conn.call(payload.as_slice())).await {
+                Ok(Ok(n)) => {
+                    recorder.record_call(0, t0, Instant::now(), (payload.len() + n) as u64);
+                    Ok(conn)
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(BenchError::new(
+                    "probe_timeout",
+                    format!("probe call unanswered after {}s", PROBE_TIMEOUT.as_secs()),
+                )),
+            }
+        }
+    });
+    let mut held = Vec::with_capacity(cfg.conns);
+    let mut connect_errors = 0u64;
+    let mut first_error = None;
+    for r in spawn_bounded(attempts, CONNECT_PARALLEL).await {
+        match r {
+            Ok(c) => held.push(c),
+            Err(e) => {
+                connect_errors += 1;
+                recorder.record_error(0, &e);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if held.is_empty() {
+        let e = first_error
+            .unwrap_or_else(|| BenchError::new("connect", "no connection was attempted"));
+        return Err(BenchError::new(
+            e.kind().to_owned(),
+            format!("cannot connect to {addr}: {}", e.message()),
+        ));
+    }
+
+    // Hold, without traffic.
+    on_held(held.len());
+    let held_from = Instant::now();
+    async_std::task::sleep(hold).await;
+    let held_for = held_from.elapsed();
+    let alive = held.iter().filter(|c| c.is_alive()).count();
+    let lost = held.len() - alive;
+    if lost > 0 {
+        recorder.record_errors(
+            0,
+            &BenchError::new(
+                "idle_connection_lost",
+                "connection closed by the server during the hold",
+            ),
+            lost as u64,
+        );
+    }
+
+    // Close.
+    let closes = held.into_iter().map(|c| async move {
+        async_std::future::timeout(CLOSE_TIMEOUT, c.close())
+            .await
+            .is_ok()
+    });
+    let slow = spawn_bounded(closes, CONNECT_PARALLEL)
+        .await
+        .into_iter()
+        .filter(|closed| !closed)
+        .count();
+    if slow > 0 {
+        recorder.record_errors(
+            0,
+            &BenchError::new(
+                "close_timeout",
+                format!("close took over {}s", CLOSE_TIMEOUT.as_secs()),
+            ),
+            slow as u64,
+        );
+    }
+
+    let info = RunInfo {
+        driver: driver.name().to_owned(),
+        target: addr.to_owned(),
+        method: cfg.method.clone(),
+        connections: cfg.conns,
+        depth: 1,
+        payload_bytes: cfg.payload,
+        churn: false,
+        idle: Some(IdleCounts {
+            held: alive as u64,
+            connect_errors,
+        }),
+        warmup: Duration::ZERO,
+        window: held_for,
+    };
+    Ok(BenchReport::from_totals(info, &recorder.totals()))
+}
+
+/// Runs `futures` as tasks, at most `parallel` at a time, and returns their outputs in order.
+async fn spawn_bounded<T, F>(futures: impl IntoIterator<Item = F>, parallel: usize) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Future<Output = T> + Send + 'static,
+{
+    let parallel = parallel.max(1);
+    let mut out = Vec::new();
+    let mut pending = std::collections::VecDeque::with_capacity(parallel);
+    for fut in futures {
+        if pending.len() == parallel {
+            if let Some(h) = pending.pop_front() {
+                out.push(h.await);
+            }
+        }
+        pending.push_back(async_std::task::spawn(fut));
+    }
+    while let Some(h) = pending.pop_front() {
+        out.push(h.await);
+    }
+    out
 }
 
 /// Resolves `host:port` to its first address.
@@ -205,30 +385,17 @@ async fn connect_once<D: Driver>(driver: &D, addr: SocketAddr) -> Result<D::Conn
     }
 }
 
-/// Opens `n` connections, up to 64 attempts at a time.
+/// Opens `n` connections, up to [`CONNECT_PARALLEL`] attempts at a time.
 async fn open_initial<D: Driver>(
     driver: &Arc<D>,
     addr: SocketAddr,
     n: usize,
 ) -> Vec<Result<D::Conn, BenchError>> {
-    const PARALLEL: usize = 64;
-    let mut out = Vec::with_capacity(n);
-    let mut pending = std::collections::VecDeque::with_capacity(PARALLEL);
-    for _ in 0..n {
-        if pending.len() == PARALLEL {
-            if let Some(h) = pending.pop_front() {
-                out.push(h.await);
-            }
-        }
+    let attempts = (0..n).map(|_| {
         let d = driver.clone();
-        pending.push_back(async_std::task::spawn(async move {
-            connect_once(&*d, addr).await
-        }));
-    }
-    while let Some(h) = pending.pop_front() {
-        out.push(h.await);
-    }
-    out
+        async move { connect_once(&*d, addr).await }
+    });
+    spawn_bounded(attempts, CONNECT_PARALLEL).await
 }
 
 /// One of `depth` workers sharing a slot: calls until the deadline, reopening after failures.

@@ -1,6 +1,9 @@
 //! The rpckit driver of the benchmark engine: each benchmark connection is one
 //! [`crate::Client`] (handshake included), shared by `depth` tasks that multiplex their calls
 //! over it, calling the demo service's `Uppercase` or `Echo` and checking every answer.
+//!
+//! For an idle run ([`Driver::prepare_idle`]) the clients' keepalive interval is stretched
+//! past the hold, so that they send nothing while held.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,7 +24,13 @@ pub struct KitDriver {
     key_id: KeyId,
     /// Its secret.
     key: SecretKey,
+    /// Keepalive interval of the clients; `None` keeps the client default (30 s). Set by
+    /// [`Driver::prepare_idle`] so that an idle hold stays silent.
+    keepalive_interval: Option<Duration>,
 }
+
+/// Idle mode: how much longer than the hold the clients wait before their first keepalive ping.
+pub const IDLE_KEEPALIVE_MARGIN: Duration = Duration::from_secs(60);
 
 impl KitDriver {
     /// A driver calling `method` (`uppercase` or `echo`) with the given credentials.
@@ -30,7 +39,15 @@ impl KitDriver {
             method: method.to_owned(),
             key_id,
             key,
+            keepalive_interval: None,
         }
+    }
+
+    /// The keepalive interval the clients will use (the client default unless an idle run
+    /// stretched it).
+    pub fn keepalive_interval(&self) -> Duration {
+        self.keepalive_interval
+            .unwrap_or_else(|| ClientConfig::default().keepalive_interval)
     }
 }
 
@@ -94,6 +111,7 @@ impl Driver for KitDriver {
             call_timeout: Some(Duration::from_secs(30)),
             // The engine reconnects by itself after a failure; keep the two apart.
             reconnect_attempts: 0,
+            keepalive_interval: self.keepalive_interval(),
             ..ClientConfig::default()
         };
         let (key_id, key) = (self.key_id.clone(), self.key.clone());
@@ -105,9 +123,22 @@ impl Driver for KitDriver {
             Ok(KitConnection { client, echo })
         }
     }
+
+    fn prepare_idle(&mut self, hold: Duration) {
+        let stretched = hold.saturating_add(IDLE_KEEPALIVE_MARGIN);
+        self.keepalive_interval = Some(stretched.max(self.keepalive_interval()));
+    }
 }
 
 impl Connection for KitConnection {
+    fn is_alive(&self) -> bool {
+        self.client.is_connected()
+    }
+
+    async fn close(self) {
+        self.client.close().await;
+    }
+
     fn call<'a>(
         &'a self,
         payload: &'a [u8],
@@ -140,5 +171,25 @@ impl Connection for KitConnection {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_stretches_keepalive_past_the_hold() {
+        let id = KeyId::new("bench").unwrap();
+        let key = SecretKey::from_hex(&"ab".repeat(32)).unwrap();
+        let mut d = KitDriver::new("uppercase", id, key);
+        assert_eq!(
+            d.keepalive_interval(),
+            ClientConfig::default().keepalive_interval
+        );
+        d.prepare_idle(Duration::from_secs(5));
+        assert!(d.keepalive_interval() >= Duration::from_secs(65));
+        d.prepare_idle(Duration::from_secs(600));
+        assert_eq!(d.keepalive_interval(), Duration::from_secs(660));
     }
 }

@@ -45,11 +45,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use engine::run;
+pub use engine::{run, run_idle};
 pub use kit::{KitConnection, KitDriver};
 pub use raw::{run_raw, RawDriver};
 pub use sha::measure_sha256_throughput;
-pub use stats::{BenchReport, LatencySummary};
+pub use stats::{BenchReport, IdleCounts, LatencySummary};
 
 /// Longest time one connection attempt may take before it counts as a `connect_timeout` error.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

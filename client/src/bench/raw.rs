@@ -337,6 +337,10 @@ impl RawConnection {
 }
 
 impl Connection for RawConnection {
+    fn is_alive(&self) -> bool {
+        !self.broken.load(Ordering::Acquire)
+    }
+
     async fn call<'a>(&'a self, payload: &'a [u8]) -> Result<usize, BenchError> {
         if self.broken.load(Ordering::Acquire) {
             return Err(Self::broken_error());

@@ -1,6 +1,8 @@
 //! `rpc-client bench`: load a running server with the kit's client (or, with `--raw`, a
 //! running `rpc-raw-reference` with the raw protocol) and report calls/s, MB/s, latency
-//! percentiles and errors by kind.
+//! percentiles and errors by kind. `--idle` instead opens `--conns` connections, proves each
+//! with one call, prints `holding N idle connections`, holds them silently for `--duration`
+//! seconds and closes them (for measuring the server's memory per idle connection).
 
 use std::process::ExitCode;
 

@@ -1,0 +1,158 @@
+//! Smoke test of `rpc-client bench` (the engine behind `make bench`) against the real
+//! `rpc-server` and `rpc-raw-reference`: every mode runs, prints parseable JSON, makes calls and
+//! counts no errors. No wall-clock thresholds: this checks that the bench works, not how fast.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+
+use rpckit_integration_tests::{bin, cli, ServerProcess, TestKey, READY_TIMEOUT};
+use serde_json::Value;
+
+/// A running `rpc-raw-reference`, killed on drop.
+struct RawReference {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl RawReference {
+    /// Starts `rpc-raw-reference --listen 127.0.0.1:0` and waits for its ready line.
+    fn start() -> Self {
+        let mut child = Command::new(bin("rpc-raw-reference"))
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn rpc-raw-reference");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("rpc-raw-reference listening on ") {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(addr) => RawReference {
+                child,
+                addr: addr.parse().expect("ready line names a socket address"),
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("rpc-raw-reference printed no ready line within {READY_TIMEOUT:?}");
+            }
+        }
+    }
+}
+
+impl Drop for RawReference {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `rpc-client bench <args>` against `addr`, expects exit 0, and returns stdout.
+#[track_caller]
+fn bench(addr: SocketAddr, key: &TestKey, args: &[&str]) -> String {
+    let mut full = vec!["bench"];
+    full.extend_from_slice(args);
+    let out: Output = cli(addr, &key.path, &full);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "rpc-client {full:?} failed: {:?}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Parses the JSON report that ends `stdout` (idle mode prints a line before it).
+#[track_caller]
+fn report(stdout: &str) -> Value {
+    let start = stdout
+        .find('{')
+        .unwrap_or_else(|| panic!("no JSON report in {stdout:?}"));
+    serde_json::from_str(&stdout[start..])
+        .unwrap_or_else(|e| panic!("report is not JSON ({e}): {stdout:?}"))
+}
+
+/// Asserts the report counted calls and no errors, and returns it.
+#[track_caller]
+fn assert_clean(stdout: &str, driver: &str) -> Value {
+    let r = report(stdout);
+    assert_eq!(r["driver"], driver, "{r:#}");
+    assert!(r["calls"].as_u64().unwrap_or(0) > 0, "no calls: {r:#}");
+    assert_eq!(r["errors"].as_u64(), Some(0), "errors: {r:#}");
+    r
+}
+
+const SHORT: [&str; 5] = ["--duration", "0.5", "--warmup", "0.1", "--json"];
+
+#[test]
+fn bench_runs_against_the_kit_server() {
+    let key = TestKey::new("bench-smoke");
+    let server = ServerProcess::start(&key.path, &[]);
+
+    let r = assert_clean(&bench(server.addr, &key, &SHORT), "rpckit");
+    assert_eq!(r["connections"], 1);
+    assert!(r["latency_us"]["p99"].as_f64().unwrap_or(0.0) > 0.0, "{r:#}");
+
+    let mut args = SHORT.to_vec();
+    args.extend(["--conns", "2", "--depth", "8", "--method", "echo"]);
+    args.extend(["--payload", "4096"]);
+    let r = assert_clean(&bench(server.addr, &key, &args), "rpckit");
+    assert_eq!(r["bytes"].as_u64(), r["calls"].as_u64().map(|c| c * 8192));
+
+    let mut args = SHORT.to_vec();
+    args.extend(["--conns", "2", "--churn"]);
+    let r = assert_clean(&bench(server.addr, &key, &args), "rpckit");
+    assert!(r["connects"].as_u64().unwrap_or(0) > 0, "{r:#}");
+}
+
+#[test]
+fn bench_runs_against_the_raw_reference() {
+    let key = TestKey::new("bench-smoke-raw");
+    let reference = RawReference::start();
+
+    let mut args = vec!["--raw"];
+    args.extend(SHORT);
+    assert_clean(&bench(reference.addr, &key, &args), "raw");
+
+    args.extend(["--conns", "2", "--depth", "8", "--payload", "4096"]);
+    assert_clean(&bench(reference.addr, &key, &args), "raw");
+}
+
+#[test]
+fn idle_holds_connections_against_both_servers() {
+    let key = TestKey::new("bench-smoke-idle");
+    let server = ServerProcess::start(&key.path, &[]);
+    let reference = RawReference::start();
+    let idle = ["--idle", "--conns", "20", "--duration", "0.5", "--json"];
+
+    for (addr, raw, driver) in [
+        (server.addr, false, "rpckit"),
+        (reference.addr, true, "raw"),
+    ] {
+        let mut args = idle.to_vec();
+        if raw {
+            args.push("--raw");
+        }
+        let stdout = bench(addr, &key, &args);
+        assert_eq!(
+            stdout.lines().next(),
+            Some("holding 20 idle connections"),
+            "{stdout}"
+        );
+        let r = assert_clean(&stdout, driver);
+        assert_eq!(r["idle"], true, "{r:#}");
+        assert_eq!(r["connections_held"], 20, "{r:#}");
+        assert_eq!(r["connect_errors"], 0, "{r:#}");
+        assert_eq!(r["calls"], 20, "one probe call per connection: {r:#}");
+    }
+}

@@ -1,0 +1,372 @@
+//! Robustness catalogue, "Resource exhaustion" (cases 23–27) and the connection caps, against
+//! the real `rpc-server`.
+
+mod robustness_common;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use robustness_common::*;
+use rpckit_client::{Client, ClientConfig, ConnectError};
+use rpckit_integration_tests::{cli, client, raw_session, within, ServerProcess, TestKey};
+use rpckit_proto::demo::{Request, Response};
+use rpckit_proto::{HandshakeError, Refusal};
+
+const STEP: Duration = Duration::from_secs(30);
+
+fn connect(server: &ServerProcess, key: &TestKey) -> Result<Client<Request, Response>, ConnectError> {
+    within(
+        STEP,
+        Client::connect(
+            server.addr.to_string(),
+            key.id.clone(),
+            key.key.clone(),
+            ClientConfig::default(),
+        ),
+    )
+}
+
+#[test]
+fn case_23_flood_of_idle_unauthenticated_connections_is_capped_real_client_served() {
+    let key = TestKey::new("exh");
+    let server = ServerProcess::start(
+        &key.path,
+        &["--max-unauthenticated", "50", "--handshake-timeout", "120s"],
+    );
+    // An authenticated client, connected before the flood, calls all through it.
+    let good = Arc::new(client(server.addr, &key, ClientConfig::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let caller = {
+        let (good, stop, answered) = (good.clone(), stop.clone(), answered.clone());
+        std::thread::spawn(move || {
+            for i in 0..1_000_000u64 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let text = format!("call {i}");
+                let answer = async_std::task::block_on(good.call(Request::Uppercase(text.clone())));
+                assert_eq!(answer.expect("call during the flood"), Response::Uppercase(text.to_uppercase()));
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    let mut idle = Vec::new();
+    let busy = refusal(Refusal::Busy);
+    for i in 0..1000 {
+        let mut s = tcp(server.addr);
+        if i < 50 {
+            idle.push(s); // silent, inside the cap
+            continue;
+        }
+        // Past the cap: refused at once with RPCK 01 02 05, unprompted.
+        assert_eq!(read_n(&mut s, 7), busy, "connection {i}");
+        if i % 100 == 0 {
+            // The real client is served in the middle of the flood.
+            let answer = async_std::task::block_on(good.call(Request::Ping));
+            assert_eq!(answer.expect("call during the flood"), Response::Pong);
+        }
+    }
+    // A new client is refused Busy while the cap is full, and says so.
+    match connect(&server, &key) {
+        Err(ConnectError::Handshake(HandshakeError::Refused(Refusal::Busy))) => {}
+        other => panic!("want Busy, got {other:?}"),
+    }
+    stop.store(true, Ordering::Relaxed);
+    caller.join().expect("caller thread: every call answered");
+    assert!(answered.load(Ordering::Relaxed) > 0);
+
+    // The idle ones leave; the cap frees up.
+    drop(idle);
+    assert!(server.wait_for_log_count(
+        "peer closed the connection during the handshake",
+        50,
+        STEP
+    ));
+    let mut admitted = None;
+    for _ in 0..200 {
+        // The slot frees right after the log line; bounded retry on refusal.
+        match connect(&server, &key) {
+            Ok(c) => {
+                admitted = Some(c);
+                break;
+            }
+            Err(ConnectError::Handshake(HandshakeError::Refused(Refusal::Busy))) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let c = admitted.expect("a new client is admitted after the flood");
+    assert_eq!(async_std::task::block_on(c.call(Request::Ping)).unwrap(), Response::Pong);
+}
+
+#[test]
+fn case_23_total_connection_cap_refuses_the_next_client_busy_not_a_hang() {
+    let key = TestKey::new("exh");
+    let server = ServerProcess::start(&key.path, &["--max-connections", "3"]);
+    let clients: Vec<_> = (0..3)
+        .map(|_| client(server.addr, &key, ClientConfig::default()))
+        .collect();
+    for c in &clients {
+        assert_eq!(async_std::task::block_on(c.call(Request::Ping)).unwrap(), Response::Pong);
+    }
+    // The 4th: a typed refusal, at once.
+    match connect(&server, &key) {
+        Err(ConnectError::Handshake(HandshakeError::Refused(Refusal::Busy))) => {}
+        other => panic!("want Handshake(Refused(Busy)), got {other:?}"),
+    }
+    // The CLI: exit 3 and one clear line.
+    let started = Instant::now();
+    let out = cli(server.addr, &key.path, &["call", "ping"]);
+    assert!(started.elapsed() < Duration::from_secs(20), "no hang");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr:?}");
+    assert!(stderr.contains("busy"), "says why: {stderr:?}");
+    assert!(server.log_contains("refused: connection limit reached"));
+    // Existing clients carry on.
+    for c in &clients {
+        assert_eq!(async_std::task::block_on(c.call(Request::Ping)).unwrap(), Response::Pong);
+    }
+}
+
+#[test]
+fn case_24_accept_failing_with_emfile_backs_off_and_recovers() {
+    let key = TestKey::new("exh");
+    let mut server = ServerProcess::start(&key.path, &["--handshake-timeout", "120s"]);
+    let status = std::process::Command::new("prlimit")
+        .arg("--pid")
+        .arg(server.pid().to_string())
+        .arg("--nofile=64:64")
+        .status()
+        .expect("run prlimit");
+    assert!(status.success(), "prlimit failed");
+
+    // Silent connections until the server runs out of descriptors; the rest wait in the
+    // listen backlog.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(tcp(server.addr));
+    }
+    let line = server
+        .wait_for_log("accept failed; backing off", STEP)
+        .expect("accept failure is logged");
+    assert!(line.contains("Too many open files") || line.contains("os error 24"), "{line}");
+    assert!(server.open_fds().unwrap() <= 64);
+
+    // No busy loop: five more failures take at least a few backoff periods (100 ms each).
+    let first = Instant::now();
+    let seen = server.log_count("accept failed; backing off");
+    assert!(server.wait_for_log_count("accept failed; backing off", seen + 5, STEP));
+    let took = first.elapsed();
+    assert!(took >= Duration::from_millis(300), "accept loop spins: 5 failures in {took:?}");
+    assert!(!server.has_exited(), "the server must not exit");
+
+    // Descriptors come back: a new client is served, and the process is still there.
+    drop(held);
+    assert_serving(server.addr, &key);
+    assert!(!server.has_exited());
+}
+
+/// Waits (bounded) until the server's descriptor count is at most `want`; /proc has no
+/// event to wait on, so this re-reads it a bounded number of times.
+fn fds_settle(server: &ServerProcess, want: usize) -> usize {
+    let mut now = server.open_fds().unwrap();
+    for _ in 0..500 {
+        if now <= want {
+            break;
+        }
+        // Waits for any log line, at most 10 ms.
+        let _ = server.wait_for_log("\u{0}never", Duration::from_millis(10));
+        now = server.open_fds().unwrap();
+    }
+    now
+}
+
+/// One connect, handshake and close; `how` picks the way of closing.
+async fn cycle(server: &ServerProcess, key: &TestKey, how: usize) {
+    use futures_lite::io::AsyncWriteExt;
+    match how % 4 {
+        0 => {
+            let (_s, session) = raw_session(server.addr, key).await;
+            let (_r, mut w) = session.split();
+            send(&mut w, &[rpckit_proto::ClientMessage::Goodbye]).await;
+        }
+        1 => {
+            // FIN with a call in flight.
+            let (s, session) = raw_session(server.addr, key).await;
+            let (_r, mut w) = session.split();
+            send(&mut w, &[call(1, Request::Sleep { ms: 60_000 })]).await;
+            drop(w);
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        2 => {
+            // RST after the handshake.
+            let (s, session) = raw_session(server.addr, key).await;
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(session);
+            drop(s);
+        }
+        _ => {
+            // Half a hello, then close.
+            let (_, bytes) = hello(key);
+            let mut s = async_std::net::TcpStream::connect(server.addr).await.unwrap();
+            s.write_all(&bytes[..10]).await.unwrap();
+        }
+    }
+}
+
+#[test]
+fn case_25_connect_and_close_at_high_rate_returns_fds_and_memory_to_baseline() {
+    let key = TestKey::new("exh");
+    let server = ServerProcess::start(&key.path, &["--max-unauthenticated", "1000"]);
+    // Warm up, so lazily allocated state is in the baseline.
+    for i in 0..8 {
+        within(STEP, cycle(&server, &key, i));
+    }
+    assert!(server.wait_for_log_count("closed:", 6, STEP));
+    assert!(server.wait_for_log_count("handshake failed", 2, STEP));
+    let base_fds = fds_settle(&server, 0);
+    let base_rss = server.rss_kib().unwrap();
+
+    within(Duration::from_secs(90), async {
+        for i in 0..500 {
+            cycle(&server, &key, i).await;
+        }
+    });
+    // Every connection of the storm has ended (375 authenticated, 125 mid-hello).
+    assert!(server.wait_for_log_count("closed:", 6 + 375, STEP), "{}", server.log_text());
+    assert!(server.wait_for_log_count("handshake failed", 2 + 125, STEP));
+    let fds = fds_settle(&server, base_fds);
+    assert_eq!(fds, base_fds, "descriptors back to baseline");
+    let rss = server.rss_kib().unwrap();
+    assert!(
+        rss < base_rss + 32 * 1024,
+        "memory back near baseline: {base_rss} KiB -> {rss} KiB"
+    );
+    assert_serving(server.addr, &key);
+}
+
+#[test]
+fn case_26_client_that_never_reads_is_disconnected_others_unaffected() {
+    let key = Arc::new(TestKey::new("exh"));
+    let server = ServerProcess::start(
+        &key.path,
+        &["--max-queued", "4", "--write-timeout", "500ms"],
+    );
+    let other = client(server.addr, &key, ClientConfig::default());
+    let (progress_tx, progress_rx) = mpsc::channel();
+    let hog = {
+        let (addr, key) = (server.addr, key.clone());
+        std::thread::spawn(move || {
+            within(Duration::from_secs(60), async move {
+                let (stream, session) = raw_session(addr, &key).await;
+                let _ = socket2::SockRef::from(&stream).set_recv_buffer_size(4096);
+                // Keep the reading half, and never read it.
+                let (_never_read, mut writer) = session.split();
+                let payload = vec![0x5A; 64 * 1024];
+                let mut sent = 0u64;
+                for id in 0..4000u64 {
+                    writer
+                        .push_client(&call(id, Request::Echo(payload.clone())))
+                        .unwrap();
+                    if writer.flush().await.is_err() {
+                        break;
+                    }
+                    sent += 1;
+                    if sent == 300 {
+                        let _ = progress_tx.send(());
+                    }
+                }
+                sent
+            })
+        })
+    };
+    // Others are served while the hog fills its queues...
+    progress_rx.recv_timeout(STEP).expect("the hog sent 300 calls");
+    let answer = async_std::task::block_on(other.call(Request::Uppercase("meanwhile".into())));
+    assert_eq!(answer.unwrap(), Response::Uppercase("MEANWHILE".into()));
+    // ...and the hog is dropped.
+    let line = server
+        .wait_for_log_any(&["not reading", "no write progress"], STEP)
+        .unwrap_or_else(|| panic!("hog not disconnected:\n{}", server.log_text()));
+    assert!(line.contains("closed"), "{line}");
+    let sent = hog.join().expect("hog thread");
+    assert!(sent < 4000, "the server stopped taking the hog's calls after {sent}");
+    let answer = async_std::task::block_on(other.call(Request::Ping));
+    assert_eq!(answer.unwrap(), Response::Pong);
+    assert_serving(server.addr, &key);
+}
+
+#[test]
+fn case_27_concurrent_max_size_frames_keep_memory_bounded() {
+    const MAX_FRAME: usize = 1 << 20;
+    const CONNECTIONS: usize = 16;
+    let key = Arc::new(TestKey::new("exh"));
+    let server = ServerProcess::start(&key.path, &["--max-frame", &MAX_FRAME.to_string()]);
+    let base = server.rss_kib().unwrap();
+    // Echo payload so that the call frame is exactly the limit (57 bytes of envelope and tag).
+    let payload = vec![0xC3u8; MAX_FRAME - 57];
+    let peak = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    // Samples the server's RSS while the frames are in flight (bounded in count).
+    let sampler = {
+        let (peak, done, pid) = (peak.clone(), done.clone(), server.pid());
+        std::thread::spawn(move || {
+            for _ in 0..20_000 {
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Some(kib) = rss_of(pid) {
+                    peak.fetch_max(kib as usize, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    within(Duration::from_secs(90), async {
+        let mut tasks = Vec::new();
+        for c in 0..CONNECTIONS {
+            let (addr, payload, key) = (server.addr, payload.clone(), key.clone());
+            tasks.push(async_std::task::spawn(async move {
+                let (_s, session) = raw_session(addr, &key).await;
+                let (mut reader, mut writer) = session.split();
+                for id in 0..4u64 {
+                    writer.push_client(&call(id, Request::Echo(payload.clone()))).unwrap();
+                    assert_eq!(writer.pending(), 4 + MAX_FRAME, "max-size frame");
+                    writer.flush().await.unwrap();
+                }
+                for id in 0..4u64 {
+                    match reply_to(&mut reader, id).await {
+                        Ok(Response::Echo(b)) => assert!(b == payload, "connection {c} call {id}"),
+                        other => panic!("connection {c} call {id}: {other:?}"),
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+    });
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let peak = peak.load(Ordering::Relaxed).max(server.rss_kib().unwrap() as usize) as u64;
+    // Bounded by the per-connection limits: a few frame-sized buffers per connection.
+    let bound = base + (CONNECTIONS as u64) * 8 * (MAX_FRAME as u64 / 1024) + 32 * 1024;
+    assert!(peak < bound, "RSS {base} KiB -> {peak} KiB (bound {bound} KiB)");
+    assert_serving(server.addr, &key);
+}
+
+/// Resident memory of process `pid` in KiB.
+fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
