@@ -1,36 +1,42 @@
-//! One client connection, from handshake to close: the data path reads top to bottom —
-//! handshake → read frame → check tag → decode → dispatch to a task per call → encode →
-//! write frame — plus the connection's own timers (idle, keepalive, drain).
+//! One client connection, from handshake to close. The data path reads top to bottom:
+//! handshake → read frame → check tag → decode → dispatch → encode → write frame, plus the
+//! connection's own timers (idle, keepalive, drain).
 //!
-//! The read loop owns the table of calls in flight; call tasks report back when they finish,
-//! and every message to the client goes through one writer task that batches what is ready
-//! into as few writes as possible.
+//! Dispatch first polls the handler once in place: a call that can answer at once (most do)
+//! costs no task and no channel. A call that has to wait moves to a task of its own, racing
+//! its deadline and a cancel signal, and reports back to the read loop when it ends. Answers go
+//! out through the connection's [`Outbox`], which coalesces whatever is ready into one write.
 
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_channel::{Receiver, Sender, TrySendError};
+use async_channel::{Receiver, Sender};
 use async_std::net::TcpStream;
 use futures_lite::future;
+use futures_lite::io::AsyncReadExt;
 use futures_lite::FutureExt;
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_client;
 use rpckit_proto::{
-    ClientMessage, HandshakeError, KeyId, RpcError, ServerMessage, SessionError, SessionReader,
-    SessionWriter,
+    ClientMessage, DecodeError, HandshakeError, KeyId, RpcError, ServerMessage, SessionError,
+    SessionReader,
 };
 use tracing::{debug, info, warn};
 
+use crate::outbox::{Outbox, OutboxError, FLUSH_BYTES};
 use crate::server::Shared;
 use crate::service::{CallContext, Service};
 use crate::shutdown::ShutdownSignal;
+use crate::stats::ServerStats;
 
-/// The writer flushes once this many bytes are queued, even if more messages are ready.
-const FLUSH_THRESHOLD: usize = 256 * 1024;
+/// After a failed handshake, how long the server keeps reading (and discarding) what the peer
+/// sent, so that closing does not reset the connection before the peer reads the refusal.
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
 /// Runs one connection to its end. Never panics on peer input; logs why it closed.
 pub(crate) async fn serve<S: Service>(
@@ -54,7 +60,7 @@ pub(crate) async fn serve<S: Service>(
         Ok(session) => session,
         Err(e) => {
             handshake_failed(shared, peer, &e);
-            let _ = stream.shutdown(Shutdown::Both);
+            linger_and_close(&stream).await;
             return;
         }
     };
@@ -63,42 +69,41 @@ pub(crate) async fn serve<S: Service>(
     info!(%peer, key_id = %key_id, "authenticated");
     let (mut reader, writer) = session.split();
     reader.set_budget(shared.buffer_budget.clone());
-
-    let (out_tx, out_rx) = async_channel::bounded(shared.config.max_queued.max(1));
-    let writer_task = {
-        let stream = stream.clone();
-        let write_timeout = shared.config.write_timeout;
-        async_std::task::spawn(async move {
-            let result = write_loop(writer, out_rx, write_timeout).await;
-            if let Err(reason) = &result {
-                // Unblock the read loop, which may be waiting on a peer that reads nothing.
-                let _ = stream.shutdown(Shutdown::Both);
-                debug!(%peer, %reason, "writer stopped");
-            }
-            result
-        })
-    };
+    let (sealer, _, unwritten) = writer.into_parts();
+    debug_assert!(
+        unwritten.is_empty(),
+        "the handshake flushes everything it sealed"
+    );
+    let outbox = Arc::new(Outbox::new(
+        sealer,
+        stream.clone(),
+        shared.config.write_timeout,
+        shared.config.max_queued,
+    ));
 
     let (done_tx, done_rx) = async_channel::unbounded();
     let mut conn = Connection {
         shared,
         peer,
         key_id: key_id.clone(),
-        out: out_tx,
+        outbox: outbox.clone(),
         done_tx,
         done_rx,
         calls: HashMap::new(),
         next_token: 0,
     };
-    let reason = conn.read_loop(reader, shutdown).await;
-    conn.cancel_all();
+    let reason = conn.read_loop(&mut reader, shutdown).await;
+    conn.calls.clear();
+    // Whatever the loop queued last (a goodbye, the last answers) still goes out.
+    let flushed = outbox.flush().await;
+    outbox.close();
     drop(conn);
-    // The writer ends after the last queued message (or at its write timeout).
-    let writer_result = writer_task.await;
     let _ = stream.shutdown(Shutdown::Both);
-    match (reason, writer_result) {
+    match (reason, flushed) {
         (Close::Clean(why), Ok(())) => info!(%peer, key_id = %key_id, "closed: {why}"),
-        (Close::Clean(why), Err(w)) => warn!(%peer, key_id = %key_id, "closed: {why}; writer: {w}"),
+        (Close::Clean(why), Err(e)) => {
+            warn!(%peer, key_id = %key_id, "closed: {why}; last write: {e}")
+        }
         (Close::Fault(why), _) => warn!(%peer, key_id = %key_id, "closed: {why}"),
     }
 }
@@ -120,8 +125,31 @@ fn handshake_failed<S>(shared: &Shared<S>, peer: SocketAddr, e: &HandshakeError)
     }
 }
 
+/// Half-closes, then reads and discards what the peer still sends (bounded in bytes and
+/// time), so the refusal the handshake wrote is not lost to a reset.
+async fn linger_and_close(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let drain = async {
+        let mut sink = [0u8; 512];
+        let mut total = 0usize;
+        let mut stream = stream;
+        while total < 16 * 1024 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    drain
+        .or(async {
+            async_io::Timer::after(REFUSAL_LINGER).await;
+        })
+        .await;
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
 /// Decrements a gauge that someone else incremented, when dropped.
-struct AdoptedGauge<'a>(&'a std::sync::atomic::AtomicUsize);
+struct AdoptedGauge<'a>(&'a AtomicUsize);
 
 impl Drop for AdoptedGauge<'_> {
     fn drop(&mut self) {
@@ -133,31 +161,37 @@ impl Drop for AdoptedGauge<'_> {
 enum Close {
     /// An orderly end: goodbye, drain, idle timeout, peer closed at a frame boundary.
     Clean(String),
-    /// A fault: bad frame, bad tag, dead peer, queue overflow.
+    /// A fault: bad frame, bad tag, dead peer, client not reading.
     Fault(String),
 }
 
-/// A call in flight, as the read loop tracks it.
+impl From<OutboxError> for Close {
+    fn from(e: OutboxError) -> Self {
+        Close::Fault(e.to_string())
+    }
+}
+
+/// A call running in a task of its own, as the read loop tracks it.
 struct InFlight {
     /// Distinguishes this call from an earlier call that used the same id.
     token: u64,
     /// Dropping this cancels the call's task.
     _cancel: Sender<()>,
     /// Keeps the server-wide in-flight gauge up while the call runs.
-    _gauge: GaugeHandle,
+    _gauge: InFlightGauge,
 }
 
-/// An owned in-flight gauge (the server stats outlive every connection).
-struct GaugeHandle(Arc<crate::stats::ServerStats>);
+/// Counts a call in the server's in-flight gauge while it lives.
+struct InFlightGauge(Arc<ServerStats>);
 
-impl GaugeHandle {
-    fn new(stats: &Arc<crate::stats::ServerStats>) -> Self {
+impl InFlightGauge {
+    fn new(stats: &Arc<ServerStats>) -> Self {
         stats.calls_in_flight.fetch_add(1, Ordering::Relaxed);
-        GaugeHandle(stats.clone())
+        InFlightGauge(stats.clone())
     }
 }
 
-impl Drop for GaugeHandle {
+impl Drop for InFlightGauge {
     fn drop(&mut self) {
         self.0.calls_in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.calls_total.fetch_add(1, Ordering::Relaxed);
@@ -176,17 +210,20 @@ enum Event<'a> {
     Timer,
 }
 
+/// The handler's future, boxed so it can move into a task if it does not finish at once.
+type CallFuture<R> = Pin<Box<dyn std::future::Future<Output = Result<R, RpcError>> + Send>>;
+
 struct Connection<'s, S: Service> {
     shared: &'s Shared<S>,
     peer: SocketAddr,
     key_id: Arc<KeyId>,
-    /// Messages for the writer task.
-    out: Sender<ServerMessage<S::Response>>,
+    /// Where answers go.
+    outbox: Arc<Outbox>,
     /// Call tasks report (id, token) here when they end.
     done_tx: Sender<(u64, u64)>,
     /// Where the read loop hears of them.
     done_rx: Receiver<(u64, u64)>,
-    /// Calls in flight by id.
+    /// Calls running in tasks, by id.
     calls: HashMap<u64, InFlight>,
     /// Next call token.
     next_token: u64,
@@ -195,7 +232,7 @@ struct Connection<'s, S: Service> {
 impl<S: Service> Connection<'_, S> {
     async fn read_loop(
         &mut self,
-        mut reader: SessionReader<TcpStream>,
+        reader: &mut SessionReader<TcpStream>,
         shutdown: ShutdownSignal,
     ) -> Close {
         let config = &self.shared.config;
@@ -206,6 +243,10 @@ impl<S: Service> Connection<'_, S> {
         // Set when the server drains or the peer half-closed: no new calls, finish by then.
         let mut drain_until: Option<Instant> = None;
         let mut reading = true;
+        // One timer for the loop, moved only when it must fire earlier (or has fired): the
+        // deadlines move with every frame, and re-arming a timer per frame costs.
+        let mut timer = async_io::Timer::never();
+        let mut armed: Option<Instant> = None;
 
         loop {
             // Take finished calls off the table first: a peer that keeps the socket busy must
@@ -214,7 +255,9 @@ impl<S: Service> Connection<'_, S> {
                 self.finished(id, token);
             }
             if drain_until.is_some() && self.calls.is_empty() {
-                let _ = self.send(ServerMessage::Goodbye);
+                self.outbox
+                    .push(&ServerMessage::<S::Response>::Goodbye)
+                    .ok();
                 return Close::Clean(if reading {
                     "drained for shutdown".into()
                 } else {
@@ -235,6 +278,10 @@ impl<S: Service> Connection<'_, S> {
                     }
                 }
             };
+            if armed.is_none_or(|at| wake < at) {
+                timer.set_at(wake);
+                armed = Some(wake);
+            }
             // Checked before waiting, so a peer that keeps frames coming cannot starve them.
             let due = if drain_until.is_none() && shutdown.fired() {
                 Some(Event::Shutdown)
@@ -267,11 +314,11 @@ impl<S: Service> Connection<'_, S> {
                             future::pending().await
                         }
                     };
-                    let timer = async {
-                        async_io::Timer::at(wake).await;
+                    let tick = async {
+                        (&mut timer).await;
                         Event::Timer
                     };
-                    frame.or(done).or(stop).or(timer).await
+                    frame.or(done).or(stop).or(tick).await
                 }
             };
 
@@ -283,7 +330,7 @@ impl<S: Service> Connection<'_, S> {
                         Ok(message) => message,
                         Err(e) => return Close::Fault(format!("undecodable envelope: {e}")),
                     };
-                    let sent = match message {
+                    let handled = match message {
                         ClientMessage::Call {
                             id,
                             deadline,
@@ -298,14 +345,24 @@ impl<S: Service> Connection<'_, S> {
                             }
                             Ok(())
                         }
-                        ClientMessage::Ping { nonce } => self.send(ServerMessage::Pong { nonce }),
+                        ClientMessage::Ping { nonce } => {
+                            self.outbox
+                                .push(&ServerMessage::<S::Response>::Pong { nonce })
+                        }
                         ClientMessage::Pong { .. } => Ok(()),
                         ClientMessage::Goodbye => {
                             return Close::Clean("client said goodbye".into())
                         }
                     };
-                    if let Err(close) = sent {
-                        return close;
+                    if let Err(e) = handled {
+                        return e.into();
+                    }
+                    // Answer a burst with one write: flush once no complete frame is left to
+                    // read, or once enough has piled up.
+                    if !reader.has_buffered_frame() || self.outbox.pending_bytes() >= FLUSH_BYTES {
+                        if let Err(e) = self.outbox.flush().await {
+                            return e.into();
+                        }
                     }
                 }
                 Event::Frame(Ok(None)) => {
@@ -320,24 +377,29 @@ impl<S: Service> Connection<'_, S> {
                 Event::Done(id, token) => self.finished(id, token),
                 Event::Shutdown => {
                     drain_until = Some(Instant::now() + config.grace_period);
-                    if let Err(close) = self.send(ServerMessage::GoingAway {
+                    let notice = ServerMessage::<S::Response>::GoingAway {
                         grace: config.grace_period,
-                    }) {
-                        return close;
+                    };
+                    if let Err(e) = self.outbox.push(&notice) {
+                        return e.into();
+                    }
+                    if let Err(e) = self.outbox.flush().await {
+                        return e.into();
                     }
                 }
                 Event::Timer => {
+                    armed = None;
                     let now = Instant::now();
                     if let Some(deadline) = drain_until {
                         if now >= deadline {
                             let left = self.calls.len();
                             for id in std::mem::take(&mut self.calls).into_keys() {
-                                let _ = self.send(ServerMessage::Reply {
+                                let _ = self.outbox.push(&ServerMessage::<S::Response>::Reply {
                                     id,
                                     result: Err(RpcError::ShuttingDown),
                                 });
                             }
-                            let _ = self.send(ServerMessage::Goodbye);
+                            let _ = self.outbox.push(&ServerMessage::<S::Response>::Goodbye);
                             return Close::Clean(format!(
                                 "grace period over; {left} calls answered ShuttingDown"
                             ));
@@ -354,12 +416,16 @@ impl<S: Service> Connection<'_, S> {
                     } else if now >= last_received + config.keepalive_interval {
                         ping_nonce += 1;
                         ping_sent = Some(now);
-                        if let Err(close) = self.send(ServerMessage::Ping { nonce: ping_nonce }) {
-                            return close;
+                        let ping = ServerMessage::<S::Response>::Ping { nonce: ping_nonce };
+                        if let Err(e) = self.outbox.push(&ping) {
+                            return e.into();
+                        }
+                        if let Err(e) = self.outbox.flush().await {
+                            return e.into();
                         }
                     }
                     if self.calls.is_empty() && now >= last_call + config.idle_timeout {
-                        let _ = self.send(ServerMessage::Goodbye);
+                        let _ = self.outbox.push(&ServerMessage::<S::Response>::Goodbye);
                         return Close::Clean(format!("idle for {:?}", config.idle_timeout));
                     }
                 }
@@ -367,14 +433,15 @@ impl<S: Service> Connection<'_, S> {
         }
     }
 
-    /// Admits, refuses or answers a call at once.
+    /// Admits, refuses or answers a call. A handler that answers at once is answered here; one
+    /// that has to wait moves to a task of its own.
     fn on_call(
         &mut self,
         id: u64,
         deadline: Option<Duration>,
-        request: Result<S::Request, rpckit_proto::DecodeError>,
+        request: Result<S::Request, DecodeError>,
         draining: bool,
-    ) -> Result<(), Close> {
+    ) -> Result<(), OutboxError> {
         let refusal = if draining {
             Some(RpcError::ShuttingDown)
         } else if self.calls.contains_key(&id) {
@@ -388,26 +455,44 @@ impl<S: Service> Connection<'_, S> {
         };
         let request = match (refusal, request) {
             (Some(error), _) => {
-                return self.send(ServerMessage::Reply {
+                return self.outbox.push(&ServerMessage::<S::Response>::Reply {
                     id,
                     result: Err(error),
                 })
             }
             (None, Err(e)) => {
                 debug!(peer = %self.peer, id, error = %e, "undecodable request");
-                return self.send(ServerMessage::Reply {
+                let error = RpcError::UnknownMethod(e.to_string());
+                return self.outbox.push(&ServerMessage::<S::Response>::Reply {
                     id,
-                    result: Err(RpcError::UnknownMethod(e.to_string())),
+                    result: Err(error),
                 });
             }
             (None, Ok(request)) => request,
         };
+        let started = Instant::now();
         let ctx = CallContext {
             id,
             peer: self.peer,
             key_id: self.key_id.clone(),
-            deadline: deadline.map(|d| Instant::now() + d),
+            deadline: deadline.map(|d| started + d),
         };
+        let service = self.shared.service.clone();
+        let mut handler: CallFuture<S::Response> =
+            Box::pin(async move { guarded(service.call(request, ctx)).await });
+        if let Some(result) = future::block_on(future::poll_once(&mut handler)) {
+            self.shared
+                .stats
+                .calls_total
+                .fetch_add(1, Ordering::Relaxed);
+            return self.outbox.push(&ServerMessage::Reply { id, result });
+        }
+        self.spawn_call(id, handler, deadline.map(|d| started + d));
+        Ok(())
+    }
+
+    /// Runs a call that has to wait in its own task, under its deadline and cancel signal.
+    fn spawn_call(&mut self, id: u64, handler: CallFuture<S::Response>, deadline: Option<Instant>) {
         let token = self.next_token;
         self.next_token += 1;
         let (cancel_tx, cancel_rx) = async_channel::bounded::<()>(1);
@@ -416,38 +501,37 @@ impl<S: Service> Connection<'_, S> {
             InFlight {
                 token,
                 _cancel: cancel_tx,
-                _gauge: GaugeHandle::new(&self.shared.stats),
+                _gauge: InFlightGauge::new(&self.shared.stats),
             },
         );
-        let service = self.shared.service.clone();
-        let out = self.out.clone();
+        let outbox = self.outbox.clone();
         let done = self.done_tx.clone();
         async_std::task::spawn(async move {
-            let work = run_call(service, request, ctx);
+            let work = async {
+                match deadline {
+                    None => Some(handler.await),
+                    Some(at) => Some(
+                        handler
+                            .or(async {
+                                async_io::Timer::at(at).await;
+                                Err(RpcError::DeadlineExceeded)
+                            })
+                            .await,
+                    ),
+                }
+            };
             let cancelled = async {
                 // Nothing is sent: this returns when the read loop drops the sender.
                 let _ = cancel_rx.recv().await;
                 None
             };
-            if let Some(result) = async { Some(work.await) }.or(cancelled).await {
-                let _ = out.send(ServerMessage::Reply { id, result }).await;
+            if let Some(result) = work.or(cancelled).await {
+                if outbox.push(&ServerMessage::Reply { id, result }).is_ok() {
+                    let _ = outbox.flush().await;
+                }
             }
             let _ = done.try_send((id, token));
         });
-        Ok(())
-    }
-
-    /// Queues a message for the writer without waiting. A full queue means the client is not
-    /// reading what it asked for: it is disconnected.
-    fn send(&self, message: ServerMessage<S::Response>) -> Result<(), Close> {
-        match self.out.try_send(message) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(Close::Fault(format!(
-                "client is not reading: {} messages queued",
-                self.shared.config.max_queued
-            ))),
-            Err(TrySendError::Closed(_)) => Err(Close::Fault("writer stopped".into())),
-        }
     }
 
     /// Takes a finished call off the table, unless its id was reused since.
@@ -456,46 +540,22 @@ impl<S: Service> Connection<'_, S> {
             self.calls.remove(&id);
         }
     }
-
-    /// Cancels every call in flight.
-    fn cancel_all(&mut self) {
-        self.calls.clear();
-    }
 }
 
-/// Runs the handler under the call's deadline, turning a panic into an error.
-async fn run_call<S: Service>(
-    service: Arc<S>,
-    request: S::Request,
-    ctx: CallContext,
-) -> Result<S::Response, RpcError> {
-    let deadline = ctx.deadline;
-    let handler = async {
-        match AssertUnwindSafe(service.call(request, ctx))
-            .catch_unwind()
-            .await
-        {
-            Ok(result) => result,
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "handler panicked".into());
-                warn!(panic = %what, "handler panicked");
-                Err(RpcError::Internal(format!("handler panicked: {what}")))
-            }
-        }
-    };
-    match deadline {
-        None => handler.await,
-        Some(at) => {
-            handler
-                .or(async {
-                    async_io::Timer::at(at).await;
-                    Err(RpcError::DeadlineExceeded)
-                })
-                .await
+/// Runs a handler, turning a panic into an error for its call.
+async fn guarded<R>(
+    handler: impl std::future::Future<Output = Result<R, RpcError>>,
+) -> Result<R, RpcError> {
+    match AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "handler panicked".into());
+            warn!(panic = %what, "handler panicked");
+            Err(RpcError::Internal(format!("handler panicked: {what}")))
         }
     }
 }
@@ -504,71 +564,5 @@ fn read_fault(e: &SessionError) -> String {
     match e {
         SessionError::Frame(rpckit_proto::FrameError::Io(io)) => format!("read failed: {io}"),
         other => format!("bad input: {other}"),
-    }
-}
-
-/// The writer task: takes every message that is ready, encodes and tags it into one buffer,
-/// and writes the buffer with one flush. Ends after a `Goodbye`, when every sender is gone,
-/// or when a write makes no progress within `write_timeout`.
-async fn write_loop<R: serde::Serialize>(
-    mut writer: SessionWriter<TcpStream>,
-    rx: Receiver<ServerMessage<R>>,
-    write_timeout: Duration,
-) -> Result<(), String> {
-    while let Ok(first) = rx.recv().await {
-        let mut goodbye = false;
-        let mut next = Some(first);
-        while let Some(message) = next.take() {
-            goodbye |= matches!(message, ServerMessage::Goodbye);
-            push(&mut writer, message)?;
-            if goodbye || writer.pending() >= FLUSH_THRESHOLD {
-                break;
-            }
-            next = rx.try_recv().ok();
-        }
-        let flushed = writer
-            .flush()
-            .or(async {
-                async_io::Timer::after(write_timeout).await;
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "write timed out",
-                ))
-            })
-            .await;
-        if let Err(e) = flushed {
-            return Err(if e.kind() == std::io::ErrorKind::TimedOut {
-                format!("client stopped reading: no write progress within {write_timeout:?}")
-            } else {
-                format!("write failed: {e}")
-            });
-        }
-        if goodbye {
-            break;
-        }
-    }
-    Ok(())
-}
-
-/// Encodes one message; a reply too large for a frame becomes an error reply for its id.
-fn push<R: serde::Serialize>(
-    writer: &mut SessionWriter<TcpStream>,
-    message: ServerMessage<R>,
-) -> Result<(), String> {
-    match writer.push_server(&message) {
-        Ok(()) => Ok(()),
-        Err(SessionError::Encode(e)) => match message {
-            ServerMessage::Reply { id, .. } => {
-                let error = RpcError::Internal(format!("response cannot be sent: {e}"));
-                writer
-                    .push_server(&ServerMessage::<R>::Reply {
-                        id,
-                        result: Err(error),
-                    })
-                    .map_err(|e| format!("cannot encode error reply: {e}"))
-            }
-            _ => Err(format!("cannot encode message: {e}")),
-        },
-        Err(e) => Err(format!("cannot send: {e}")),
     }
 }

@@ -14,6 +14,7 @@
 mod config;
 mod connection;
 mod demo;
+mod outbox;
 mod penalty;
 mod server;
 mod service;

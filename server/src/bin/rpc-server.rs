@@ -2,7 +2,8 @@
 //!
 //! First create a key (once): `rpc-server keygen`. Then run `rpc-server`; it prints
 //! `rpc-server listening on ADDR` once it accepts connections. Call it with
-//! `rpc-client call uppercase hello`. SIGINT or SIGTERM drains and exits 0.
+//! `rpc-client call uppercase hello`. SIGINT or SIGTERM drains and exits 0; a second signal
+//! exits 1 at once, without waiting for calls in flight.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -269,26 +270,41 @@ fn serve(args: ServeArgs) -> ExitCode {
 
         let server = Server::new(DemoService, keys, config);
         let mut signals = signals;
-        let shutdown = async {
+        // The first signal starts the drain; a second one ends the process without waiting.
+        let (first_tx, first_rx) = async_channel::bounded::<()>(1);
+        let watch = async {
             if let Some(Ok(signal)) = signals.next().await {
                 info!(
                     ?signal,
                     "signal received: draining (send it again to exit at once)"
                 );
             }
+            first_tx.close();
+            match signals.next().await {
+                Some(Ok(signal)) => signal,
+                _ => std::future::pending().await,
+            }
         };
-        let result = {
-            let run = server.run(listener, shutdown);
-            futures_lite::pin!(run);
-            run.await
+        let shutdown = async move {
+            let _ = first_rx.recv().await;
         };
+        let run = async { Ok(server.run(listener, shutdown).await) };
+        let second_signal = async { Err(watch.await) };
+        let result = futures_lite::future::or(run, second_signal).await;
         match result {
-            Ok(()) => {
+            Ok(Ok(())) => {
                 info!("stopped");
                 ExitCode::SUCCESS
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 error!("server failed: {e}");
+                ExitCode::from(1)
+            }
+            Err(signal) => {
+                warn!(
+                    ?signal,
+                    "second signal: exiting without waiting for calls in flight"
+                );
                 ExitCode::from(1)
             }
         }
