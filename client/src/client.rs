@@ -6,6 +6,7 @@
 //! written fails with [`CallError::OutcomeUnknown`], because the server may have run it; a
 //! call the server answered `ShuttingDown` was not run and may be retried by the caller.
 
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,7 @@ use crate::error::{CallError, ConnectError};
 /// assert_eq!(answer, Response::Uppercase("HELLO".into()));
 /// # Ok(()) }
 /// ```
-pub struct Client<Req, Resp> {
+pub struct Client<Req, Resp: Send + 'static> {
     /// Where to connect.
     addr: String,
     /// Our key id.
@@ -47,12 +48,14 @@ pub struct Client<Req, Resp> {
     /// Settings.
     config: ClientConfig,
     /// The connection calls go to, if one is up.
-    current: Mutex<Option<Arc<Connection<Req, Resp>>>>,
+    current: Mutex<Option<Arc<Connection<Resp>>>>,
     /// Held while (re)connecting, so concurrent callers make one connection, not many.
     connecting: async_lock::Mutex<()>,
+    /// The request type this client sends.
+    _request: PhantomData<fn(Req)>,
 }
 
-impl<Req, Resp> std::fmt::Debug for Client<Req, Resp> {
+impl<Req, Resp: Send + 'static> std::fmt::Debug for Client<Req, Resp> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("addr", &self.addr)
@@ -83,6 +86,7 @@ where
             config,
             current: Mutex::new(Some(Arc::new(connection))),
             connecting: async_lock::Mutex::new(()),
+            _request: PhantomData,
         })
     }
 
@@ -140,11 +144,11 @@ where
         }
     }
 
-    fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<Arc<Connection<Req, Resp>>>> {
+    fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<Arc<Connection<Resp>>>> {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn forget(&self, connection: &Arc<Connection<Req, Resp>>) {
+    fn forget(&self, connection: &Arc<Connection<Resp>>) {
         let mut current = self.lock_current();
         if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, connection)) {
             current.take();
@@ -156,7 +160,7 @@ where
         &self,
         deadline: Option<Instant>,
         reconnects: &mut u32,
-    ) -> Result<Arc<Connection<Req, Resp>>, CallError> {
+    ) -> Result<Arc<Connection<Resp>>, CallError> {
         if let Some(c) = self.lock_current().as_ref().filter(|c| c.usable()) {
             return Ok(c.clone());
         }

@@ -1,11 +1,11 @@
-//! One authenticated connection to a server: a writer task that batches outgoing messages, a
-//! reader task that matches answers to calls by id and keeps the connection alive, and the
-//! table of calls in flight.
+//! One authenticated connection to a server: callers send on it directly through a shared
+//! [`Outbox`] (calls ready together leave in one write), a reader task matches answers to
+//! calls by id and keeps the connection alive, and a table holds the calls in flight.
 //!
-//! When the connection dies every call in flight ends at once: a call already written gets
-//! [`CallError::OutcomeUnknown`]; a call that never left this process comes back as
-//! [`Failure::NotSent`] with its request, so the [`crate::Client`] can send it again on a new
-//! connection.
+//! When the connection dies every call in flight ends at once: a call already handed to the
+//! socket gets [`CallError::OutcomeUnknown`]; a call that never left this process comes back
+//! as [`Failure::NotSent`] with its request, so the [`crate::Client`] can send it again on a
+//! new connection.
 
 use std::collections::HashMap;
 use std::net::Shutdown;
@@ -19,8 +19,8 @@ use futures_lite::FutureExt;
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_server;
 use rpckit_proto::{
-    ClientMessage, HandshakeError, KeyId, SecretKey, ServerMessage, SessionError, SessionReader,
-    SessionWriter,
+    ClientMessage, HandshakeError, KeyId, Outbox, OutboxError, SecretKey, ServerMessage,
+    SessionError, SessionReader,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -28,9 +28,6 @@ use tracing::debug;
 
 use crate::config::ClientConfig;
 use crate::error::{CallError, ConnectError};
-
-/// The writer flushes once this many bytes are queued, even if more messages are ready.
-const FLUSH_THRESHOLD: usize = 256 * 1024;
 
 /// How a call on one connection failed.
 #[derive(Debug)]
@@ -42,44 +39,44 @@ pub(crate) enum Failure<Req> {
 }
 
 /// What the connection tells a waiting caller.
-enum Outcome<Req, Resp> {
+enum Outcome<Resp> {
     /// The answer, or a final error.
     Done(Result<Resp, CallError>),
-    /// The connection died before the call was written.
-    NotSent(Req),
+    /// The connection died before the call was handed to the socket.
+    NotSent,
 }
 
 /// A call waiting for its answer.
-struct PendingCall<Req, Resp> {
+struct PendingCall<Resp> {
     /// Where its outcome goes.
-    reply: Sender<Outcome<Req, Resp>>,
+    reply: Sender<Outcome<Resp>>,
     /// Whether its frame was handed to the socket (then its outcome is unknown if the
     /// connection dies).
     written: bool,
 }
 
 /// The table of calls in flight, and whether the connection is still alive.
-struct Calls<Req, Resp> {
+struct Calls<Resp> {
     /// Why the connection closed, once it has.
     closed: Option<String>,
     /// Calls by id.
-    by_id: HashMap<u64, PendingCall<Req, Resp>>,
+    by_id: HashMap<u64, PendingCall<Resp>>,
 }
 
-/// State shared by the callers and the two tasks.
-struct State<Req, Resp> {
+/// State shared by the callers and the reader task.
+struct State<Resp> {
     /// Calls in flight.
-    calls: Mutex<Calls<Req, Resp>>,
+    calls: Mutex<Calls<Resp>>,
+    /// Everything we send.
+    outbox: Outbox<TcpStream>,
     /// Set when the server said it is going away: no new calls here.
     going_away: AtomicBool,
-    /// Closed when the connection dies, to wake both tasks.
+    /// Closed when the connection dies, to wake the reader task and waiters.
     dead: (Sender<()>, Receiver<()>),
-    /// Messages for the writer task.
-    out: Sender<ClientMessage<Req>>,
 }
 
-impl<Req, Resp> State<Req, Resp> {
-    fn calls(&self) -> MutexGuard<'_, Calls<Req, Resp>> {
+impl<Resp> State<Resp> {
+    fn calls(&self) -> MutexGuard<'_, Calls<Resp>> {
         // Nothing holding this lock can panic halfway through an update; keep going.
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -88,79 +85,116 @@ impl<Req, Resp> State<Req, Resp> {
         self.dead.1.is_closed()
     }
 
-    /// Marks the connection dead: calls already written fail now; unwritten ones are handed
-    /// back by the writer task.
+    async fn wait_dead(&self) {
+        let _ = self.dead.1.recv().await;
+    }
+
+    /// Marks the connection dead: every call in flight ends now, written ones with
+    /// `OutcomeUnknown`, the others handed back as not sent.
     fn close(&self, reason: &str) {
+        self.outbox.close(reason);
         {
             let mut calls = self.calls();
             if calls.closed.is_some() {
                 return;
             }
             calls.closed = Some(reason.to_owned());
-            calls.by_id.retain(|_, call| {
-                if call.written {
-                    let _ = call
-                        .reply
-                        .try_send(Outcome::Done(Err(CallError::OutcomeUnknown(
-                            reason.to_owned(),
-                        ))));
-                }
-                !call.written
-            });
+            for (_, call) in calls.by_id.drain() {
+                let outcome = if call.written {
+                    Outcome::Done(Err(CallError::OutcomeUnknown(reason.to_owned())))
+                } else {
+                    Outcome::NotSent
+                };
+                let _ = call.reply.try_send(outcome);
+            }
         }
         self.dead.0.close();
-        self.out.close();
+        let _ = self.outbox.io().shutdown(Shutdown::Both);
     }
 
-    async fn wait_dead(&self) {
-        let _ = self.dead.1.recv().await;
+    /// Writes what is queued; marks the calls it writes as written; closes on failure.
+    async fn flush(&self) -> Result<(), OutboxError> {
+        let flushed = self
+            .outbox
+            .flush(|ids| {
+                let mut calls = self.calls();
+                for id in ids {
+                    if let Some(call) = calls.by_id.get_mut(id) {
+                        call.written = true;
+                    }
+                }
+            })
+            .await;
+        if let Err(e) = &flushed {
+            self.close(&e.to_string());
+        }
+        flushed
+    }
+
+    /// Queues a control message and writes it out in a task of its own (for callers that
+    /// cannot wait, such as `Drop`).
+    fn send_detached<Req: Serialize>(
+        self: &Arc<Self>,
+        message: ClientMessage<Req>,
+        then_close: bool,
+    ) where
+        Resp: Send + 'static,
+    {
+        if self.outbox.push_client(&message, None).is_err() {
+            return;
+        }
+        let state = self.clone();
+        async_std::task::spawn(async move {
+            let _ = state.flush().await;
+            if then_close {
+                state.close("client closed the connection");
+            }
+        });
     }
 }
 
 /// One authenticated connection.
-pub(crate) struct Connection<Req, Resp> {
-    state: Arc<State<Req, Resp>>,
+pub(crate) struct Connection<Resp: Send + 'static> {
+    state: Arc<State<Resp>>,
     /// Next call id.
     next_id: AtomicU64,
 }
 
-impl<Req, Resp> Drop for Connection<Req, Resp> {
+impl<Resp: Send + 'static> Drop for Connection<Resp> {
     fn drop(&mut self) {
-        // Say goodbye; the writer closes the socket after it.
-        let _ = self.state.out.try_send(ClientMessage::Goodbye);
+        // Say goodbye and close; calls still waiting hold no reference to this handle.
+        self.state.send_detached::<()>(ClientMessage::Goodbye, true);
     }
 }
 
-impl<Req, Resp> Connection<Req, Resp>
+impl<Resp> Connection<Resp>
 where
-    Req: Serialize + Send + 'static,
     Resp: DeserializeOwned + Send + 'static,
 {
-    /// Connects, authenticates, and starts the connection's tasks.
+    /// Connects, authenticates, and starts the reader task.
     pub(crate) async fn open(
         addr: &str,
         key_id: &KeyId,
         key: &SecretKey,
         config: &ClientConfig,
     ) -> Result<Self, ConnectError> {
-        let connect = async {
+        let timeout = config.connect_timeout;
+        let stream = async {
             TcpStream::connect(addr)
                 .await
                 .map_err(|source| ConnectError::Io {
                     addr: addr.to_owned(),
                     source,
                 })
-        };
-        let timeout = config.connect_timeout;
-        let stream = connect
-            .or(async {
-                async_io::Timer::after(timeout).await;
-                Err(ConnectError::Timeout {
-                    addr: addr.to_owned(),
-                    after: timeout,
-                })
+        }
+        .or(async {
+            async_io::Timer::after(timeout).await;
+            Err(ConnectError::Timeout {
+                addr: addr.to_owned(),
+                after: timeout,
             })
-            .await?;
+        })
+        .await?;
         let _ = stream.set_nodelay(true);
         let hs = HandshakeConfig {
             timeout: config.handshake_timeout,
@@ -181,25 +215,22 @@ where
                 e => ConnectError::Handshake(e),
             })?;
         let (reader, writer) = session.split();
-        let (out_tx, out_rx) = async_channel::bounded(config.max_queued.max(1));
+        let (sealer, io, unwritten) = writer.into_parts();
         let state = Arc::new(State {
             calls: Mutex::new(Calls {
                 closed: None,
                 by_id: HashMap::new(),
             }),
+            outbox: Outbox::new(
+                sealer,
+                io,
+                unwritten,
+                config.write_timeout,
+                config.max_queued,
+            ),
             going_away: AtomicBool::new(false),
             dead: async_channel::bounded(1),
-            out: out_tx,
         });
-        {
-            let state = state.clone();
-            let stream = stream.clone();
-            let write_timeout = config.write_timeout;
-            async_std::task::spawn(async move {
-                write_loop(writer, out_rx, &state, write_timeout).await;
-                let _ = stream.shutdown(Shutdown::Both);
-            });
-        }
         {
             let state = state.clone();
             let (interval, timeout) = (config.keepalive_interval, config.keepalive_timeout);
@@ -207,7 +238,6 @@ where
                 let reason = read_loop(reader, &state, interval, timeout).await;
                 debug!(%reason, "connection closed");
                 state.close(&reason);
-                let _ = stream.shutdown(Shutdown::Both);
             });
         }
         Ok(Connection {
@@ -216,9 +246,22 @@ where
         })
     }
 
+    /// Whether new calls may be sent on this connection.
+    pub(crate) fn usable(&self) -> bool {
+        !self.state.is_dead() && !self.state.going_away.load(Ordering::Relaxed)
+    }
+
     /// Sends a goodbye and waits until the connection has closed, for at most `limit`.
     pub(crate) async fn goodbye(&self, limit: Duration) {
-        let _ = self.state.out.try_send(ClientMessage::Goodbye);
+        if self
+            .state
+            .outbox
+            .push_client::<()>(&ClientMessage::Goodbye, None)
+            .is_ok()
+        {
+            let _ = self.state.flush().await;
+        }
+        self.state.close("client said goodbye");
         self.state
             .wait_dead()
             .or(async {
@@ -227,21 +270,18 @@ where
             .await;
     }
 
-    /// Whether new calls may be sent on this connection.
-    pub(crate) fn usable(&self) -> bool {
-        !self.state.is_dead() && !self.state.going_away.load(Ordering::Relaxed)
-    }
-
     /// Makes one call; `timeout` also travels to the server as the call's deadline.
-    pub(crate) async fn call(
+    pub(crate) async fn call<Req: Serialize>(
         &self,
         request: Req,
         timeout: Option<Duration>,
     ) -> Result<Resp, Failure<Req>> {
+        let started = Instant::now();
+        let state = &self.state;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = async_channel::bounded(1);
         {
-            let mut calls = self.state.calls();
+            let mut calls = state.calls();
             if calls.closed.is_some() {
                 return Err(Failure::NotSent(request));
             }
@@ -255,178 +295,91 @@ where
         }
         // Whatever ends this call early (timeout, or the caller dropping the future) cancels it.
         let mut guard = CancelGuard {
-            state: &self.state,
+            state,
             id,
             armed: true,
         };
-        let exchange = async {
-            let message = ClientMessage::Call {
-                id,
-                deadline: timeout,
-                request,
-            };
-            if let Err(unsent) = self.state.out.send(message).await {
+        let message = ClientMessage::Call {
+            id,
+            deadline: timeout,
+            request,
+        };
+        match state.outbox.push_client(&message, Some(id)) {
+            Ok(()) => {}
+            Err(OutboxError::Encode(e)) => {
                 guard.armed = false;
-                self.state.calls().by_id.remove(&id);
-                return match unsent.into_inner() {
-                    ClientMessage::Call { request, .. } => Err(Failure::NotSent(request)),
-                    _ => Err(Failure::Error(CallError::OutcomeUnknown(
-                        "connection closed".into(),
-                    ))),
-                };
+                state.calls().by_id.remove(&id);
+                return Err(Failure::Error(CallError::Encode(e)));
             }
-            match answer.recv().await {
-                Ok(Outcome::Done(result)) => result.map_err(Failure::Error),
-                Ok(Outcome::NotSent(request)) => Err(Failure::NotSent(request)),
-                Err(_) => Err(Failure::Error(CallError::OutcomeUnknown(
-                    "connection closed".into(),
-                ))),
+            Err(e) => {
+                // Closing answers every call in flight, this one included (not sent).
+                state.close(&e.to_string());
             }
-        };
-        let result = match timeout {
-            None => exchange.await,
-            Some(after) => {
-                exchange
-                    .or(async {
-                        async_io::Timer::after(after).await;
-                        Err(Failure::Error(CallError::Timeout(after)))
-                    })
-                    .await
-            }
-        };
-        if !matches!(result, Err(Failure::Error(CallError::Timeout(_)))) {
-            guard.armed = false;
         }
-        result
+        let ClientMessage::Call { request, .. } = message else {
+            unreachable!("built as a call above")
+        };
+        // Become the writer if no one is writing. This is not raced against the timeout: a
+        // write cut short would break the connection; it is bounded by the write timeout. A
+        // failure closes the connection, which answers this call.
+        let _ = state.flush().await;
+        let outcome = match timeout {
+            None => answer.recv().await,
+            Some(after) => {
+                let timed_out = async {
+                    async_io::Timer::at(started + after).await;
+                    Ok(Outcome::Done(Err(CallError::Timeout(after))))
+                };
+                answer.recv().or(timed_out).await
+            }
+        };
+        match outcome {
+            Ok(Outcome::Done(Err(CallError::Timeout(after)))) => {
+                Err(Failure::Error(CallError::Timeout(after)))
+            }
+            Ok(Outcome::Done(result)) => {
+                guard.armed = false;
+                result.map_err(Failure::Error)
+            }
+            Ok(Outcome::NotSent) => {
+                guard.armed = false;
+                Err(Failure::NotSent(request))
+            }
+            Err(_) => {
+                guard.armed = false;
+                Err(Failure::Error(CallError::OutcomeUnknown(
+                    "connection closed".into(),
+                )))
+            }
+        }
     }
 }
 
-/// Cancels a call whose caller stopped waiting: forgets it and, if it was already sent, tells
-/// the server to stop its handler.
-struct CancelGuard<'a, Req, Resp> {
-    state: &'a State<Req, Resp>,
+/// Cancels a call whose caller stopped waiting: forgets it and, if it was already written,
+/// tells the server to stop its handler.
+struct CancelGuard<'a, Resp: Send + 'static> {
+    state: &'a Arc<State<Resp>>,
     id: u64,
     armed: bool,
 }
 
-impl<Req, Resp> Drop for CancelGuard<'_, Req, Resp> {
+impl<Resp: Send + 'static> Drop for CancelGuard<'_, Resp> {
     fn drop(&mut self) {
         if !self.armed {
             return;
         }
         let removed = self.state.calls().by_id.remove(&self.id);
         if removed.is_some_and(|call| call.written) {
-            // Best effort: if the queue is full the server's deadline ends the call anyway.
-            let _ = self
-                .state
-                .out
-                .try_send(ClientMessage::Cancel { id: self.id });
-        }
-    }
-}
-
-/// Takes every ready message, encodes and tags it into one buffer, writes it with one flush.
-async fn write_loop<Req: Serialize, Resp>(
-    mut writer: SessionWriter<TcpStream>,
-    rx: Receiver<ClientMessage<Req>>,
-    state: &State<Req, Resp>,
-    write_timeout: Duration,
-) {
-    let reason = loop {
-        let first = rx.recv().or(async {
-            state.wait_dead().await;
-            Err(async_channel::RecvError)
-        });
-        let Ok(first) = first.await else {
-            break "closed".to_owned();
-        };
-        if state.is_dead() {
-            // Hand the message back below with the rest of the queue.
-            hand_back(state, first);
-            break "closed".to_owned();
-        }
-        let mut goodbye = false;
-        let mut next = Some(first);
-        while let Some(message) = next.take() {
-            goodbye |= matches!(message, ClientMessage::Goodbye);
-            push(&mut writer, state, message);
-            if goodbye || writer.pending() >= FLUSH_THRESHOLD {
-                break;
-            }
-            next = rx.try_recv().ok();
-        }
-        let flushed = writer
-            .flush()
-            .or(async {
-                async_io::Timer::after(write_timeout).await;
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no write progress",
-                ))
-            })
-            .or(async {
-                state.wait_dead().await;
-                Err(std::io::Error::other("connection closed"))
-            })
-            .await;
-        if let Err(e) = flushed {
-            break format!("write failed: {e}");
-        }
-        if goodbye {
-            break "client said goodbye".to_owned();
-        }
-    };
-    state.close(&reason);
-    rx.close();
-    while let Ok(message) = rx.try_recv() {
-        hand_back(state, message);
-    }
-}
-
-/// Encodes one outgoing message; marks a call written, or fails it if it cannot be encoded.
-fn push<Req: Serialize, Resp>(
-    writer: &mut SessionWriter<TcpStream>,
-    state: &State<Req, Resp>,
-    message: ClientMessage<Req>,
-) {
-    let ClientMessage::Call { id, .. } = message else {
-        if let Err(e) = writer.push_client(&message) {
-            debug!(error = %e, "cannot encode control message");
-        }
-        return;
-    };
-    let mut calls = state.calls();
-    let Some(call) = calls.by_id.get_mut(&id) else {
-        // The caller gave up before the call was written: do not send it.
-        return;
-    };
-    match writer.push_client(&message) {
-        Ok(()) => call.written = true,
-        Err(e) => {
-            if let Some(call) = calls.by_id.remove(&id) {
-                let error = match e {
-                    SessionError::Encode(e) => CallError::Encode(e.to_string()),
-                    other => CallError::Encode(other.to_string()),
-                };
-                let _ = call.reply.try_send(Outcome::Done(Err(error)));
-            }
-        }
-    }
-}
-
-/// Gives an unsent call's request back to its caller.
-fn hand_back<Req, Resp>(state: &State<Req, Resp>, message: ClientMessage<Req>) {
-    if let ClientMessage::Call { id, request, .. } = message {
-        if let Some(call) = state.calls().by_id.remove(&id) {
-            let _ = call.reply.try_send(Outcome::NotSent(request));
+            self.state
+                .send_detached::<()>(ClientMessage::Cancel { id: self.id }, false);
         }
     }
 }
 
 /// Reads answers and control messages until the connection ends; returns why it ended.
-async fn read_loop<Req, Resp: DeserializeOwned>(
+async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
     mut reader: SessionReader<TcpStream>,
-    state: &State<Req, Resp>,
+    state: &State<Resp>,
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
 ) -> String {
@@ -438,14 +391,22 @@ async fn read_loop<Req, Resp: DeserializeOwned>(
     let mut last_received = Instant::now();
     let mut ping_sent: Option<Instant> = None;
     let mut nonce = 0u64;
+    // One timer, moved only when it must fire earlier (or has fired): re-arming it for every
+    // frame would cost more than the occasional early wake-up.
+    let mut timer = async_io::Timer::never();
+    let mut armed: Option<Instant> = None;
     loop {
         let wake = match ping_sent {
             Some(sent) => sent + keepalive_timeout,
             None => last_received + keepalive_interval,
         };
+        if armed.is_none_or(|at| wake < at) {
+            timer.set_at(wake);
+            armed = Some(wake);
+        }
         let event = async { Event::Frame(reader.recv().await) }
             .or(async {
-                async_io::Timer::at(wake).await;
+                (&mut timer).await;
                 Event::Timer
             })
             .or(async {
@@ -473,7 +434,12 @@ async fn read_loop<Req, Resp: DeserializeOwned>(
                         }
                     }
                     ServerMessage::Ping { nonce } => {
-                        let _ = state.out.try_send(ClientMessage::Pong { nonce });
+                        let pong = ClientMessage::<()>::Pong { nonce };
+                        if state.outbox.push_client(&pong, None).is_err()
+                            || state.flush().await.is_err()
+                        {
+                            return "cannot answer the server's ping".into();
+                        }
                     }
                     ServerMessage::Pong { .. } => {}
                     ServerMessage::GoingAway { grace } => {
@@ -486,14 +452,24 @@ async fn read_loop<Req, Resp: DeserializeOwned>(
             Event::Frame(Ok(None)) => return "server closed the connection".into(),
             Event::Frame(Err(e)) => return format!("connection failed: {e}"),
             Event::Timer => {
-                if ping_sent.is_some() {
-                    return format!(
-                        "server unresponsive: no answer to keepalive within {keepalive_timeout:?}"
-                    );
+                armed = None;
+                let now = Instant::now();
+                match ping_sent {
+                    Some(sent) if now >= sent + keepalive_timeout => {
+                        return format!("server unresponsive: no answer to keepalive within {keepalive_timeout:?}");
+                    }
+                    None if now >= last_received + keepalive_interval => {
+                        nonce += 1;
+                        ping_sent = Some(now);
+                        let ping = ClientMessage::<()>::Ping { nonce };
+                        if state.outbox.push_client(&ping, None).is_err()
+                            || state.flush().await.is_err()
+                        {
+                            return "cannot send keepalive".into();
+                        }
+                    }
+                    _ => {}
                 }
-                nonce += 1;
-                ping_sent = Some(Instant::now());
-                let _ = state.out.try_send(ClientMessage::Ping { nonce });
             }
             Event::Dead => return "closed".into(),
         }

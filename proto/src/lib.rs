@@ -13,7 +13,8 @@
 //!    1.3.3 with one fixed, bounded configuration);
 //! 5. [`demo`]: the demo service's enums.
 //!
-//! [`keyring`] holds key ids, secrets and the keyring file format.
+//! [`outbox`] is the shared, coalescing outgoing side of a connection; [`keyring`] holds key
+//! ids, secrets and the keyring file format.
 //!
 //! The byte-exact specification, with test vectors, is `docs/PROTOCOL.md`.
 
@@ -26,6 +27,7 @@ pub mod frame;
 pub mod handshake;
 pub mod keyring;
 pub mod message;
+pub mod outbox;
 pub mod session;
 
 pub use codec::{DecodeError, EncodeError};
@@ -33,6 +35,7 @@ pub use frame::{BufferBudget, FrameError, FrameLimits, DEFAULT_MAX_FRAME};
 pub use handshake::{HandshakeConfig, HandshakeError, Refusal};
 pub use keyring::{KeyError, KeyId, Keyring, SecretKey};
 pub use message::{ClientMessage, RpcError, ServerMessage};
+pub use outbox::{Outbox, OutboxError};
 pub use session::{FrameSealer, Session, SessionError, SessionReader, SessionWriter};
 
 #[cfg(test)]

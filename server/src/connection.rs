@@ -23,16 +23,18 @@ use futures_lite::FutureExt;
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_client;
 use rpckit_proto::{
-    ClientMessage, DecodeError, HandshakeError, KeyId, RpcError, ServerMessage, SessionError,
-    SessionReader,
+    ClientMessage, DecodeError, HandshakeError, KeyId, Outbox, OutboxError, RpcError,
+    ServerMessage, SessionError, SessionReader,
 };
 use tracing::{debug, info, warn};
 
-use crate::outbox::{Outbox, OutboxError, FLUSH_BYTES};
 use crate::server::Shared;
 use crate::service::{CallContext, Service};
 use crate::shutdown::ShutdownSignal;
 use crate::stats::ServerStats;
+
+/// The read loop writes out what it has queued once this much is waiting, even mid-burst.
+const FLUSH_BYTES: usize = 64 * 1024;
 
 /// After a failed handshake, how long the server keeps reading (and discarding) what the peer
 /// sent, so that closing does not reset the connection before the peer reads the refusal.
@@ -70,13 +72,10 @@ pub(crate) async fn serve<S: Service>(
     let (mut reader, writer) = session.split();
     reader.set_budget(shared.buffer_budget.clone());
     let (sealer, _, unwritten) = writer.into_parts();
-    debug_assert!(
-        unwritten.is_empty(),
-        "the handshake flushes everything it sealed"
-    );
     let outbox = Arc::new(Outbox::new(
         sealer,
         stream.clone(),
+        unwritten,
         shared.config.write_timeout,
         shared.config.max_queued,
     ));
@@ -95,8 +94,8 @@ pub(crate) async fn serve<S: Service>(
     let reason = conn.read_loop(&mut reader, shutdown).await;
     conn.calls.clear();
     // Whatever the loop queued last (a goodbye, the last answers) still goes out.
-    let flushed = outbox.flush().await;
-    outbox.close();
+    let flushed = outbox.flush(|_| {}).await;
+    outbox.close("connection closed");
     drop(conn);
     let _ = stream.shutdown(Shutdown::Both);
     match (reason, flushed) {
@@ -218,7 +217,7 @@ struct Connection<'s, S: Service> {
     peer: SocketAddr,
     key_id: Arc<KeyId>,
     /// Where answers go.
-    outbox: Arc<Outbox>,
+    outbox: Arc<Outbox<TcpStream>>,
     /// Call tasks report (id, token) here when they end.
     done_tx: Sender<(u64, u64)>,
     /// Where the read loop hears of them.
@@ -256,7 +255,7 @@ impl<S: Service> Connection<'_, S> {
             }
             if drain_until.is_some() && self.calls.is_empty() {
                 self.outbox
-                    .push(&ServerMessage::<S::Response>::Goodbye)
+                    .push_server(&ServerMessage::<S::Response>::Goodbye)
                     .ok();
                 return Close::Clean(if reading {
                     "drained for shutdown".into()
@@ -347,7 +346,7 @@ impl<S: Service> Connection<'_, S> {
                         }
                         ClientMessage::Ping { nonce } => {
                             self.outbox
-                                .push(&ServerMessage::<S::Response>::Pong { nonce })
+                                .push_server(&ServerMessage::<S::Response>::Pong { nonce })
                         }
                         ClientMessage::Pong { .. } => Ok(()),
                         ClientMessage::Goodbye => {
@@ -360,7 +359,7 @@ impl<S: Service> Connection<'_, S> {
                     // Answer a burst with one write: flush once no complete frame is left to
                     // read, or once enough has piled up.
                     if !reader.has_buffered_frame() || self.outbox.pending_bytes() >= FLUSH_BYTES {
-                        if let Err(e) = self.outbox.flush().await {
+                        if let Err(e) = self.outbox.flush(|_| {}).await {
                             return e.into();
                         }
                     }
@@ -380,10 +379,10 @@ impl<S: Service> Connection<'_, S> {
                     let notice = ServerMessage::<S::Response>::GoingAway {
                         grace: config.grace_period,
                     };
-                    if let Err(e) = self.outbox.push(&notice) {
+                    if let Err(e) = self.outbox.push_server(&notice) {
                         return e.into();
                     }
-                    if let Err(e) = self.outbox.flush().await {
+                    if let Err(e) = self.outbox.flush(|_| {}).await {
                         return e.into();
                     }
                 }
@@ -394,12 +393,16 @@ impl<S: Service> Connection<'_, S> {
                         if now >= deadline {
                             let left = self.calls.len();
                             for id in std::mem::take(&mut self.calls).into_keys() {
-                                let _ = self.outbox.push(&ServerMessage::<S::Response>::Reply {
-                                    id,
-                                    result: Err(RpcError::ShuttingDown),
-                                });
+                                let _ =
+                                    self.outbox
+                                        .push_server(&ServerMessage::<S::Response>::Reply {
+                                            id,
+                                            result: Err(RpcError::ShuttingDown),
+                                        });
                             }
-                            let _ = self.outbox.push(&ServerMessage::<S::Response>::Goodbye);
+                            let _ = self
+                                .outbox
+                                .push_server(&ServerMessage::<S::Response>::Goodbye);
                             return Close::Clean(format!(
                                 "grace period over; {left} calls answered ShuttingDown"
                             ));
@@ -417,15 +420,17 @@ impl<S: Service> Connection<'_, S> {
                         ping_nonce += 1;
                         ping_sent = Some(now);
                         let ping = ServerMessage::<S::Response>::Ping { nonce: ping_nonce };
-                        if let Err(e) = self.outbox.push(&ping) {
+                        if let Err(e) = self.outbox.push_server(&ping) {
                             return e.into();
                         }
-                        if let Err(e) = self.outbox.flush().await {
+                        if let Err(e) = self.outbox.flush(|_| {}).await {
                             return e.into();
                         }
                     }
                     if self.calls.is_empty() && now >= last_call + config.idle_timeout {
-                        let _ = self.outbox.push(&ServerMessage::<S::Response>::Goodbye);
+                        let _ = self
+                            .outbox
+                            .push_server(&ServerMessage::<S::Response>::Goodbye);
                         return Close::Clean(format!("idle for {:?}", config.idle_timeout));
                     }
                 }
@@ -455,18 +460,22 @@ impl<S: Service> Connection<'_, S> {
         };
         let request = match (refusal, request) {
             (Some(error), _) => {
-                return self.outbox.push(&ServerMessage::<S::Response>::Reply {
-                    id,
-                    result: Err(error),
-                })
+                return self
+                    .outbox
+                    .push_server(&ServerMessage::<S::Response>::Reply {
+                        id,
+                        result: Err(error),
+                    })
             }
             (None, Err(e)) => {
                 debug!(peer = %self.peer, id, error = %e, "undecodable request");
                 let error = RpcError::UnknownMethod(e.to_string());
-                return self.outbox.push(&ServerMessage::<S::Response>::Reply {
-                    id,
-                    result: Err(error),
-                });
+                return self
+                    .outbox
+                    .push_server(&ServerMessage::<S::Response>::Reply {
+                        id,
+                        result: Err(error),
+                    });
             }
             (None, Ok(request)) => request,
         };
@@ -485,7 +494,7 @@ impl<S: Service> Connection<'_, S> {
                 .stats
                 .calls_total
                 .fetch_add(1, Ordering::Relaxed);
-            return self.outbox.push(&ServerMessage::Reply { id, result });
+            return reply(&self.outbox, id, result);
         }
         self.spawn_call(id, handler, deadline.map(|d| started + d));
         Ok(())
@@ -526,8 +535,13 @@ impl<S: Service> Connection<'_, S> {
                 None
             };
             if let Some(result) = work.or(cancelled).await {
-                if outbox.push(&ServerMessage::Reply { id, result }).is_ok() {
-                    let _ = outbox.flush().await;
+                let sent = match reply(&outbox, id, result) {
+                    Ok(()) => outbox.flush(|_| {}).await,
+                    Err(e) => Err(e),
+                };
+                if sent.is_err() {
+                    // Wake the read loop: this connection cannot send any more.
+                    let _ = outbox.io().shutdown(Shutdown::Both);
                 }
             }
             let _ = done.try_send((id, token));
@@ -539,6 +553,25 @@ impl<S: Service> Connection<'_, S> {
         if self.calls.get(&id).is_some_and(|c| c.token == token) {
             self.calls.remove(&id);
         }
+    }
+}
+
+/// Queues the answer to call `id`; an answer too large for a frame becomes an `Internal`
+/// error for that call instead.
+fn reply<R: serde::Serialize>(
+    outbox: &Outbox<TcpStream>,
+    id: u64,
+    result: Result<R, RpcError>,
+) -> Result<(), OutboxError> {
+    match outbox.push_server(&ServerMessage::Reply { id, result }) {
+        Err(OutboxError::Encode(e)) => {
+            let error = RpcError::Internal(format!("response cannot be sent: {e}"));
+            outbox.push_server(&ServerMessage::<R>::Reply {
+                id,
+                result: Err(error),
+            })
+        }
+        other => other,
     }
 }
 

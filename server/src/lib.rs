@@ -14,7 +14,6 @@
 mod config;
 mod connection;
 mod demo;
-mod outbox;
 mod penalty;
 mod server;
 mod service;

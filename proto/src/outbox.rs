@@ -1,0 +1,257 @@
+//! The outgoing side of a connection, shared by every task that sends on it. Whoever produces
+//! a message encodes and tags it straight into one buffer; whoever then finds no write in
+//! progress writes the buffer out and keeps writing until it is empty. Messages that are ready
+//! together leave in one write, and sending costs no task switch and no channel.
+//!
+//! The buffer is bounded: if `max_queued` messages pile up while a write cannot make progress,
+//! the peer is not reading, and the outbox fails. A write that makes no progress within the
+//! write timeout fails it too; after that, every push and flush returns the error and the
+//! caller closes the connection.
+
+use std::io;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_lite::io::{AsyncWrite, AsyncWriteExt};
+use futures_lite::FutureExt;
+use serde::Serialize;
+
+use crate::message::{ClientMessage, ServerMessage};
+use crate::session::{FrameSealer, SessionError};
+
+/// Write buffers larger than this are given back once written.
+const KEEP_BUFFER: usize = 16 * 1024;
+
+/// Why the outbox cannot take or send a message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutboxError {
+    /// Too many messages wait behind a write that makes no progress: the peer is not reading.
+    #[error("peer is not reading: {0} messages queued")]
+    NotReading(usize),
+    /// A write failed or made no progress within the write timeout.
+    #[error("{0}")]
+    WriteFailed(String),
+    /// The connection is closing.
+    #[error("connection closed: {0}")]
+    Closed(String),
+    /// The message could not be encoded (for example it is larger than the frame limit); the
+    /// outbox is unharmed.
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+}
+
+#[derive(Debug)]
+struct State {
+    /// Seals frames in sequence order: the order they enter `pending`.
+    sealer: FrameSealer,
+    /// Frames sealed and not yet taken by a writer.
+    pending: Vec<u8>,
+    /// Marks of the messages in `pending` (see [`Outbox::push_client`]).
+    marks: Vec<u64>,
+    /// An empty buffer to swap in when a writer takes `pending`.
+    spare: Vec<u8>,
+    /// Messages in `pending`.
+    queued: usize,
+    /// Whether a writer is writing.
+    writing: bool,
+    /// Set once the outbox can no longer send.
+    failed: Option<OutboxError>,
+}
+
+/// The outgoing side of one connection over `W` (shared writers such as `&TcpStream`).
+#[derive(Debug)]
+pub struct Outbox<W> {
+    state: Mutex<State>,
+    io: W,
+    write_timeout: Duration,
+    max_queued: usize,
+}
+
+impl<W> Outbox<W>
+where
+    for<'a> &'a W: AsyncWrite,
+{
+    /// An outbox writing to `io` frames sealed by `sealer`. `unwritten` are bytes already
+    /// sealed that must go first (see [`crate::SessionWriter::into_parts`]).
+    pub fn new(
+        sealer: FrameSealer,
+        io: W,
+        unwritten: Vec<u8>,
+        write_timeout: Duration,
+        max_queued: usize,
+    ) -> Self {
+        Outbox {
+            state: Mutex::new(State {
+                sealer,
+                pending: unwritten,
+                marks: Vec::new(),
+                spare: Vec::new(),
+                queued: 0,
+                writing: false,
+                failed: None,
+            }),
+            io,
+            write_timeout,
+            max_queued: max_queued.max(1),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding this lock; a poisoned lock still holds valid buffers.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(
+        &self,
+        mark: Option<u64>,
+        seal: impl FnOnce(&mut FrameSealer, &mut Vec<u8>) -> Result<(), SessionError>,
+    ) -> Result<(), OutboxError> {
+        let mut guard = self.state();
+        let st = &mut *guard;
+        if let Some(failed) = &st.failed {
+            return Err(failed.clone());
+        }
+        if st.queued >= self.max_queued {
+            let error = OutboxError::NotReading(st.queued);
+            st.failed = Some(error.clone());
+            return Err(error);
+        }
+        match seal(&mut st.sealer, &mut st.pending) {
+            Ok(()) => {}
+            Err(SessionError::Encode(e)) => return Err(OutboxError::Encode(e.to_string())),
+            Err(e) => {
+                let error = OutboxError::Closed(e.to_string());
+                st.failed = Some(error.clone());
+                return Err(error);
+            }
+        }
+        st.queued += 1;
+        if let Some(mark) = mark {
+            st.marks.push(mark);
+        }
+        Ok(())
+    }
+
+    /// Seals a server message into the buffer; it leaves on the next flush.
+    pub fn push_server<Resp: Serialize>(
+        &self,
+        msg: &ServerMessage<Resp>,
+    ) -> Result<(), OutboxError> {
+        self.push(None, |sealer, out| sealer.push_server(out, msg))
+    }
+
+    /// Seals a client message into the buffer; it leaves on the next flush. A `mark` (a call
+    /// id, say) is handed to the `taken` callback of the flush that writes this message, so
+    /// the caller knows which messages may have reached the peer.
+    pub fn push_client<Req: Serialize>(
+        &self,
+        msg: &ClientMessage<Req>,
+        mark: Option<u64>,
+    ) -> Result<(), OutboxError> {
+        self.push(mark, |sealer, out| sealer.push_client(out, msg))
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending_bytes(&self) -> usize {
+        self.state().pending.len()
+    }
+
+    /// Writes everything sealed so far, unless a write is already under way (that writer picks
+    /// it up). Before each write, `taken` gets the marks of the messages in it.
+    ///
+    /// Dropping this future in the middle of a write fails the outbox (part of a frame may
+    /// have left): callers should let it finish; it is bounded by the write timeout.
+    pub async fn flush(&self, mut taken: impl FnMut(&[u64])) -> Result<(), OutboxError> {
+        loop {
+            let (mut batch, marks) = {
+                let mut guard = self.state();
+                let st = &mut *guard;
+                if let Some(failed) = &st.failed {
+                    return Err(failed.clone());
+                }
+                if st.writing || st.pending.is_empty() {
+                    return Ok(());
+                }
+                st.writing = true;
+                st.queued = 0;
+                let mut batch = std::mem::take(&mut st.spare);
+                std::mem::swap(&mut batch, &mut st.pending);
+                (batch, std::mem::take(&mut st.marks))
+            };
+            if !marks.is_empty() {
+                taken(&marks);
+            }
+            // If this future is dropped mid-write, part of a frame may be on the wire: the
+            // connection cannot go on.
+            let mut interrupted = Interrupted(Some(self));
+            let written = self.write(&batch).await;
+            interrupted.0 = None;
+            batch.clear();
+            let mut st = self.state();
+            st.writing = false;
+            if batch.capacity() <= KEEP_BUFFER {
+                st.spare = batch;
+            }
+            if let Err(e) = written {
+                let error = OutboxError::WriteFailed(e);
+                st.failed = Some(error.clone());
+                return Err(error);
+            }
+        }
+    }
+
+    async fn write(&self, bytes: &[u8]) -> Result<(), String> {
+        let mut io = &self.io;
+        let timeout = self.write_timeout;
+        let written = async {
+            io.write_all(bytes).await?;
+            io.flush().await
+        };
+        written
+            .or(async {
+                async_io::Timer::after(timeout).await;
+                Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out"))
+            })
+            .await
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    format!("peer stopped reading: no write progress within {timeout:?}")
+                } else {
+                    format!("write failed: {e}")
+                }
+            })
+    }
+
+    /// Refuses everything from now on: the connection is closing.
+    pub fn close(&self, reason: &str) {
+        let mut st = self.state();
+        if st.failed.is_none() {
+            st.failed = Some(OutboxError::Closed(reason.to_owned()));
+        }
+    }
+
+    /// Whether the outbox has failed or been closed.
+    pub fn is_closed(&self) -> bool {
+        self.state().failed.is_some()
+    }
+
+    /// The stream it writes to.
+    pub fn io(&self) -> &W {
+        &self.io
+    }
+}
+
+/// Fails the outbox if a flush is dropped in the middle of a write.
+struct Interrupted<'a, W>(Option<&'a Outbox<W>>);
+
+impl<W> Drop for Interrupted<'_, W> {
+    fn drop(&mut self) {
+        if let Some(outbox) = self.0 {
+            let mut st = outbox.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.writing = false;
+            st.failed
+                .get_or_insert(OutboxError::WriteFailed("a write was interrupted".into()));
+        }
+    }
+}
