@@ -19,7 +19,7 @@ use async_channel::{Receiver, Sender};
 use async_std::net::TcpStream;
 use futures_lite::future;
 use futures_lite::io::AsyncReadExt;
-use futures_lite::FutureExt;
+use futures_lite::{FutureExt, StreamExt};
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_client;
 use rpckit_proto::{
@@ -87,7 +87,7 @@ pub(crate) async fn serve<S: Service>(
         key_id: key_id.clone(),
         outbox: outbox.clone(),
         done_tx,
-        done_rx,
+        done_rx: Box::pin(done_rx),
         calls: HashMap::new(),
         next_token: 0,
     };
@@ -220,8 +220,9 @@ struct Connection<'s, S: Service> {
     outbox: Arc<Outbox<TcpStream>>,
     /// Call tasks report (id, token) here when they end.
     done_tx: Sender<(u64, u64)>,
-    /// Where the read loop hears of them.
-    done_rx: Receiver<(u64, u64)>,
+    /// Where the read loop hears of them (pinned: it is polled as a stream, which keeps its
+    /// listener between waits).
+    done_rx: Pin<Box<Receiver<(u64, u64)>>>,
     /// Calls running in tasks, by id.
     calls: HashMap<u64, InFlight>,
     /// Next call token.
@@ -246,6 +247,9 @@ impl<S: Service> Connection<'_, S> {
         // deadlines move with every frame, and re-arming a timer per frame costs.
         let mut timer = async_io::Timer::never();
         let mut armed: Option<Instant> = None;
+        // Made once: waiting on the shutdown signal registers a listener, and doing that for
+        // every frame would cost an allocation each time.
+        let mut stop = Box::pin(shutdown.wait());
 
         loop {
             // Take finished calls off the table first: a peer that keeps the socket busy must
@@ -299,15 +303,16 @@ impl<S: Service> Connection<'_, S> {
                             future::pending().await
                         }
                     };
+                    // The receiver keeps its listener between calls to `next`.
                     let done = async {
-                        match self.done_rx.recv().await {
-                            Ok((id, token)) => Event::Done(id, token),
-                            Err(_) => future::pending().await,
+                        match self.done_rx.next().await {
+                            Some((id, token)) => Event::Done(id, token),
+                            None => future::pending().await,
                         }
                     };
-                    let stop = async {
+                    let stopping = async {
                         if drain_until.is_none() {
-                            shutdown.wait().await;
+                            stop.as_mut().await;
                             Event::Shutdown
                         } else {
                             future::pending().await
@@ -317,7 +322,7 @@ impl<S: Service> Connection<'_, S> {
                         (&mut timer).await;
                         Event::Timer
                     };
-                    frame.or(done).or(stop).or(tick).await
+                    frame.or(done).or(stopping).or(tick).await
                 }
             };
 
@@ -534,17 +539,21 @@ impl<S: Service> Connection<'_, S> {
                 let _ = cancel_rx.recv().await;
                 None
             };
-            if let Some(result) = work.or(cancelled).await {
-                let sent = match reply(&outbox, id, result) {
-                    Ok(()) => outbox.flush(|_| {}).await,
-                    Err(e) => Err(e),
-                };
-                if sent.is_err() {
-                    // Wake the read loop: this connection cannot send any more.
-                    let _ = outbox.io().shutdown(Shutdown::Both);
-                }
-            }
+            let result = work.or(cancelled).await;
+            // Queue the answer, free the call's slot, then write: the client cannot see the
+            // answer (and send its next call) before the slot is free, and a goodbye the read
+            // loop queues once the table is empty comes after the answer.
+            let queued = result.map(|result| reply(&outbox, id, result));
             let _ = done.try_send((id, token));
+            let sent = match queued {
+                Some(Ok(())) => outbox.flush(|_| {}).await,
+                Some(Err(e)) => Err(e),
+                None => Ok(()),
+            };
+            if sent.is_err() {
+                // Wake the read loop: this connection cannot send any more.
+                let _ = outbox.io().shutdown(Shutdown::Both);
+            }
         });
     }
 
