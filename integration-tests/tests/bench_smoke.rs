@@ -101,7 +101,10 @@ fn bench_runs_against_the_kit_server() {
 
     let r = assert_clean(&bench(server.addr, &key, &SHORT), "rpckit");
     assert_eq!(r["connections"], 1);
-    assert!(r["latency_us"]["p99"].as_f64().unwrap_or(0.0) > 0.0, "{r:#}");
+    assert!(
+        r["latency_us"]["p99"].as_f64().unwrap_or(0.0) > 0.0,
+        "{r:#}"
+    );
 
     let mut args = SHORT.to_vec();
     args.extend(["--conns", "2", "--depth", "8", "--method", "echo"]);

@@ -139,36 +139,31 @@ impl Connection for KitConnection {
         self.client.close().await;
     }
 
-    fn call<'a>(
-        &'a self,
-        payload: &'a [u8],
-    ) -> impl Future<Output = Result<usize, BenchError>> + Send + 'a {
-        async move {
-            if self.echo {
-                match self.client.call(Request::Echo(payload.to_vec())).await {
-                    Ok(Response::Echo(bytes)) if bytes == payload => Ok(bytes.len()),
-                    Ok(_) => Err(BenchError::new(
-                        "wrong_answer",
-                        "echo answer differs from the request",
-                    )),
-                    Err(e) => Err(call_error(&e)),
+    async fn call<'a>(&'a self, payload: &'a [u8]) -> Result<usize, BenchError> {
+        if self.echo {
+            match self.client.call(Request::Echo(payload.to_vec())).await {
+                Ok(Response::Echo(bytes)) if bytes == payload => Ok(bytes.len()),
+                Ok(_) => Err(BenchError::new(
+                    "wrong_answer",
+                    "echo answer differs from the request",
+                )),
+                Err(e) => Err(call_error(&e)),
+            }
+        } else {
+            let text = std::str::from_utf8(payload)
+                .map_err(|_| BenchError::new("invalid_payload", "uppercase needs UTF-8"))?;
+            match self.client.call(Request::Uppercase(text.to_owned())).await {
+                Ok(Response::Uppercase(upper))
+                    if upper.len() == text.len()
+                        && upper
+                            .bytes()
+                            .zip(text.bytes())
+                            .all(|(u, t)| u == t.to_ascii_uppercase()) =>
+                {
+                    Ok(upper.len())
                 }
-            } else {
-                let text = std::str::from_utf8(payload)
-                    .map_err(|_| BenchError::new("invalid_payload", "uppercase needs UTF-8"))?;
-                match self.client.call(Request::Uppercase(text.to_owned())).await {
-                    Ok(Response::Uppercase(upper))
-                        if upper.len() == text.len()
-                            && upper
-                                .bytes()
-                                .zip(text.bytes())
-                                .all(|(u, t)| u == t.to_ascii_uppercase()) =>
-                    {
-                        Ok(upper.len())
-                    }
-                    Ok(_) => Err(BenchError::new("wrong_answer", "uppercase answer is wrong")),
-                    Err(e) => Err(call_error(&e)),
-                }
+                Ok(_) => Err(BenchError::new("wrong_answer", "uppercase answer is wrong")),
+                Err(e) => Err(call_error(&e)),
             }
         }
     }

@@ -479,6 +479,43 @@ mod tests {
     }
 
     #[async_std::test]
+    async fn idle_holds_every_connection_then_closes_them() {
+        let addr = start_listener(true).await.to_string();
+        // More than one batch of CONNECT_PARALLEL attempts.
+        let cfg = BenchConfig {
+            conns: crate::bench::CONNECT_PARALLEL + 6,
+            duration: 0.1,
+            idle: true,
+            ..BenchConfig::default()
+        };
+        let mut announced = None;
+        let rep = crate::bench::run_idle(RawDriver::new(), &addr, &cfg, |n| announced = Some(n))
+            .await
+            .unwrap();
+        assert_eq!(announced, Some(cfg.conns));
+        assert!(rep.idle, "{rep:?}");
+        assert_eq!(rep.connections_held, Some(cfg.conns as u64), "{rep:?}");
+        assert_eq!(rep.connect_errors, Some(0), "{rep:?}");
+        assert_eq!(rep.calls, cfg.conns as u64, "one probe call each: {rep:?}");
+        assert_eq!(rep.errors, 0, "{rep:?}");
+    }
+
+    #[async_std::test]
+    async fn idle_with_wrong_answers_holds_nothing() {
+        let addr = start_listener(false).await.to_string();
+        let cfg = BenchConfig {
+            conns: 3,
+            duration: 0.1,
+            idle: true,
+            ..BenchConfig::default()
+        };
+        let err = crate::bench::run(RawDriver::new(), &addr, &cfg)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "bad_response_data", "{err}");
+    }
+
+    #[async_std::test]
     async fn wrong_answers_are_counted_as_errors() {
         let addr = start_listener(false).await.to_string();
         let rep = run_raw(&addr, &short(1, 2)).await.unwrap();
