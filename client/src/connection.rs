@@ -280,7 +280,7 @@ where
         let state = &self.state;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = async_channel::bounded(1);
-        {
+        let others_in_flight = {
             let mut calls = state.calls();
             if calls.closed.is_some() {
                 return Err(Failure::NotSent(request));
@@ -292,7 +292,8 @@ where
                     written: false,
                 },
             );
-        }
+            calls.by_id.len() > 1
+        };
         // Whatever ends this call early (timeout, or the caller dropping the future) cancels it.
         let mut guard = CancelGuard {
             state,
@@ -322,6 +323,12 @@ where
         // Become the writer if no one is writing. This is not raced against the timeout: a
         // write cut short would break the connection; it is bounded by the write timeout. A
         // failure closes the connection, which answers this call.
+        if others_in_flight {
+            // Other callers on this connection are likely about to send too (answers arrive
+            // in batches and wake them together): let them queue their frames first, so one
+            // write carries them all.
+            futures_lite::future::yield_now().await;
+        }
         let _ = state.flush().await;
         let outcome = match timeout {
             None => answer.recv().await,
