@@ -123,14 +123,7 @@ async fn handshake_from(
     let from: IpAddr = from.parse().expect("an IP address");
     let stream = connect_from(from, addr).unwrap_or_else(|e| panic!("connect from {from}: {e}"));
     let stream = TcpStream::from(stream);
-    handshake::connect(
-        stream.clone(),
-        stream,
-        id,
-        key,
-        &HandshakeConfig::default(),
-    )
-    .await
+    handshake::connect(stream.clone(), stream, id, key, &HandshakeConfig::default()).await
 }
 
 #[test]
@@ -201,8 +194,18 @@ fn bad_credentials_are_refused_while_other_clients_keep_working() {
         let got = replies(&mut reader, 1).await;
         assert_eq!(got[&1], Ok(Response::Echo(b"from .3".to_vec())));
     });
-    assert_eq!(server.log_count("did not verify"), 3, "{}", server.log_text());
-    assert_eq!(server.log_count("unknown key id"), 2, "{}", server.log_text());
+    assert_eq!(
+        server.log_count("did not verify"),
+        3,
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(
+        server.log_count("unknown key id"),
+        2,
+        "{}",
+        server.log_text()
+    );
 }
 
 /// `futures_lite::future::zip`, named for readability above.

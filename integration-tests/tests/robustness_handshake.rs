@@ -141,16 +141,20 @@ fn case_15_reflected_challenge_or_proof_is_rejected() {
     let mut s = tcp(server.addr);
     let (nc, _) = hello(&key);
     let ns = hello_exchange(&mut s, &key, &nc);
-    s.write_all(&proof_msg(&handshake::server_proof(&key.key, &key.id, &nc, &ns)))
-        .unwrap();
+    s.write_all(&proof_msg(&handshake::server_proof(
+        &key.key, &key.id, &nc, &ns,
+    )))
+    .unwrap();
     assert_eq!(rest(&mut s), AUTH_FAILED);
 
     // The client's proof with the nonces swapped (the server's view reflected).
     let mut s = tcp(server.addr);
     let (nc, _) = hello(&key);
     let ns = hello_exchange(&mut s, &key, &nc);
-    s.write_all(&proof_msg(&handshake::client_proof(&key.key, &key.id, &ns, &nc)))
-        .unwrap();
+    s.write_all(&proof_msg(&handshake::client_proof(
+        &key.key, &key.id, &ns, &nc,
+    )))
+    .unwrap();
     assert_eq!(rest(&mut s), AUTH_FAILED);
     assert_serving(server.addr, &key);
 }
@@ -166,7 +170,11 @@ fn case_16_proof_replayed_from_an_earlier_connection_is_rejected() {
     let ns1 = hello_exchange(&mut first, &key, &nc);
     let recorded = handshake::client_proof(&key.key, &key.id, &nc, &ns1);
     first.write_all(&proof_msg(&recorded)).unwrap();
-    assert_eq!(read_n(&mut first, 2), [4, 0], "first connection authenticates");
+    assert_eq!(
+        read_n(&mut first, 2),
+        [4, 0],
+        "first connection authenticates"
+    );
 
     // The same hello (same client nonce) and the recorded proof, replayed.
     let mut second = tcp(server.addr);
@@ -209,7 +217,11 @@ fn case_17_request_before_authentication_is_closed_never_dispatched() {
     assert!(server
         .wait_for_log("expected handshake message type 3", STEP)
         .is_some());
-    assert!(!server.log_contains("authenticated"), "{}", server.log_text());
+    assert!(
+        !server.log_contains("authenticated"),
+        "{}",
+        server.log_text()
+    );
 }
 
 #[test]
@@ -220,8 +232,14 @@ fn case_18_silent_peer_closed_at_handshake_deadline() {
     let started = Instant::now();
     assert_eq!(rest(&mut s), b"", "closed without a word");
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(450), "closed by the deadline, not before: {took:?}");
-    assert!(took < Duration::from_millis(500) + Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(450),
+        "closed by the deadline, not before: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(500) + Duration::from_secs(5),
+        "{took:?}"
+    );
     assert!(server
         .wait_for_log("handshake not finished within 500ms", STEP)
         .is_some());
@@ -264,7 +282,10 @@ fn case_19_handshake_dripped_one_byte_per_interval_is_closed_at_the_deadline() {
         .expect("reader finished");
     assert!(ended, "the server closed the connection");
     assert_eq!(bytes, b"", "no ServerHello: the hello was never complete");
-    assert!(sent < hello_bytes.len(), "closed mid-hello, after {sent} bytes");
+    assert!(
+        sent < hello_bytes.len(),
+        "closed mid-hello, after {sent} bytes"
+    );
     let took = at - started;
     assert!(took >= Duration::from_millis(900), "{took:?}");
     // Not reset per byte: well before the whole hello (8 s) would have been dribbled.
@@ -342,8 +363,13 @@ fn case_20_auth_failure_storm_from_one_address_is_rate_limited_others_unaffected
     let answer = async_std::task::block_on(good.call(Request::Uppercase("still here".into())));
     assert_eq!(answer.unwrap(), Response::Uppercase("STILL HERE".into()));
     assert_serving(server.addr, &key);
-    handshake_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)), &server, &key, &key.key)
-        .expect("another address authenticates");
+    handshake_from(
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)),
+        &server,
+        &key,
+        &key.key,
+    )
+    .expect("another address authenticates");
 }
 
 #[test]
@@ -368,12 +394,21 @@ fn case_21_second_hello_or_wrong_message_type_is_a_protocol_error() {
     assert_eq!(rest(&mut s), PROOF_MALFORMED);
 
     // A first message of the wrong type (ServerHello, ClientProof types in the hello).
-    for wrong_type in [handshake::TYPE_SERVER_HELLO, handshake::TYPE_CLIENT_PROOF, 0, 0xFF] {
+    for wrong_type in [
+        handshake::TYPE_SERVER_HELLO,
+        handshake::TYPE_CLIENT_PROOF,
+        0,
+        0xFF,
+    ] {
         let (_, mut bytes) = hello(&key);
         bytes[5] = wrong_type;
         let mut s = tcp(server.addr);
         s.write_all(&bytes).unwrap();
-        assert_eq!(rest(&mut s), refusal(Refusal::Malformed), "type {wrong_type}");
+        assert_eq!(
+            rest(&mut s),
+            refusal(Refusal::Malformed),
+            "type {wrong_type}"
+        );
     }
     assert!(server
         .wait_for_log("expected handshake message type", STEP)

@@ -38,6 +38,13 @@ async fn next_message<R: AsyncRead + Unpin>(
     }
 }
 
+#[track_caller]
+fn wait_log(server: &ServerProcess, needle: &str) -> String {
+    server
+        .wait_for_log(needle, STEP)
+        .unwrap_or_else(|| panic!("no log line with {needle:?}; log:\n{}", server.log_text()))
+}
+
 fn call(id: u64, request: Request) -> ClientMessage<Request> {
     ClientMessage::Call {
         id,
@@ -138,12 +145,12 @@ fn sigterm_lets_a_slow_call_finish_then_exits_0() {
     let out = cli(addr, &key.path, &["call", "ping"]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
 
+    // In the order the server logs them (the log is read by another thread, so wait).
+    wait_log(&server, "signal received: draining");
+    wait_log(&server, "drained: every connection closed");
+    wait_log(&server, "rpc_server: stopped");
     let status = server.wait_exit(EXIT_WAIT).expect("rpc-server exits");
     assert_eq!(status.code(), Some(0), "{}", server.log_text());
-    let log = server.log_text();
-    assert!(log.contains("signal received: draining"), "{log}");
-    assert!(log.contains("drained: every connection closed"), "{log}");
-    assert!(log.contains("rpc_server: stopped"), "{log}");
 }
 
 #[test]
@@ -188,18 +195,10 @@ fn grace_period_over_answers_calls_shutting_down_then_exits_0() {
         }
     });
 
+    wait_log(&server, "grace period over; 1 calls answered ShuttingDown");
+    wait_log(&server, "drained: every connection closed");
     let status = server.wait_exit(EXIT_WAIT).expect("rpc-server exits");
     assert_eq!(status.code(), Some(0), "{}", server.log_text());
-    assert!(
-        server.log_contains("grace period over; 1 calls answered ShuttingDown"),
-        "{}",
-        server.log_text()
-    );
-    assert!(
-        server.log_contains("drained: every connection closed"),
-        "{}",
-        server.log_text()
-    );
 }
 
 #[test]
@@ -207,13 +206,9 @@ fn sigterm_with_no_connections_exits_0() {
     let key = TestKey::new("shutdown-idle");
     let mut server = ServerProcess::start(&key.path, &[]);
     server.signal(libc::SIGTERM);
+    wait_log(&server, "drained: every connection closed");
     let status = server.wait_exit(EXIT_WAIT).expect("rpc-server exits");
     assert_eq!(status.code(), Some(0), "{}", server.log_text());
-    assert!(
-        server.log_contains("drained: every connection closed"),
-        "{}",
-        server.log_text()
-    );
 }
 
 #[test]
@@ -230,18 +225,19 @@ fn a_second_signal_exits_without_waiting_for_calls() {
     });
 
     server.signal(libc::SIGTERM);
-    assert!(
-        server
-            .wait_for_log("signal received: draining", STEP)
-            .is_some(),
-        "{}",
-        server.log_text()
-    );
+    wait_log(&server, "signal received: draining");
     server.signal(libc::SIGTERM);
-    let status = server
-        .wait_exit(EXIT_WAIT)
-        .unwrap_or_else(|| panic!("still draining after a second SIGTERM:\n{}", server.log_text()));
+    let status = server.wait_exit(EXIT_WAIT).unwrap_or_else(|| {
+        panic!(
+            "still draining after a second SIGTERM:\n{}",
+            server.log_text()
+        )
+    });
     assert_eq!(status.code(), Some(1), "{}", server.log_text());
+    wait_log(
+        &server,
+        "second signal: exiting without waiting for calls in flight",
+    );
 
     // The abandoned call ends: the connection is gone.
     match within(STEP, endless) {

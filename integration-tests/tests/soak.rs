@@ -58,7 +58,10 @@ impl Tally {
 }
 
 fn soak_secs() -> f64 {
-    std::env::var("SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0)
+    std::env::var("SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0)
 }
 
 #[test]
@@ -97,8 +100,18 @@ fn soak_with_faults_loses_no_call() {
         workers.push(std::thread::spawn(move || {
             async_std::task::block_on(async move {
                 let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (n + 1));
-                let config = ClientConfig { call_timeout: Some(Duration::from_secs(5)), ..ClientConfig::default() };
-                let client = match rpckit_client::Client::<Request, Response>::connect(addr.to_string(), key_id, secret, config).await {
+                let config = ClientConfig {
+                    call_timeout: Some(Duration::from_secs(5)),
+                    ..ClientConfig::default()
+                };
+                let client = match rpckit_client::Client::<Request, Response>::connect(
+                    addr.to_string(),
+                    key_id,
+                    secret,
+                    config,
+                )
+                .await
+                {
                     Ok(c) => c,
                     Err(e) => panic!("worker {n} cannot connect: {e}"),
                 };
@@ -109,7 +122,8 @@ fn soak_with_faults_loses_no_call() {
                     let (request, expect) = match rng.below(10) {
                         0 => (Request::Sleep { ms: rng.below(20) }, None),
                         1..=4 => {
-                            let bytes: Vec<u8> = (0..rng.below(2048)).map(|_| rng.next() as u8).collect();
+                            let bytes: Vec<u8> =
+                                (0..rng.below(2048)).map(|_| rng.next() as u8).collect();
                             (Request::Echo(bytes.clone()), Some(Response::Echo(bytes)))
                         }
                         _ => {
@@ -121,9 +135,16 @@ fn soak_with_faults_loses_no_call() {
                     tally.made.fetch_add(1, Ordering::Relaxed);
                     if rng.below(50) == 0 {
                         // An abandoned call: the caller gives up almost at once (cancellation).
-                        let outcome = client.call_with_timeout(Request::Sleep { ms: 1_000 }, Some(Duration::from_millis(1))).await;
+                        let outcome = client
+                            .call_with_timeout(
+                                Request::Sleep { ms: 1_000 },
+                                Some(Duration::from_millis(1)),
+                            )
+                            .await;
                         match outcome {
-                            Ok(_) => { tally.answered.fetch_add(1, Ordering::Relaxed); }
+                            Ok(_) => {
+                                tally.answered.fetch_add(1, Ordering::Relaxed);
+                            }
                             Err(e) => tally.error(&e),
                         }
                         continue;
@@ -131,7 +152,10 @@ fn soak_with_faults_loses_no_call() {
                     match client.call(request).await {
                         Ok(answer) => {
                             if let Some(expected) = expect {
-                                assert_eq!(answer, expected, "worker {n}: answer for another request");
+                                assert_eq!(
+                                    answer, expected,
+                                    "worker {n}: answer for another request"
+                                );
                             }
                             tally.answered.fetch_add(1, Ordering::Relaxed);
                         }
@@ -157,7 +181,8 @@ fn soak_with_faults_loses_no_call() {
                     0 => {
                         // Random garbage, then close.
                         if let Ok(mut s) = std::net::TcpStream::connect(addr) {
-                            let junk: Vec<u8> = (0..rng.below(300) + 1).map(|_| rng.next() as u8).collect();
+                            let junk: Vec<u8> =
+                                (0..rng.below(300) + 1).map(|_| rng.next() as u8).collect();
                             let _ = s.write_all(&junk);
                         }
                     }
@@ -171,21 +196,45 @@ fn soak_with_faults_loses_no_call() {
                         // An authenticated connection that sends a tampered frame.
                         async_std::task::block_on(async {
                             let (stream, mut session) = raw_session(addr, &key).await;
-                            let _ = session.writer.push_client(&ClientMessage::Call { id: 1, deadline: None, request: Request::Ping });
+                            let _ = session.writer.push_client(&ClientMessage::Call {
+                                id: 1,
+                                deadline: None,
+                                request: Request::Ping,
+                            });
                             let _ = session.writer.flush().await;
                             // Now garbage in place of the next frame's tag.
-                            let _ = futures_lite::io::AsyncWriteExt::write_all(&mut &stream, &[0, 0, 0, 40, 1, 2, 3]).await;
+                            let _ = futures_lite::io::AsyncWriteExt::write_all(
+                                &mut &stream,
+                                &[0, 0, 0, 40, 1, 2, 3],
+                            )
+                            .await;
                         });
                     }
                     3 => {
                         // Reset in the middle of a frame.
                         async_std::task::block_on(async {
-                            let Ok(std_stream) = std::net::TcpStream::connect(addr) else { return };
-                            let _ = socket2::SockRef::from(&std_stream).set_linger(Some(Duration::ZERO));
+                            let Ok(std_stream) = std::net::TcpStream::connect(addr) else {
+                                return;
+                            };
+                            let _ = socket2::SockRef::from(&std_stream)
+                                .set_linger(Some(Duration::ZERO));
                             let stream = async_std::net::TcpStream::from(std_stream);
                             let config = rpckit_proto::HandshakeConfig::default();
-                            if rpckit_proto::handshake::connect(stream.clone(), stream.clone(), &key.id, &key.key, &config).await.is_ok() {
-                                let _ = futures_lite::io::AsyncWriteExt::write_all(&mut &stream, &[0, 0, 1, 0, 9, 9]).await;
+                            if rpckit_proto::handshake::connect(
+                                stream.clone(),
+                                stream.clone(),
+                                &key.id,
+                                &key.key,
+                                &config,
+                            )
+                            .await
+                            .is_ok()
+                            {
+                                let _ = futures_lite::io::AsyncWriteExt::write_all(
+                                    &mut &stream,
+                                    &[0, 0, 1, 0, 9, 9],
+                                )
+                                .await;
                             }
                             // Dropping the socket with linger 0 sends a reset.
                         });
@@ -212,14 +261,20 @@ fn soak_with_faults_loses_no_call() {
     }
 
     // The server still serves after all of it.
-    assert_eq!(async_std::task::block_on(warm.call(Request::Ping)).expect("server still serves"), Response::Pong);
+    assert_eq!(
+        async_std::task::block_on(warm.call(Request::Ping)).expect("server still serves"),
+        Response::Pong
+    );
     let rss_end = server.rss_kib().unwrap_or(0);
 
     let made = tally.made.load(Ordering::Relaxed);
     let answered = tally.answered.load(Ordering::Relaxed);
     let errors = tally.error_total();
     let lost = made - answered - errors;
-    println!("soak: {secs} s, 16 clients, {} faults injected", faults.load(Ordering::Relaxed));
+    println!(
+        "soak: {secs} s, 16 clients, {} faults injected",
+        faults.load(Ordering::Relaxed)
+    );
     println!("  calls made      {made}");
     println!("  calls answered  {answered}");
     println!("  typed errors    {errors}");
@@ -232,5 +287,8 @@ fn soak_with_faults_loses_no_call() {
     assert_eq!(lost, 0, "every call must end in an answer or a typed error");
     // Memory must not grow without bound: allow the allocator's high-water mark, not a leak
     // proportional to the calls made.
-    assert!(rss_end < rss_start * 3 + 64 * 1024, "server RSS grew from {rss_start} KiB to {rss_end} KiB");
+    assert!(
+        rss_end < rss_start * 3 + 64 * 1024,
+        "server RSS grew from {rss_start} KiB to {rss_end} KiB"
+    );
 }

@@ -93,10 +93,16 @@ pub(crate) async fn serve<S: Service>(
     };
     let reason = conn.read_loop(&mut reader, shutdown).await;
     conn.calls.clear();
+    // A call task frees its slot before it writes its answer, so it may still be writing
+    // (and a flush here would return at once, leaving the rest to it). Each task holds a
+    // `done` sender until its write is over (bounded by the write timeout; cancelled tasks
+    // end at once): wait for all of them before the last flush and the close.
+    let tasks = conn.done_rx.clone();
+    drop(conn);
+    while tasks.recv().await.is_ok() {}
     // Whatever the loop queued last (a goodbye, the last answers) still goes out.
     let flushed = outbox.flush(|_| {}).await;
     outbox.close("connection closed");
-    drop(conn);
     let _ = stream.shutdown(Shutdown::Both);
     match (reason, flushed) {
         (Close::Clean(why), Ok(())) => info!(%peer, key_id = %key_id, "closed: {why}"),

@@ -86,8 +86,8 @@ pub async fn recv(reader: &mut SessionReader<AsyncStream>) -> Result<Option<Got>
     }))
 }
 
-/// Reads server messages until the reply to `id`, skipping pings and other replies (which
-/// are returned in `others`). Panics if the stream ends first.
+/// Reads server messages until the reply to `id`, skipping pings and other replies. Panics if
+/// the stream ends first.
 pub async fn reply_to(
     reader: &mut SessionReader<AsyncStream>,
     id: u64,
@@ -212,4 +212,17 @@ pub fn assert_serving(addr: SocketAddr, key: &TestKey) {
     let answer = async_std::task::block_on(client.call(Request::Ping));
     assert_eq!(answer.expect("ping answered"), Response::Pong);
     async_std::task::block_on(client.close());
+}
+
+/// Socket options of an async-std stream (async-std is built without its `AsFd` impls).
+pub fn sockopts<R>(stream: &AsyncStream, f: impl FnOnce(socket2::SockRef<'_>) -> R) -> R {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: `stream` owns the descriptor and outlives the borrow, which ends with `f`.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    f(socket2::SockRef::from(&fd))
+}
+
+/// Makes closing `stream` send a reset (RST) instead of a FIN.
+pub fn set_linger_zero(stream: &AsyncStream) {
+    sockopts(stream, |s| s.set_linger(Some(Duration::ZERO))).expect("SO_LINGER 0");
 }

@@ -1,0 +1,133 @@
+//! Robustness catalogue case 37: a panic inside one handler fails that call with
+//! `RpcError::Internal`; other calls, other connections and the server carry on.
+//!
+//! The stock demo service has no method that panics, so this runs `rpckit_server::Server`
+//! in-process with a service of its own, on 127.0.0.1:0.
+
+use std::time::Duration;
+
+use rpckit_client::{CallError, Client, ClientConfig};
+use rpckit_proto::{KeyId, Keyring, RpcError, SecretKey};
+use rpckit_server::{CallContext, Server, ServerConfig, Service};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Req {
+    /// Answers `Fine(n)`.
+    Fine(u32),
+    /// Panics as soon as it is polled.
+    Boom,
+    /// Panics after waiting a little (in the call's own task).
+    BoomLater,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum Resp {
+    Fine(u32),
+}
+
+struct Panicky;
+
+impl Service for Panicky {
+    type Request = Req;
+    type Response = Resp;
+
+    async fn call(&self, request: Req, _ctx: CallContext) -> Result<Resp, RpcError> {
+        match request {
+            Req::Fine(n) => Ok(Resp::Fine(n)),
+            Req::Boom => panic!("boom on purpose"),
+            Req::BoomLater => {
+                async_io::Timer::after(Duration::from_millis(20)).await;
+                panic!("later boom on purpose")
+            }
+        }
+    }
+}
+
+/// Runs `fut`, failing the test if it takes longer than `limit`.
+fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> T {
+    async_std::task::block_on(async {
+        futures_lite::future::or(async { Some(fut.await) }, async {
+            async_io::Timer::after(limit).await;
+            None
+        })
+        .await
+    })
+    .unwrap_or_else(|| panic!("test step did not finish within {limit:?}"))
+}
+
+#[test]
+fn case_37_panic_in_one_handler_fails_that_call_only_server_survives() {
+    let id = KeyId::new("panic").unwrap();
+    let key = SecretKey::generate();
+    let mut ring = Keyring::new();
+    ring.insert(id.clone(), key.clone());
+
+    let listener = within(
+        Duration::from_secs(10),
+        async_std::net::TcpListener::bind("127.0.0.1:0"),
+    )
+    .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().unwrap();
+    let server = Server::new(Panicky, ring, ServerConfig::default());
+    let stats = server.stats();
+    let (stop_tx, stop_rx) = async_std::channel::bounded::<()>(1);
+    let running = std::thread::spawn(move || {
+        async_std::task::block_on(server.run(listener, async move {
+            let _ = stop_rx.recv().await;
+        }))
+    });
+
+    let connect = || {
+        Client::<Req, Resp>::connect(
+            addr.to_string(),
+            id.clone(),
+            key.clone(),
+            ClientConfig::default(),
+        )
+    };
+    within(Duration::from_secs(30), async {
+        let client = connect().await.expect("connect");
+        // Panics and normal calls interleaved on one connection, all in flight together.
+        let (boom, (fine, (later, fine2))) = futures_lite::future::zip(
+            client.call(Req::Boom),
+            futures_lite::future::zip(
+                client.call(Req::Fine(7)),
+                futures_lite::future::zip(client.call(Req::BoomLater), client.call(Req::Fine(8))),
+            ),
+        )
+        .await;
+        for (what, r) in [("Boom", boom), ("BoomLater", later)] {
+            match r {
+                Err(CallError::Rpc(RpcError::Internal(why))) => {
+                    assert!(why.contains("boom on purpose"), "{what}: {why}")
+                }
+                other => panic!("{what}: want Internal, got {other:?}"),
+            }
+        }
+        assert_eq!(fine.unwrap(), Resp::Fine(7));
+        assert_eq!(fine2.unwrap(), Resp::Fine(8));
+
+        // The same connection and a new one go on working.
+        assert_eq!(client.call(Req::Fine(9)).await.unwrap(), Resp::Fine(9));
+        let other = connect().await.expect("a new connection after the panics");
+        assert_eq!(other.call(Req::Fine(10)).await.unwrap(), Resp::Fine(10));
+        assert!(matches!(
+            other.call(Req::Boom).await,
+            Err(CallError::Rpc(RpcError::Internal(_)))
+        ));
+        assert_eq!(other.call(Req::Fine(11)).await.unwrap(), Resp::Fine(11));
+        client.close().await;
+        other.close().await;
+    });
+    assert_eq!(
+        stats.snapshot().calls_in_flight,
+        0,
+        "no call left counted in flight"
+    );
+
+    // The server is alive and shuts down cleanly.
+    drop(stop_tx);
+    let result = running.join().expect("server thread did not panic");
+    assert!(result.is_ok(), "{result:?}");
+}
