@@ -1,10 +1,12 @@
 //! The `Client`: calls over one multiplexed connection, shared by any number of tasks, with
 //! timeouts, cancellation, and reconnection after the connection is lost.
 //!
-//! Retry rule: a call is sent again on a new connection only if it provably never reached the
-//! server (it was still queued in this process when the connection died). A call that was
-//! written fails with [`CallError::OutcomeUnknown`], because the server may have run it; a
-//! call the server answered `ShuttingDown` was not run and may be retried by the caller.
+//! Retry rule: a call is sent again on a new connection only if it provably never ran: it was
+//! still queued in this process when the connection died, or it was unanswered when the server
+//! said `Goodbye` (a server answers every call it read before saying goodbye). A call that was
+//! written when the connection died otherwise fails with [`CallError::OutcomeUnknown`],
+//! because the server may have run it; a call the server answered `ShuttingDown` was not run
+//! and may be retried by the caller.
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};

@@ -92,6 +92,13 @@ impl<Resp> State<Resp> {
     /// Marks the connection dead: every call in flight ends now, written ones with
     /// `OutcomeUnknown`, the others handed back as not sent.
     fn close(&self, reason: &str) {
+        self.close_with(reason, false);
+    }
+
+    /// Like [`State::close`]; with `none_ran` (the server said `Goodbye`, which it sends only
+    /// after answering every call it read) every call still waiting is handed back as not
+    /// sent, written or not.
+    fn close_with(&self, reason: &str, none_ran: bool) {
         self.outbox.close(reason);
         {
             let mut calls = self.calls();
@@ -100,7 +107,7 @@ impl<Resp> State<Resp> {
             }
             calls.closed = Some(reason.to_owned());
             for (_, call) in calls.by_id.drain() {
-                let outcome = if call.written {
+                let outcome = if call.written && !none_ran {
                     Outcome::Done(Err(CallError::OutcomeUnknown(reason.to_owned())))
                 } else {
                     Outcome::NotSent
@@ -235,9 +242,9 @@ where
             let state = state.clone();
             let (interval, timeout) = (config.keepalive_interval, config.keepalive_timeout);
             async_std::task::spawn(async move {
-                let reason = read_loop(reader, &state, interval, timeout).await;
+                let (reason, goodbye) = read_loop(reader, &state, interval, timeout).await;
                 debug!(%reason, "connection closed");
-                state.close(&reason);
+                state.close_with(&reason, goodbye);
             });
         }
         Ok(Connection {
@@ -383,13 +390,14 @@ impl<Resp: Send + 'static> Drop for CancelGuard<'_, Resp> {
     }
 }
 
-/// Reads answers and control messages until the connection ends; returns why it ended.
+/// Reads answers and control messages until the connection ends; returns why it ended, and
+/// whether the server said `Goodbye` (so no unanswered call ran).
 async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
     mut reader: SessionReader<TcpStream>,
     state: &State<Resp>,
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
-) -> String {
+) -> (String, bool) {
     enum Event<'a> {
         Frame(Result<Option<&'a [u8]>, SessionError>),
         Timer,
@@ -427,7 +435,7 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
                 ping_sent = None;
                 let message = match decode_server::<Resp>(payload) {
                     Ok(message) => message,
-                    Err(e) => return format!("undecodable message from server: {e}"),
+                    Err(e) => return (format!("undecodable message from server: {e}"), false),
                 };
                 match message {
                     ServerMessage::Reply { id, result } => {
@@ -445,7 +453,7 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
                         if state.outbox.push_client(&pong, None).is_err()
                             || state.flush().await.is_err()
                         {
-                            return "cannot answer the server's ping".into();
+                            return ("cannot answer the server's ping".into(), false);
                         }
                     }
                     ServerMessage::Pong { .. } => {}
@@ -453,17 +461,17 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
                         debug!(?grace, "server is going away");
                         state.going_away.store(true, Ordering::Relaxed);
                     }
-                    ServerMessage::Goodbye => return "server said goodbye".into(),
+                    ServerMessage::Goodbye => return ("server said goodbye".into(), true),
                 }
             }
-            Event::Frame(Ok(None)) => return "server closed the connection".into(),
-            Event::Frame(Err(e)) => return format!("connection failed: {e}"),
+            Event::Frame(Ok(None)) => return ("server closed the connection".into(), false),
+            Event::Frame(Err(e)) => return (format!("connection failed: {e}"), false),
             Event::Timer => {
                 armed = None;
                 let now = Instant::now();
                 match ping_sent {
                     Some(sent) if now >= sent + keepalive_timeout => {
-                        return format!("server unresponsive: no answer to keepalive within {keepalive_timeout:?}");
+                        return (format!("server unresponsive: no answer to keepalive within {keepalive_timeout:?}"), false);
                     }
                     None if now >= last_received + keepalive_interval => {
                         nonce += 1;
@@ -472,13 +480,13 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
                         if state.outbox.push_client(&ping, None).is_err()
                             || state.flush().await.is_err()
                         {
-                            return "cannot send keepalive".into();
+                            return ("cannot send keepalive".into(), false);
                         }
                     }
                     _ => {}
                 }
             }
-            Event::Dead => return "closed".into(),
+            Event::Dead => return ("closed".into(), false),
         }
     }
 }

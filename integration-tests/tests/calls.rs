@@ -199,3 +199,106 @@ fn calls_over_max_in_flight_are_refused_overloaded() {
         );
     });
 }
+
+/// A server closes an idle connection with an authenticated goodbye; the client's next calls
+/// go out on a new connection by themselves (a call caught by the goodbye was not run, so it
+/// is sent again rather than failed).
+#[test]
+fn calls_after_an_idle_close_reconnect_by_themselves() {
+    const STEP: Duration = Duration::from_secs(10);
+    let key = TestKey::new("idle");
+    let server = ServerProcess::start(&key.path, &["--idle-timeout", "300ms"]);
+    let client = client(server.addr, &key, ClientConfig::default());
+    for round in 0..3 {
+        let text = format!("round {round}");
+        let answer = within(STEP, client.call(Request::Uppercase(text.clone())));
+        assert_eq!(
+            answer.expect("call succeeds"),
+            Response::Uppercase(text.to_uppercase())
+        );
+        server
+            .wait_for_log("idle for", STEP)
+            .unwrap_or_else(|| panic!("no idle close; log:\n{}", server.log_text()));
+    }
+    // Three connections were authenticated: the first and one per idle close before a call.
+    assert_eq!(
+        server.log_count("authenticated"),
+        3,
+        "{}",
+        server.log_text()
+    );
+}
+
+/// The retry rule at its edge: a server that reads a call and says `Goodbye` without answering
+/// it has not run it (a server answers every call it read before its goodbye), so the client
+/// sends it again on a new connection instead of failing it with `OutcomeUnknown`.
+#[test]
+fn a_call_unanswered_at_goodbye_is_sent_again_on_a_new_connection() {
+    use rpckit_proto::handshake::{self, HandshakeConfig};
+    use rpckit_proto::message::decode_client;
+    use rpckit_proto::{ClientMessage, Keyring, ServerMessage};
+
+    let key = TestKey::new("goodbye");
+    let mut keyring = Keyring::new();
+    keyring.insert(key.id.clone(), key.key.clone());
+    within(Duration::from_secs(20), async {
+        let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        // A fake server: connection 1 reads the call and says goodbye; connection 2 answers.
+        let server = async_std::task::spawn(async move {
+            let mut seen = Vec::new();
+            for connection in 0..2 {
+                let (stream, _) = listener.accept().await.expect("accept");
+                let mut session = handshake::accept(
+                    stream.clone(),
+                    stream.clone(),
+                    &keyring,
+                    &HandshakeConfig::default(),
+                )
+                .await
+                .expect("handshake");
+                let payload = session.reader.recv().await.expect("read").expect("a frame");
+                let Ok(ClientMessage::Call {
+                    id,
+                    request: Ok(request),
+                    ..
+                }) = decode_client::<Request>(payload)
+                else {
+                    panic!("expected a call");
+                };
+                seen.push(request.clone());
+                let reply = if connection == 0 {
+                    ServerMessage::<Response>::Goodbye
+                } else {
+                    let Request::Uppercase(text) = request else {
+                        panic!("unexpected request")
+                    };
+                    ServerMessage::Reply {
+                        id,
+                        result: Ok(Response::Uppercase(text.to_uppercase())),
+                    }
+                };
+                session.writer.push_server(&reply).expect("encode");
+                session.writer.flush().await.expect("write");
+            }
+            seen
+        });
+        let client: Client<Request, Response> = Client::connect(
+            addr.to_string(),
+            key.id.clone(),
+            key.key.clone(),
+            ClientConfig::default(),
+        )
+        .await
+        .expect("connect");
+        let answer = client.call(Request::Uppercase("again".into())).await;
+        assert_eq!(
+            answer.expect("answered on the second connection"),
+            Response::Uppercase("AGAIN".into())
+        );
+        let seen = server.await;
+        assert_eq!(seen, vec![Request::Uppercase("again".into()); 2]);
+    });
+}
