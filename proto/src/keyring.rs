@@ -244,6 +244,30 @@ impl Keyring {
     }
 }
 
+/// Environment variable that holds one secret, in hex, instead of a keyring file.
+pub const KEY_ENV: &str = "RPC_KEY";
+
+/// Environment variable naming the key id of the secret in [`KEY_ENV`].
+pub const KEY_ID_ENV: &str = "RPC_KEY_ID";
+
+/// The key given in the environment, if [`KEY_ENV`] is set: its id is `id`, else
+/// [`KEY_ID_ENV`], else `default`. Errors name the variable at fault.
+pub fn key_from_env(id: Option<&str>) -> Option<Result<(KeyId, SecretKey), String>> {
+    let hex = std::env::var(KEY_ENV).ok()?;
+    let id = match id {
+        Some(id) => id.to_owned(),
+        None => std::env::var(KEY_ID_ENV).unwrap_or_else(|_| "default".into()),
+    };
+    Some(
+        KeyId::new(&id)
+            .map_err(|e| format!("key id: {e}"))
+            .and_then(|id| {
+                let key = SecretKey::from_hex(&hex).map_err(|e| format!("{KEY_ENV}: {e}"))?;
+                Ok((id, key))
+            }),
+    )
+}
+
 /// Where `rpc-server` and `rpc-client` look for the keyring when no path is given:
 /// `$XDG_CONFIG_HOME/rpckit/keyring`, else `$HOME/.config/rpckit/keyring`, else
 /// `.rpckit/keyring` in the current directory.

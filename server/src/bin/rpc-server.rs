@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_lite::StreamExt;
-use rpckit_proto::keyring::{self, KeyId, Keyring, SecretKey};
+use rpckit_proto::keyring::{self, KeyId, Keyring};
 use rpckit_server::{DemoService, Server, ServerConfig};
 use tracing::{error, info, warn};
 
@@ -197,10 +197,8 @@ fn init_logging(format: LogFormat, level: &str) {
 
 /// The keys to accept: RPC_KEY from the environment, or the keyring file.
 fn load_keys(args: &ServeArgs) -> Result<Keyring, String> {
-    if let Ok(hex) = std::env::var("RPC_KEY") {
-        let id = std::env::var("RPC_KEY_ID").unwrap_or_else(|_| "default".into());
-        let id = KeyId::new(&id).map_err(|e| format!("RPC_KEY_ID: {e}"))?;
-        let key = SecretKey::from_hex(&hex).map_err(|e| format!("RPC_KEY: {e}"))?;
+    if let Some(found) = keyring::key_from_env(None) {
+        let (id, key) = found?;
         let mut ring = Keyring::new();
         ring.insert(id, key);
         return Ok(ring);

@@ -6,11 +6,10 @@ use crate::Target;
 
 /// The key id and secret named by the flags and environment.
 pub fn load(target: &Target) -> Result<(KeyId, SecretKey), String> {
-    if let Ok(hex) = std::env::var("RPC_KEY") {
-        let id = target.key_id.clone().unwrap_or_else(|| "default".into());
-        let id = KeyId::new(&id).map_err(|e| format!("key id: {e}"))?;
-        let key = SecretKey::from_hex(&hex).map_err(|e| format!("RPC_KEY: {e}"))?;
-        return Ok((id, key));
+    // --key-id already falls back to RPC_KEY_ID (clap reads it), then to `default`.
+    if let Some(found) = keyring::key_from_env(Some(target.key_id.as_deref().unwrap_or("default")))
+    {
+        return found;
     }
     let path = target
         .keyring
