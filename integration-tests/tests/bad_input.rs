@@ -15,7 +15,7 @@ use async_std::net::{TcpListener, TcpStream};
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use rpckit_client::{Client, ClientConfig, ConnectError};
 use rpckit_integration_tests::{
-    cli, client, connect_from, raw_session, within, ServerProcess, TestKey,
+    cli, client, connect_from, next_message, raw_session, within, ServerProcess, TestKey,
 };
 use rpckit_proto::demo::{Request, Response};
 use rpckit_proto::handshake::{self, HandshakeConfig};
@@ -44,27 +44,6 @@ fn wait_log(server: &ServerProcess, needle: &str) -> String {
     server
         .wait_for_log(needle, LOG_WAIT)
         .unwrap_or_else(|| panic!("no log line with {needle:?}; log:\n{}", server.log_text()))
-}
-
-/// The next message from the server, its response body decoded.
-async fn next_message<R: AsyncRead + Unpin>(
-    reader: &mut SessionReader<R>,
-) -> ServerMessage<Response> {
-    let payload = reader
-        .recv()
-        .await
-        .expect("read a frame")
-        .expect("a frame, not end of stream");
-    match decode_server::<Response>(payload).expect("decodable message") {
-        ServerMessage::Reply { id, result } => ServerMessage::Reply {
-            id,
-            result: result.map(|body| body.expect("decodable response")),
-        },
-        ServerMessage::Ping { nonce } => ServerMessage::Ping { nonce },
-        ServerMessage::Pong { nonce } => ServerMessage::Pong { nonce },
-        ServerMessage::GoingAway { grace } => ServerMessage::GoingAway { grace },
-        ServerMessage::Goodbye => ServerMessage::Goodbye,
-    }
 }
 
 /// Reads until `n` replies have arrived; returns them by call id.

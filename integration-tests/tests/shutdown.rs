@@ -5,38 +5,15 @@
 use std::time::Duration;
 
 use futures_lite::future;
-use futures_lite::io::AsyncRead;
 use rpckit_client::{CallError, Client, ClientConfig, ConnectError};
-use rpckit_integration_tests::{cli, client, raw_session, within, ServerProcess, TestKey};
-use rpckit_proto::demo::{Request, Response};
-use rpckit_proto::message::decode_server;
-use rpckit_proto::{
-    ClientMessage, HandshakeError, Refusal, RpcError, ServerMessage, SessionReader,
+use rpckit_integration_tests::{
+    cli, client, next_message, raw_session, within, ServerProcess, TestKey,
 };
+use rpckit_proto::demo::{Request, Response};
+use rpckit_proto::{ClientMessage, HandshakeError, Refusal, RpcError, ServerMessage};
 
 const STEP: Duration = Duration::from_secs(30);
 const EXIT_WAIT: Duration = Duration::from_secs(30);
-
-/// The next message from the server, its response body decoded.
-async fn next_message<R: AsyncRead + Unpin>(
-    reader: &mut SessionReader<R>,
-) -> ServerMessage<Response> {
-    let payload = reader
-        .recv()
-        .await
-        .expect("read a frame")
-        .expect("a frame, not end of stream");
-    match decode_server::<Response>(payload).expect("decodable message") {
-        ServerMessage::Reply { id, result } => ServerMessage::Reply {
-            id,
-            result: result.map(|body| body.expect("decodable response")),
-        },
-        ServerMessage::Ping { nonce } => ServerMessage::Ping { nonce },
-        ServerMessage::Pong { nonce } => ServerMessage::Pong { nonce },
-        ServerMessage::GoingAway { grace } => ServerMessage::GoingAway { grace },
-        ServerMessage::Goodbye => ServerMessage::Goodbye,
-    }
-}
 
 #[track_caller]
 fn wait_log(server: &ServerProcess, needle: &str) -> String {
