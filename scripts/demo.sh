@@ -14,9 +14,11 @@ listen=${RPC_LISTEN:-127.0.0.1:7878}
 
 ready=$(mktemp)
 trap 'rm -f "$ready"' EXIT
-"$bin/rpc-server" --listen "$listen" >"$ready" &
+# Its own session, so Ctrl-C reaches only this script, which passes on exactly one SIGTERM
+# (a second signal would make the server exit without draining).
+setsid "$bin/rpc-server" --listen "$listen" >"$ready" &
 server=$!
-trap 'kill -TERM "$server" 2>/dev/null; wait "$server"; rm -f "$ready"; exit 0' INT TERM
+trap 'kill -TERM "$server" 2>/dev/null; wait "$server"; status=$?; rm -f "$ready"; exit $status' INT TERM
 
 # Wait (at most 30 s) for the ready line.
 for _ in $(seq 300); do

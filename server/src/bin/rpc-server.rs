@@ -171,7 +171,7 @@ fn keygen(args: KeygenArgs) -> ExitCode {
     };
     match keyring::write_new_key_file(&path, &id) {
         Ok(_) => {
-            println!("wrote new key {id:?} to {} (mode 0600)", path.display());
+            println!("wrote new key \"{id}\" to {} (mode 0600)", path.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
