@@ -14,13 +14,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
-use async_std::net::TcpStream;
 use futures_lite::FutureExt;
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_server;
 use rpckit_proto::{
     ClientMessage, HandshakeError, KeyId, Outbox, OutboxError, SecretKey, ServerMessage,
-    SessionError, SessionReader,
+    SessionError, SessionReader, SocketReader, TcpSocket,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -68,7 +67,7 @@ struct State<Resp> {
     /// Calls in flight.
     calls: Mutex<Calls<Resp>>,
     /// Everything we send.
-    outbox: Outbox<TcpStream>,
+    outbox: Outbox<TcpSocket>,
     /// Set when the server said it is going away: no new calls here.
     going_away: AtomicBool,
     /// Closed when the connection dies, to wake the reader task and waiters.
@@ -187,12 +186,10 @@ where
     ) -> Result<Self, ConnectError> {
         let timeout = config.connect_timeout;
         let stream = async {
-            TcpStream::connect(addr)
-                .await
-                .map_err(|source| ConnectError::Io {
-                    addr: addr.to_owned(),
-                    source,
-                })
+            connect(addr).await.map_err(|source| ConnectError::Io {
+                addr: addr.to_owned(),
+                source,
+            })
         }
         .or(async {
             async_io::Timer::after(timeout).await;
@@ -202,12 +199,11 @@ where
             })
         })
         .await?;
-        let _ = stream.set_nodelay(true);
         let hs = HandshakeConfig {
             timeout: config.handshake_timeout,
             max_frame: config.max_frame,
         };
-        let session = handshake::connect(stream.clone(), stream.clone(), key_id, key, &hs)
+        let session = handshake::connect(stream.reader(), &stream, key_id, key, &hs)
             .await
             .map_err(|e| match e {
                 HandshakeError::Timeout(after) => ConnectError::Timeout {
@@ -222,7 +218,7 @@ where
                 e => ConnectError::Handshake(e),
             })?;
         let (reader, writer) = session.split();
-        let (sealer, io, unwritten) = writer.into_parts();
+        let (sealer, _, unwritten) = writer.into_parts();
         let state = Arc::new(State {
             calls: Mutex::new(Calls {
                 closed: None,
@@ -230,7 +226,7 @@ where
             }),
             outbox: Outbox::new(
                 sealer,
-                io,
+                stream.clone(),
                 unwritten,
                 config.write_timeout,
                 config.max_queued,
@@ -393,7 +389,7 @@ impl<Resp: Send + 'static> Drop for CancelGuard<'_, Resp> {
 /// Reads answers and control messages until the connection ends; returns why it ended, and
 /// whether the server said `Goodbye` (so no unanswered call ran).
 async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
-    mut reader: SessionReader<TcpStream>,
+    mut reader: SessionReader<SocketReader>,
     state: &State<Resp>,
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
@@ -489,4 +485,25 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
             Event::Dead => return ("closed".into(), false),
         }
     }
+}
+
+/// Resolves `addr` (`host:port`) and connects to the first address that answers.
+async fn connect(addr: &str) -> std::io::Result<TcpSocket> {
+    // A numeric address needs no resolver (which would hop to a blocking thread).
+    if let Ok(numeric) = addr.parse::<std::net::SocketAddr>() {
+        return TcpSocket::connect(numeric).await;
+    }
+    let mut last = None;
+    for candidate in async_std::net::ToSocketAddrs::to_socket_addrs(addr).await? {
+        match TcpSocket::connect(candidate).await {
+            Ok(socket) => return Ok(socket),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the address resolved to nothing",
+        )
+    }))
 }

@@ -29,6 +29,7 @@ pub mod keyring;
 pub mod message;
 pub mod outbox;
 pub mod session;
+pub mod transport;
 
 pub use codec::{DecodeError, EncodeError};
 pub use frame::{BufferBudget, FrameError, FrameLimits, DEFAULT_MAX_FRAME};
@@ -37,6 +38,7 @@ pub use keyring::{KeyError, KeyId, Keyring, SecretKey};
 pub use message::{ClientMessage, RpcError, ServerMessage};
 pub use outbox::{Outbox, OutboxError};
 pub use session::{FrameSealer, Session, SessionError, SessionReader, SessionWriter};
+pub use transport::{SocketReader, TcpSocket};
 
 #[cfg(test)]
 mod handshake_tests;

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
-use async_std::net::TcpStream;
 use futures_lite::future;
 use futures_lite::io::AsyncReadExt;
 use futures_lite::{FutureExt, StreamExt};
@@ -24,7 +23,7 @@ use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_client;
 use rpckit_proto::{
     ClientMessage, DecodeError, HandshakeError, KeyId, Outbox, OutboxError, RpcError,
-    ServerMessage, SessionError, SessionReader,
+    ServerMessage, SessionError, SessionReader, SocketReader, TcpSocket,
 };
 use tracing::{debug, info, warn};
 
@@ -42,21 +41,18 @@ const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
 /// Runs one connection to its end. Never panics on peer input; logs why it closed.
 pub(crate) async fn serve<S: Service>(
-    stream: TcpStream,
+    stream: TcpSocket,
     peer: SocketAddr,
     shared: &Shared<S>,
     shutdown: ShutdownSignal,
 ) {
     // The accept loop counted this connection as unauthenticated before spawning us.
     let unauthenticated = AdoptedGauge(&shared.stats.unauthenticated);
-    if let Err(e) = stream.set_nodelay(true) {
-        debug!(%peer, error = %e, "cannot set TCP_NODELAY");
-    }
     let config = HandshakeConfig {
         timeout: shared.config.handshake_timeout,
         max_frame: shared.config.max_frame,
     };
-    let session = handshake::accept(stream.clone(), stream.clone(), &shared.keyring, &config).await;
+    let session = handshake::accept(stream.reader(), &stream, &shared.keyring, &config).await;
     drop(unauthenticated);
     let session = match session {
         Ok(session) => session,
@@ -132,14 +128,14 @@ fn handshake_failed<S>(shared: &Shared<S>, peer: SocketAddr, e: &HandshakeError)
 
 /// Half-closes, then reads and discards what the peer still sends (bounded in bytes and
 /// time), so the refusal the handshake wrote is not lost to a reset.
-async fn linger_and_close(stream: &TcpStream) {
+async fn linger_and_close(stream: &TcpSocket) {
     let _ = stream.shutdown(Shutdown::Write);
     let drain = async {
         let mut sink = [0u8; 512];
         let mut total = 0usize;
-        let mut stream = stream;
+        let mut reader = stream.reader();
         while total < 16 * 1024 {
-            match stream.read(&mut sink).await {
+            match reader.read(&mut sink).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => total += n,
             }
@@ -223,7 +219,7 @@ struct Connection<'s, S: Service> {
     peer: SocketAddr,
     key_id: Arc<KeyId>,
     /// Where answers go.
-    outbox: Arc<Outbox<TcpStream>>,
+    outbox: Arc<Outbox<TcpSocket>>,
     /// Call tasks report (id, token) here when they end.
     done_tx: Sender<(u64, u64)>,
     /// Where the read loop hears of them (pinned: it is polled as a stream, which keeps its
@@ -238,7 +234,7 @@ struct Connection<'s, S: Service> {
 impl<S: Service> Connection<'_, S> {
     async fn read_loop(
         &mut self,
-        reader: &mut SessionReader<TcpStream>,
+        reader: &mut SessionReader<SocketReader>,
         shutdown: ShutdownSignal,
     ) -> Close {
         let config = &self.shared.config;
@@ -574,7 +570,7 @@ impl<S: Service> Connection<'_, S> {
 /// Queues the answer to call `id`; an answer too large for a frame becomes an `Internal`
 /// error for that call instead.
 fn reply<R: serde::Serialize>(
-    outbox: &Outbox<TcpStream>,
+    outbox: &Outbox<TcpSocket>,
     id: u64,
     result: Result<R, RpcError>,
 ) -> Result<(), OutboxError> {

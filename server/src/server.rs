@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_std::net::{TcpListener, TcpStream};
+use async_io::Async;
+use async_std::net::TcpListener;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use rpckit_proto::handshake::server_refusal;
-use rpckit_proto::{BufferBudget, Keyring, Refusal};
+use rpckit_proto::{BufferBudget, Keyring, Refusal, TcpSocket};
 use tracing::{info, warn};
 
 use crate::config::ServerConfig;
@@ -103,6 +104,9 @@ impl<S: Service> Server<S> {
         let (trigger, signal) = shutdown_channel();
         // Each connection task holds a clone of `done_tx`; `done_rx` fails once all are gone.
         let (done_tx, done_rx) = async_channel::bounded::<()>(1);
+        // Accept through async-io directly, so each connection's socket is the kit's own
+        // `TcpSocket` (see `rpckit_proto::transport`).
+        let listener = Async::new(std::net::TcpListener::try_from(listener)?)?;
         let accept = async {
             loop {
                 let (stream, peer) = match listener.accept().await {
@@ -160,7 +164,7 @@ impl<S: Service> Server<S> {
     /// Decides what to do with a new connection and spawns its task.
     fn admit(
         &self,
-        stream: TcpStream,
+        stream: Async<std::net::TcpStream>,
         peer: SocketAddr,
         signal: &ShutdownSignal,
         done: &async_channel::Sender<()>,
@@ -181,6 +185,13 @@ impl<S: Service> Server<S> {
         } else {
             None
         };
+        let stream = match TcpSocket::new(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!(%peer, error = %e, "cannot set up the accepted socket");
+                return;
+            }
+        };
         if let Some(reason) = refusal {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
             self.refuse(stream, reason);
@@ -200,7 +211,7 @@ impl<S: Service> Server<S> {
     }
 
     /// Tells a peer why it is refused, then closes. Bounded in time and in number.
-    fn refuse(&self, mut stream: TcpStream, reason: Refusal) {
+    fn refuse(&self, stream: TcpSocket, reason: Refusal) {
         let shared = self.shared.clone();
         if shared.refusals.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSALS_IN_PROGRESS {
             shared.refusals.fetch_sub(1, Ordering::Relaxed);
@@ -208,15 +219,16 @@ impl<S: Service> Server<S> {
         }
         async_std::task::spawn(async move {
             let linger = async {
-                stream.write_all(&server_refusal(reason)).await?;
-                stream.flush().await?;
+                (&stream).write_all(&server_refusal(reason)).await?;
+                (&stream).flush().await?;
                 stream.shutdown(std::net::Shutdown::Write)?;
+                let mut reader = stream.reader();
                 // Read what the peer sent so closing does not reset the connection before the
                 // refusal is read; stop at end of stream or after a little.
                 let mut sink = [0u8; 256];
                 let mut total = 0;
                 while total < 4096 {
-                    let n = stream.read(&mut sink).await?;
+                    let n = reader.read(&mut sink).await?;
                     if n == 0 {
                         break;
                     }
