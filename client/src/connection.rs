@@ -27,6 +27,7 @@ use tracing::debug;
 
 use crate::config::ClientConfig;
 use crate::error::{CallError, ConnectError};
+use crate::oneshot;
 
 /// How a call on one connection failed.
 #[derive(Debug)]
@@ -48,7 +49,7 @@ enum Outcome<Resp> {
 /// A call waiting for its answer.
 struct PendingCall<Resp> {
     /// Where its outcome goes.
-    reply: Sender<Outcome<Resp>>,
+    reply: oneshot::Sender<Outcome<Resp>>,
     /// Whether its frame was handed to the socket (then its outcome is unknown if the
     /// connection dies).
     written: bool,
@@ -111,7 +112,7 @@ impl<Resp> State<Resp> {
                 } else {
                     Outcome::NotSent
                 };
-                let _ = call.reply.try_send(outcome);
+                call.reply.send(outcome);
             }
         }
         self.dead.0.close();
@@ -282,7 +283,7 @@ where
         let started = Instant::now();
         let state = &self.state;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (reply, answer) = async_channel::bounded(1);
+        let (reply, answer) = oneshot::oneshot();
         let others_in_flight = {
             let mut calls = state.calls();
             if calls.closed.is_some() {
@@ -334,28 +335,28 @@ where
         }
         let _ = state.flush().await;
         let outcome = match timeout {
-            None => answer.recv().await,
+            None => answer.await,
             Some(after) => {
                 let timed_out = async {
                     async_io::Timer::at(started + after).await;
-                    Ok(Outcome::Done(Err(CallError::Timeout(after))))
+                    Some(Outcome::Done(Err(CallError::Timeout(after))))
                 };
-                answer.recv().or(timed_out).await
+                answer.or(timed_out).await
             }
         };
         match outcome {
-            Ok(Outcome::Done(Err(CallError::Timeout(after)))) => {
+            Some(Outcome::Done(Err(CallError::Timeout(after)))) => {
                 Err(Failure::Error(CallError::Timeout(after)))
             }
-            Ok(Outcome::Done(result)) => {
+            Some(Outcome::Done(result)) => {
                 guard.armed = false;
                 result.map_err(Failure::Error)
             }
-            Ok(Outcome::NotSent) => {
+            Some(Outcome::NotSent) => {
                 guard.armed = false;
                 Err(Failure::NotSent(request))
             }
-            Err(_) => {
+            None => {
                 guard.armed = false;
                 Err(Failure::Error(CallError::OutcomeUnknown(
                     "connection closed".into(),
@@ -406,6 +407,9 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
     // frame would cost more than the occasional early wake-up.
     let mut timer = async_io::Timer::never();
     let mut armed: Option<Instant> = None;
+    // Made once: waiting on the channel registers a listener, which would otherwise cost an
+    // allocation per frame.
+    let mut dead = Box::pin(state.wait_dead());
     loop {
         let wake = match ping_sent {
             Some(sent) => sent + keepalive_timeout,
@@ -421,7 +425,7 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
                 Event::Timer
             })
             .or(async {
-                state.wait_dead().await;
+                dead.as_mut().await;
                 Event::Dead
             })
             .await;
@@ -441,7 +445,7 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
                             Err(rpc) => Err(CallError::Rpc(rpc)),
                         };
                         if let Some(call) = state.calls().by_id.remove(&id) {
-                            let _ = call.reply.try_send(Outcome::Done(outcome));
+                            call.reply.send(Outcome::Done(outcome));
                         }
                     }
                     ServerMessage::Ping { nonce } => {

@@ -17,6 +17,7 @@ mod client;
 mod config;
 mod connection;
 mod error;
+mod oneshot;
 
 pub use client::Client;
 pub use config::ClientConfig;
