@@ -2,8 +2,10 @@
 //!
 //! A [`Server`] accepts connections, runs the handshake (proto's
 //! [`rpckit_proto::handshake`]) with a deadline, then gives each authenticated connection one
-//! task that reads frames, dispatches each call to a task of its own, and sends the answers
-//! through one batching writer. Limits and timeouts are in [`ServerConfig`].
+//! task that reads frames and dispatches each call: a handler that answers at once is answered
+//! in place, one that has to wait gets a task of its own. Answers leave through the
+//! connection's [`rpckit_proto::Outbox`], which puts everything ready into one write. Limits
+//! and timeouts are in [`ServerConfig`].
 //!
 //! The stock `rpc-server` binary serves [`DemoService`]; your own service is any type that
 //! implements [`Service`] for your own serde request/response enums.
