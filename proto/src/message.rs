@@ -193,7 +193,6 @@ pub fn encode_client<Req: Serialize>(
     msg: &ClientMessage<Req>,
     limit: u64,
 ) -> Result<(), EncodeError> {
-    let start = out.len();
     let header = match msg {
         ClientMessage::Call { id, deadline, .. } => ClientHeader::Call {
             id: *id,
@@ -204,15 +203,11 @@ pub fn encode_client<Req: Serialize>(
         ClientMessage::Pong { nonce } => ClientHeader::Pong { nonce: *nonce },
         ClientMessage::Goodbye => ClientHeader::Goodbye,
     };
-    codec::encode_into(out, &header, limit)?;
-    if let ClientMessage::Call { request, .. } = msg {
-        let used = (out.len() - start) as u64;
-        if let Err(e) = codec::encode_into(out, request, limit.saturating_sub(used)) {
-            out.truncate(start);
-            return Err(e);
-        }
-    }
-    Ok(())
+    let body = match msg {
+        ClientMessage::Call { request, .. } => Some(request),
+        _ => None,
+    };
+    encode_envelope(out, &header, body, limit)
 }
 
 /// Appends the payload of `msg` (header, then body for a successful reply) to `out`, within
@@ -222,7 +217,6 @@ pub fn encode_server<Resp: Serialize>(
     msg: &ServerMessage<Resp>,
     limit: u64,
 ) -> Result<(), EncodeError> {
-    let start = out.len();
     let header = match msg {
         ServerMessage::Reply { id, result: Ok(_) } => ServerHeader::Reply { id: *id },
         ServerMessage::Reply { id, result: Err(e) } => ServerHeader::Error {
@@ -236,11 +230,26 @@ pub fn encode_server<Resp: Serialize>(
         },
         ServerMessage::Goodbye => ServerHeader::Goodbye,
     };
-    codec::encode_into(out, &header, limit)?;
-    if let ServerMessage::Reply {
-        result: Ok(body), ..
-    } = msg
-    {
+    let body = match msg {
+        ServerMessage::Reply {
+            result: Ok(body), ..
+        } => Some(body),
+        _ => None,
+    };
+    encode_envelope(out, &header, body, limit)
+}
+
+/// Appends `header` and then, if there is one, `body`, within `limit` bytes in all; on error
+/// `out` is left as it was.
+fn encode_envelope<H: Serialize, B: Serialize>(
+    out: &mut Vec<u8>,
+    header: &H,
+    body: Option<&B>,
+    limit: u64,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    codec::encode_into(out, header, limit)?;
+    if let Some(body) = body {
         let used = (out.len() - start) as u64;
         if let Err(e) = codec::encode_into(out, body, limit.saturating_sub(used)) {
             out.truncate(start);
@@ -257,13 +266,7 @@ pub fn decode_client<Req: DeserializeOwned>(
     payload: &[u8],
 ) -> Result<ClientMessage<Result<Req, DecodeError>>, DecodeError> {
     let (header, body) = codec::decode_prefix::<ClientHeader>(payload)?;
-    let no_body = |msg| {
-        if body.is_empty() {
-            Ok(msg)
-        } else {
-            Err(trailing())
-        }
-    };
+    let no_body = |msg| without_body(body, msg);
     match header {
         ClientHeader::Call { id, deadline_ms } => Ok(ClientMessage::Call {
             id,
@@ -284,13 +287,7 @@ pub fn decode_server<Resp: DeserializeOwned>(
     payload: &[u8],
 ) -> Result<ServerMessage<Result<Resp, DecodeError>>, DecodeError> {
     let (header, body) = codec::decode_prefix::<ServerHeader>(payload)?;
-    let no_body = |msg| {
-        if body.is_empty() {
-            Ok(msg)
-        } else {
-            Err(trailing())
-        }
-    };
+    let no_body = |msg| without_body(body, msg);
     match header {
         ServerHeader::Reply { id } => Ok(ServerMessage::Reply {
             id,
@@ -309,10 +306,15 @@ pub fn decode_server<Resp: DeserializeOwned>(
     }
 }
 
-fn trailing() -> DecodeError {
-    DecodeError::from(Box::new(bincode::ErrorKind::Custom(
-        "trailing bytes after a message that has no body".into(),
-    )))
+/// `msg`, if nothing follows its header (only calls and successful replies carry a body).
+fn without_body<M>(body: &[u8], msg: M) -> Result<M, DecodeError> {
+    if body.is_empty() {
+        Ok(msg)
+    } else {
+        Err(DecodeError::from(Box::new(bincode::ErrorKind::Custom(
+            "trailing bytes after a message that has no body".into(),
+        ))))
+    }
 }
 
 #[cfg(test)]

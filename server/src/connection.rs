@@ -37,7 +37,7 @@ const FLUSH_BYTES: usize = 64 * 1024;
 
 /// After a failed handshake, how long the server keeps reading (and discarding) what the peer
 /// sent, so that closing does not reset the connection before the peer reads the refusal.
-const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+const HANDSHAKE_FAILURE_LINGER: Duration = Duration::from_millis(500);
 
 /// Runs one connection to its end. Never panics on peer input; logs why it closed.
 pub(crate) async fn serve<S: Service>(
@@ -58,7 +58,7 @@ pub(crate) async fn serve<S: Service>(
         Ok(session) => session,
         Err(e) => {
             handshake_failed(shared, peer, &e);
-            linger_and_close(&stream).await;
+            linger_and_close(&stream, HANDSHAKE_FAILURE_LINGER).await;
             return;
         }
     };
@@ -126,9 +126,9 @@ fn handshake_failed<S>(shared: &Shared<S>, peer: SocketAddr, e: &HandshakeError)
     }
 }
 
-/// Half-closes, then reads and discards what the peer still sends (bounded in bytes and
-/// time), so the refusal the handshake wrote is not lost to a reset.
-async fn linger_and_close(stream: &TcpSocket) {
+/// Half-closes, then reads and discards what the peer still sends (at most 16 KiB, for at most
+/// `linger`), so that a refusal already written is not lost to a reset; then closes.
+pub(crate) async fn linger_and_close(stream: &TcpSocket, linger: Duration) {
     let _ = stream.shutdown(Shutdown::Write);
     let drain = async {
         let mut sink = [0u8; 512];
@@ -143,7 +143,7 @@ async fn linger_and_close(stream: &TcpSocket) {
     };
     drain
         .or(async {
-            async_io::Timer::after(REFUSAL_LINGER).await;
+            async_io::Timer::after(linger).await;
         })
         .await;
     let _ = stream.shutdown(Shutdown::Both);

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use async_io::Async;
 use async_std::net::TcpListener;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::AsyncWriteExt;
+use futures_lite::FutureExt;
 use rpckit_proto::handshake::server_refusal;
 use rpckit_proto::{BufferBudget, Keyring, Refusal, TcpSocket};
 use tracing::{info, warn};
@@ -218,29 +219,22 @@ impl<S: Service> Server<S> {
             return;
         }
         async_std::task::spawn(async move {
-            let linger = async {
-                (&stream).write_all(&server_refusal(reason)).await?;
-                (&stream).flush().await?;
-                stream.shutdown(std::net::Shutdown::Write)?;
-                let mut reader = stream.reader();
-                // Read what the peer sent so closing does not reset the connection before the
-                // refusal is read; stop at end of stream or after a little.
-                let mut sink = [0u8; 256];
-                let mut total = 0;
-                while total < 4096 {
-                    let n = reader.read(&mut sink).await?;
-                    if n == 0 {
-                        break;
-                    }
-                    total += n;
+            // The whole refusal, written and lingered over, takes at most REFUSAL_LINGER.
+            let refused = async {
+                let written = async {
+                    (&stream).write_all(&server_refusal(reason)).await?;
+                    (&stream).flush().await
+                };
+                if written.await.is_ok() {
+                    connection::linger_and_close(&stream, REFUSAL_LINGER).await;
                 }
-                Ok::<(), io::Error>(())
             };
-            let _ = futures_lite::future::or(linger, async {
-                async_io::Timer::after(REFUSAL_LINGER).await;
-                Ok(())
-            })
-            .await;
+            refused
+                .or(async {
+                    async_io::Timer::after(REFUSAL_LINGER).await;
+                })
+                .await;
+            let _ = stream.shutdown(std::net::Shutdown::Both);
             shared.refusals.fetch_sub(1, Ordering::Relaxed);
         });
     }
