@@ -18,7 +18,7 @@ use serde::Serialize;
 use tracing::{debug, info};
 
 use crate::config::ClientConfig;
-use crate::connection::{Connection, Failure};
+use crate::connection::{Connection, Deadline, Failure};
 use crate::error::{CallError, ConnectError};
 
 /// A client of one server, for the service's `Req`/`Resp` enums.
@@ -113,14 +113,14 @@ where
         let mut reconnects = 0u32;
         loop {
             let connection = self.connection(deadline, &mut reconnects).await?;
-            let remaining = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
+            let this_try = match deadline {
+                Some(at) => match at.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(Deadline { at, left }),
                     _ => return Err(CallError::Timeout(timeout.unwrap_or_default())),
                 },
                 None => None,
             };
-            match connection.call(request, remaining).await {
+            match connection.call(request, this_try).await {
                 Ok(response) => return Ok(response),
                 Err(Failure::Error(CallError::Timeout(_))) => {
                     return Err(CallError::Timeout(timeout.unwrap_or_default()))

@@ -2,19 +2,30 @@
 //! [`Outbox`] (calls ready together leave in one write), a reader task matches answers to
 //! calls by id and keeps the connection alive, and a table holds the calls in flight.
 //!
+//! The reader task also keeps the calls' timeouts: one timer per connection, set for the
+//! earliest of the next keepalive check and the earliest call deadline, instead of one timer
+//! per call (a per-call timer costs a reactor registration and removal on every call). While
+//! the reader task is itself writing (a pong, or cancels for calls that timed out) to a server
+//! that does not read, a timeout can come late by up to the write timeout, as a caller's own
+//! write can.
+//!
 //! When the connection dies every call in flight ends at once: a call already handed to the
 //! socket gets [`CallError::OutcomeUnknown`]; a call that never left this process comes back
 //! as [`Failure::NotSent`] with its request, so the [`crate::Client`] can send it again on a
 //! new connection.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Shutdown;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
-use futures_lite::FutureExt;
+use futures_lite::{future, FutureExt};
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_server;
 use rpckit_proto::{
@@ -53,6 +64,38 @@ struct PendingCall<Resp> {
     /// Whether its frame was handed to the socket (then its outcome is unknown if the
     /// connection dies).
     written: bool,
+    /// When the caller stops waiting, and the timeout that set it.
+    deadline: Option<Deadline>,
+}
+
+/// When a call times out.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadline {
+    /// The instant the call times out.
+    pub(crate) at: Instant,
+    /// The time left at the call's start: sent to the server as the call's relative deadline,
+    /// and reported in [`CallError::Timeout`].
+    pub(crate) left: Duration,
+}
+
+/// The reader task's one timer, shared so that a caller can move it earlier for its deadline.
+struct Alarm {
+    /// Wakes the reader task (the only task that polls it).
+    timer: async_io::Timer,
+    /// When it is set to fire; `None` once it has fired.
+    at: Option<Instant>,
+}
+
+impl Alarm {
+    /// Makes the alarm fire at `at` at the latest. Moving a timer costs a reactor
+    /// registration, so it moves only when it must fire earlier: a wake-up that comes early
+    /// finds nothing to do and sets it again.
+    fn ring_by(&mut self, at: Instant) {
+        if self.at.is_none_or(|armed| at < armed) {
+            self.timer.set_at(at);
+            self.at = Some(at);
+        }
+    }
 }
 
 /// The table of calls in flight, and whether the connection is still alive.
@@ -60,7 +103,67 @@ struct Calls<Resp> {
     /// Why the connection closed, once it has.
     closed: Option<String>,
     /// Calls by id.
-    by_id: HashMap<u64, PendingCall<Resp>>,
+    by_id: HashMap<u64, PendingCall<Resp>, BuildHasherDefault<IdHasher>>,
+    /// The reader task's timer.
+    alarm: Alarm,
+}
+
+impl<Resp> Calls<Resp> {
+    /// Ends every call whose deadline is not after `now` with [`CallError::Timeout`], sets
+    /// the alarm for the earliest deadline left, and returns the ids of the timed-out calls
+    /// that were written (the server should be told to cancel them).
+    fn expire(&mut self, now: Instant) -> Vec<u64> {
+        let mut written = Vec::new();
+        let due: Vec<u64> = self
+            .by_id
+            .iter()
+            .filter(|(_, call)| call.deadline.is_some_and(|d| d.at <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            let Some(call) = self.by_id.remove(&id) else {
+                continue;
+            };
+            if call.written {
+                written.push(id);
+            }
+            let left = call.deadline.map_or(Duration::ZERO, |d| d.left);
+            call.reply
+                .send(Outcome::Done(Err(CallError::Timeout(left))));
+        }
+        let earliest = self
+            .by_id
+            .values()
+            .filter_map(|call| call.deadline.map(|d| d.at))
+            .min();
+        if let Some(at) = earliest {
+            self.alarm.ring_by(at);
+        }
+        written
+    }
+}
+
+/// Hashes the call table's keys: ids this client hands out itself, one after the other (a
+/// reply whose id is not in the table is ignored), so no defence against chosen keys is
+/// needed, and SipHash would cost more than the rest of the table's work. A multiplicative
+/// hash spreads the consecutive ids over the high bits the table looks at.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// State shared by the callers and the reader task.
@@ -223,7 +326,11 @@ where
         let state = Arc::new(State {
             calls: Mutex::new(Calls {
                 closed: None,
-                by_id: HashMap::new(),
+                by_id: HashMap::default(),
+                alarm: Alarm {
+                    timer: async_io::Timer::never(),
+                    at: None,
+                },
             }),
             outbox: Outbox::new(
                 sealer,
@@ -274,13 +381,13 @@ where
             .await;
     }
 
-    /// Makes one call; `timeout` also travels to the server as the call's deadline.
+    /// Makes one call; the time `deadline` leaves also travels to the server as the call's
+    /// deadline.
     pub(crate) async fn call<Req: Serialize>(
         &self,
         request: Req,
-        timeout: Option<Duration>,
+        deadline: Option<Deadline>,
     ) -> Result<Resp, Failure<Req>> {
-        let started = Instant::now();
         let state = &self.state;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::oneshot();
@@ -294,11 +401,16 @@ where
                 PendingCall {
                     reply,
                     written: false,
+                    deadline,
                 },
             );
+            if let Some(deadline) = deadline {
+                // The reader task ends this call at its deadline.
+                calls.alarm.ring_by(deadline.at);
+            }
             calls.by_id.len() > 1
         };
-        // Whatever ends this call early (timeout, or the caller dropping the future) cancels it.
+        // Whatever ends this call early (the caller dropping the future) cancels it.
         let mut guard = CancelGuard {
             state,
             id,
@@ -306,7 +418,7 @@ where
         };
         let message = ClientMessage::Call {
             id,
-            deadline: timeout,
+            deadline: deadline.map(|d| d.left),
             request,
         };
         match state.outbox.push_client(&message, Some(id)) {
@@ -334,34 +446,16 @@ where
             futures_lite::future::yield_now().await;
         }
         let _ = state.flush().await;
-        let outcome = match timeout {
-            None => answer.await,
-            Some(after) => {
-                let timed_out = async {
-                    async_io::Timer::at(started + after).await;
-                    Some(Outcome::Done(Err(CallError::Timeout(after))))
-                };
-                answer.or(timed_out).await
-            }
-        };
+        // The answer, a final error, or `Timeout` from the reader task at the deadline (which
+        // then has removed the call and told the server to cancel it).
+        let outcome = answer.await;
+        guard.armed = false;
         match outcome {
-            Some(Outcome::Done(Err(CallError::Timeout(after)))) => {
-                Err(Failure::Error(CallError::Timeout(after)))
-            }
-            Some(Outcome::Done(result)) => {
-                guard.armed = false;
-                result.map_err(Failure::Error)
-            }
-            Some(Outcome::NotSent) => {
-                guard.armed = false;
-                Err(Failure::NotSent(request))
-            }
-            None => {
-                guard.armed = false;
-                Err(Failure::Error(CallError::OutcomeUnknown(
-                    "connection closed".into(),
-                )))
-            }
+            Some(Outcome::Done(result)) => result.map_err(Failure::Error),
+            Some(Outcome::NotSent) => Err(Failure::NotSent(request)),
+            None => Err(Failure::Error(CallError::OutcomeUnknown(
+                "connection closed".into(),
+            ))),
         }
     }
 }
@@ -403,27 +497,26 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
     let mut last_received = Instant::now();
     let mut ping_sent: Option<Instant> = None;
     let mut nonce = 0u64;
-    // One timer, moved only when it must fire earlier (or has fired): re-arming it for every
-    // frame would cost more than the occasional early wake-up.
-    let mut timer = async_io::Timer::never();
-    let mut armed: Option<Instant> = None;
     // Made once: waiting on the channel registers a listener, which would otherwise cost an
     // allocation per frame.
     let mut dead = Box::pin(state.wait_dead());
     loop {
-        let wake = match ping_sent {
+        let keepalive = match ping_sent {
             Some(sent) => sent + keepalive_timeout,
             None => last_received + keepalive_interval,
         };
-        if armed.is_none_or(|at| wake < at) {
-            timer.set_at(wake);
-            armed = Some(wake);
-        }
+        state.calls().alarm.ring_by(keepalive);
         let event = async { Event::Frame(reader.recv().await) }
-            .or(async {
-                (&mut timer).await;
-                Event::Timer
-            })
+            .or(future::poll_fn(|cx| {
+                let mut calls = state.calls();
+                let rang = Pin::new(&mut calls.alarm.timer).poll(cx).is_ready();
+                if rang {
+                    calls.alarm.at = None;
+                    Poll::Ready(Event::Timer)
+                } else {
+                    Poll::Pending
+                }
+            }))
             .or(async {
                 dead.as_mut().await;
                 Event::Dead
@@ -467,8 +560,19 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
             Event::Frame(Ok(None)) => return ("server closed the connection".into(), false),
             Event::Frame(Err(e)) => return (format!("connection failed: {e}"), false),
             Event::Timer => {
-                armed = None;
                 let now = Instant::now();
+                let timed_out = state.calls().expire(now);
+                if !timed_out.is_empty() {
+                    for id in timed_out {
+                        let cancel = ClientMessage::<()>::Cancel { id };
+                        if state.outbox.push_client(&cancel, None).is_err() {
+                            return ("cannot cancel a call that timed out".into(), false);
+                        }
+                    }
+                    if state.flush().await.is_err() {
+                        return ("cannot cancel a call that timed out".into(), false);
+                    }
+                }
                 match ping_sent {
                     Some(sent) if now >= sent + keepalive_timeout => {
                         return (format!("server unresponsive: no answer to keepalive within {keepalive_timeout:?}"), false);

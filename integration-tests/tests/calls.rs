@@ -302,3 +302,65 @@ fn a_call_unanswered_at_goodbye_is_sent_again_on_a_new_connection() {
         assert_eq!(seen, vec![Request::Uppercase("again".into()); 2]);
     });
 }
+
+/// Resumes a stopped server when dropped, so a failing assertion cannot leave it stopped.
+struct Stopped<'a>(&'a ServerProcess);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.0.signal(libc::SIGCONT);
+    }
+}
+
+#[test]
+fn the_client_times_out_a_call_the_server_never_answers() {
+    let key = TestKey::new("calls-frozen");
+    let server = ServerProcess::start(&key.path, &[]);
+    let client = client(server.addr, &key, ClientConfig::default());
+
+    within(Duration::from_secs(30), async {
+        assert_eq!(
+            client.call(Request::Ping).await.expect("ping"),
+            Response::Pong
+        );
+        // A stopped server reads nothing and answers nothing: only the client's own timer
+        // can end these calls.
+        server.signal(libc::SIGSTOP);
+        let stopped = Stopped(&server);
+        // A call with a long timeout goes first, so the connection's timer is set for it;
+        // the short call after it must move the timer earlier.
+        let mut long = Box::pin(client.call_with_timeout(
+            Request::Uppercase("after the thaw".into()),
+            Some(Duration::from_secs(25)),
+        ));
+        assert!(future::poll_once(&mut long).await.is_none());
+        let started = std::time::Instant::now();
+        let short = client
+            .call_with_timeout(Request::Ping, Some(Duration::from_millis(300)))
+            .await;
+        let took = started.elapsed();
+        match short {
+            Err(CallError::Timeout(after)) => assert_eq!(after, Duration::from_millis(300)),
+            other => panic!("expected the client's timeout, got {other:?}"),
+        }
+        assert!(
+            took >= Duration::from_millis(300),
+            "timed out early: {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "the short timeout waited for the long one: {took:?}"
+        );
+
+        // Thawed, the server answers the long call, and the connection is still good.
+        drop(stopped);
+        assert_eq!(
+            long.await.expect("the long call"),
+            Response::Uppercase("AFTER THE THAW".into())
+        );
+        assert_eq!(
+            client.call(Request::Ping).await.expect("ping"),
+            Response::Pong
+        );
+    });
+}
