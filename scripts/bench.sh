@@ -3,7 +3,7 @@
 # (rpc-raw-reference + rpc-client --raw), same engine, same run, same machine.
 #
 # Servers are pinned to one CPU and load clients to another; every wait on a process is a wait
-# on its ready line, never a fixed sleep. Workloads (durations from BENCH_SECS, default 5, and
+# on its ready line, never a fixed sleep. Workloads (durations from BENCH_SECS, default 3, and
 # BENCH_WARMUP, default 1; BENCH_IDLE_CONNS, default 5000):
 #   W1 latency      1 connection, depth 1, uppercase "hello"
 #   W2 multiplexed  1 connection, depth 32
@@ -13,6 +13,14 @@
 #   W6 memory       BENCH_IDLE_CONNS idle connections: server VmRSS growth per connection
 # plus this machine's SHA-256 speed, which W4's target accounts for (see the table footnotes).
 #
+# W1-W5 run in BENCH_ROUNDS rounds (default 3): each round runs W1..W5, each as a kit run and a
+# reference run back to back, kit first in odd rounds and reference first in even rounds. The
+# machine's speed drifts on a scale of seconds, so a kit run and a reference run taken far apart
+# can differ for reasons that have nothing to do with the code; a ratio of two runs taken
+# seconds apart (paired, per round) does not, and alternating the order cancels any bias of
+# going first. The table shows medians over rounds and the median of the per-round ratios.
+# W6 and SHA-256 run once.
+#
 # Prints the table; writes it as markdown to target/bench/latest.md and every raw result to
 # target/bench/*.json. Exits 0 once everything ran (BENCH_STRICT=1: exit 1 if a target fails).
 # Everything it starts is killed on exit.
@@ -20,8 +28,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-BENCH_SECS=${BENCH_SECS:-5}
+BENCH_SECS=${BENCH_SECS:-3}
 BENCH_WARMUP=${BENCH_WARMUP:-1}
+BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_IDLE_CONNS=${BENCH_IDLE_CONNS:-5000}
 BENCH_STRICT=${BENCH_STRICT:-0}
 server_cpu=${BENCH_SERVER_CPU:-0}
@@ -33,9 +42,12 @@ ready_timeout=30
 export ASYNC_STD_THREAD_COUNT=${ASYNC_STD_THREAD_COUNT:-1}
 
 if [ -n "${MAKELEVEL:-}" ]; then invoked="make bench"; else invoked="scripts/bench.sh"; fi
-command_line="BENCH_SECS=$BENCH_SECS BENCH_WARMUP=$BENCH_WARMUP BENCH_IDLE_CONNS=$BENCH_IDLE_CONNS ASYNC_STD_THREAD_COUNT=$ASYNC_STD_THREAD_COUNT $invoked"
+command_line="BENCH_SECS=$BENCH_SECS BENCH_WARMUP=$BENCH_WARMUP BENCH_ROUNDS=$BENCH_ROUNDS BENCH_IDLE_CONNS=$BENCH_IDLE_CONNS ASYNC_STD_THREAD_COUNT=$ASYNC_STD_THREAD_COUNT $invoked"
 
 die() { echo "bench: $*" >&2; exit 1; }
+# Strictly decimal digits: a leading zero would make bash arithmetic read it as octal.
+[[ $BENCH_ROUNDS =~ ^[1-9][0-9]*$ ]] \
+  || die "BENCH_ROUNDS must be an integer >= 1, no leading zero (got: $BENCH_ROUNDS)"
 command -v taskset >/dev/null || die "taskset (util-linux) is needed to pin processes to CPUs"
 command -v python3 >/dev/null || die "python3 is needed to read the JSON results"
 [ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (servers on one, clients on another)"
@@ -221,12 +233,30 @@ record "${sha_cmd[@]}"
 idle w6-kit kit "$kit_pid"
 idle w6-ref ref "$ref_pid"
 
-t=(--duration "$BENCH_SECS" --warmup "$BENCH_WARMUP")
-for side in kit ref; do bench "w1-$side" "$side" "${t[@]}" --conns 1 --depth 1 --method uppercase --payload 5; done
-for side in kit ref; do bench "w2-$side" "$side" "${t[@]}" --conns 1 --depth 32 --method uppercase --payload 5; done
-for side in kit ref; do bench "w3-$side" "$side" "${t[@]}" --conns 64 --depth 1 --method uppercase --payload 5; done
-for side in kit ref; do bench "w4-$side" "$side" "${t[@]}" --conns 4 --depth 1 --method echo --payload 65536; done
-for side in kit ref; do bench "w5-$side" "$side" "${t[@]}" --conns 8 --churn --method uppercase --payload 5; done
+# workload_args N: sets $wargs to the rpc-client bench arguments of workload WN.
+workload_args() {
+  wargs=(--duration "$BENCH_SECS" --warmup "$BENCH_WARMUP")
+  case $1 in
+    1) wargs+=(--conns 1 --depth 1 --method uppercase --payload 5) ;;
+    2) wargs+=(--conns 1 --depth 32 --method uppercase --payload 5) ;;
+    3) wargs+=(--conns 64 --depth 1 --method uppercase --payload 5) ;;
+    4) wargs+=(--conns 4 --depth 1 --method echo --payload 65536) ;;
+    5) wargs+=(--conns 8 --churn --method uppercase --payload 5) ;;
+    *) die "no workload W$1" ;;
+  esac
+}
+
+# Round-major and paired: the kit and reference runs of one workload in one round are back to
+# back, so the machine's speed drift (seconds) hits both alike; their ratio is the measurement.
+# The side that goes first alternates between rounds to cancel any bias of going first.
+for round in $(seq "$BENCH_ROUNDS"); do
+  if [ $((round % 2)) -eq 1 ]; then sides=(kit ref); else sides=(ref kit); fi
+  echo "bench: round $round of $BENCH_ROUNDS (${sides[0]} first)" >&2
+  for w in 1 2 3 4 5; do
+    workload_args "$w"
+    for side in "${sides[@]}"; do bench "w$w-$side-r$round" "$side" "${wargs[@]}"; done
+  done
+done
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -238,54 +268,82 @@ BENCH_OUT=$out BENCH_COMMAND=$command_line BENCH_NPROC=$(nproc) BENCH_CPU=${cpu_
 BENCH_KERNEL="$(uname -sr)" BENCH_COMMIT=$commit BENCH_RUSTC="$(rustc --version)" \
 BENCH_LOAD="$load_before -> $load_after" BENCH_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
 BENCH_SERVER_CPU=$server_cpu BENCH_CLIENT_CPU=$client_cpu BENCH_SECS=$BENCH_SECS \
-BENCH_WARMUP=$BENCH_WARMUP BENCH_IDLE_CONNS=$BENCH_IDLE_CONNS BENCH_STRICT=$BENCH_STRICT \
+BENCH_WARMUP=$BENCH_WARMUP BENCH_ROUNDS=$BENCH_ROUNDS BENCH_IDLE_CONNS=$BENCH_IDLE_CONNS \
+BENCH_STRICT=$BENCH_STRICT \
 python3 - <<'PY'
-import json, os, sys
+import json, os, statistics, sys
 
 env = os.environ
 out = env["BENCH_OUT"]
+R = int(env["BENCH_ROUNDS"])
+rounds = range(1, R + 1)
+nan = float("nan")
+n_rounds = f"{R} round" if R == 1 else f"{R} rounds"
 
 def load(name):
     with open(os.path.join(out, name + ".json")) as f:
         return json.load(f)
 
+def median(xs):
+    # NaNs (a ratio whose reference was 0, a run without calls) are left out; n/a if all are.
+    xs = [x for x in xs if x == x]
+    return statistics.median(xs) if xs else nan
+
 sha = load("sha256")["sha256_bytes_per_sec"] / 1e6  # MB/s
-r = {n: load(n) for n in [f"w{i}-{s}" for i in range(1, 6) for s in ("kit", "ref")]}
+# r["w3-kit"][k] is the report of round k + 1, r["w3-kit-cpu"][k] its CPU use.
+r = {f"w{i}-{s}{x}": [load(f"w{i}-{s}-r{k}{x}") for k in rounds]
+     for i in range(1, 6) for s in ("kit", "ref") for x in ("", "-cpu")}
 for s in ("kit", "ref"):
     r[f"w6-{s}"] = load(f"w6-{s}")
     r[f"w6-{s}-rss"] = load(f"w6-{s}-rss")
 
 def errors(name):
-    return r[name]["errors"]
+    # Summed over all rounds (W6 ran once).
+    rep = r[name]
+    return sum(x["errors"] for x in rep) if isinstance(rep, list) else rep["errors"]
 
 def kib_per_conn(s):
     rss, rep = r[f"w6-{s}-rss"], r[f"w6-{s}"]
     held = rep["connections_held"] or 0
-    return (rss["rss_held_kib"] - rss["rss_before_kib"]) / held if held else float("nan")
+    return (rss["rss_held_kib"] - rss["rss_before_kib"]) / held if held else nan
 
-ref4 = r["w4-ref"]["mb_per_sec"]
-adj4 = 1 / (1 / ref4 + 2 / sha) if ref4 > 0 and sha > 0 else 0.0
+def adjusted(ref):
+    return 1 / (1 / ref + 2 / sha) if ref > 0 and sha > 0 else 0.0
 
-# (workload, unit, kit, ref, better, target factor or None, runs whose errors count)
+def per_round(name, get):
+    return [get(rep) for rep in r[name]]
+
+# The W4 hash-adjusted reference, per round from that round's reference MB/s.
+ref4 = per_round("w4-ref", lambda x: x["mb_per_sec"])
+adj4 = [adjusted(v) for v in ref4]
+
+p50 = lambda x: x["latency_us"]["p50"]
+p99 = lambda x: x["latency_us"]["p99"]
+cps = lambda x: x["calls_per_sec"]
+mbs = lambda x: x["mb_per_sec"]
+conns = lambda x: x["connections_per_sec"] or 0.0
+
+# (workload, unit, kit per round, ref per round, better, target factor or None, runs whose
+# errors count); W6 has one measurement, a list of one.
 rows = [
-    ("W1 latency p50 (1 conn, depth 1)", "us", r["w1-kit"]["latency_us"]["p50"],
-     r["w1-ref"]["latency_us"]["p50"], "lower", None, "w1"),
-    ("W1 latency p99", "us", r["w1-kit"]["latency_us"]["p99"],
-     r["w1-ref"]["latency_us"]["p99"], "lower", 1.2, "w1"),
-    ("W1 calls/s", "calls/s", r["w1-kit"]["calls_per_sec"], r["w1-ref"]["calls_per_sec"],
+    ("W1 latency p50 (1 conn, depth 1)", "us", per_round("w1-kit", p50),
+     per_round("w1-ref", p50), "lower", None, "w1"),
+    ("W1 latency p99", "us", per_round("w1-kit", p99), per_round("w1-ref", p99),
+     "lower", 1.2, "w1"),
+    ("W1 calls/s", "calls/s", per_round("w1-kit", cps), per_round("w1-ref", cps),
      "higher", 0.92, "w1"),
-    ("W2 multiplexed (1 conn, depth 32)", "calls/s", r["w2-kit"]["calls_per_sec"],
-     r["w2-ref"]["calls_per_sec"], "higher", 0.80, "w2"),
-    ("W3 fan-in (64 conns, depth 1)", "calls/s", r["w3-kit"]["calls_per_sec"],
-     r["w3-ref"]["calls_per_sec"], "higher", 0.90, "w3"),
-    ("W4 bulk (echo 64 KiB, 4 conns), raw ref", "MB/s", r["w4-kit"]["mb_per_sec"], ref4,
+    ("W2 multiplexed (1 conn, depth 32)", "calls/s", per_round("w2-kit", cps),
+     per_round("w2-ref", cps), "higher", 0.80, "w2"),
+    ("W3 fan-in (64 conns, depth 1)", "calls/s", per_round("w3-kit", cps),
+     per_round("w3-ref", cps), "higher", 0.90, "w3"),
+    ("W4 bulk (echo 64 KiB, 4 conns), raw ref", "MB/s", per_round("w4-kit", mbs), ref4,
      "higher", None, "w4"),
-    ("W4 bulk vs hash-adjusted ref [a]", "MB/s", r["w4-kit"]["mb_per_sec"], adj4,
+    ("W4 bulk vs hash-adjusted ref [a]", "MB/s", per_round("w4-kit", mbs), adj4,
      "higher", 0.85, "w4"),
-    ("W5 churn (8 loops)", "conns/s", r["w5-kit"]["connections_per_sec"] or 0.0,
-     r["w5-ref"]["connections_per_sec"] or 0.0, "higher", 0.80, "w5"),
-    (f"W6 memory ({env['BENCH_IDLE_CONNS']} idle conns) [b]", "KiB/conn", kib_per_conn("kit"),
-     kib_per_conn("ref"), "lower", "8 KiB", "w6"),
+    ("W5 churn (8 loops)", "conns/s", per_round("w5-kit", conns), per_round("w5-ref", conns),
+     "higher", 0.80, "w5"),
+    (f"W6 memory ({env['BENCH_IDLE_CONNS']} idle conns) [b]", "KiB/conn", [kib_per_conn("kit")],
+     [kib_per_conn("ref")], "lower", "8 KiB", "w6"),
 ]
 
 def fmt(v):
@@ -297,10 +355,18 @@ def fmt(v):
         return f"{v:.1f}"
     return f"{v:.2f}"
 
+def fmt_ratio(v):
+    return "n/a" if v != v else f"{v:.2f}"
+
 table = []
+ratios = []  # per row: the per-round ratios, or None for a single measurement
 failed = []
-for name, unit, kit, ref, better, factor, run in rows:
-    ratio = kit / ref if ref else float("nan")
+for name, unit, kits, refs, better, factor, run in rows:
+    # Paired: round k's kit value over round k's reference value.
+    rs = [k / f if f else nan for k, f in zip(kits, refs)]
+    kit, ref, ratio = median(kits), median(refs), median(rs)
+    single = run == "w6"
+    ratios.append(None if single else rs)
     errs = f"{errors(run + '-kit')}/{errors(run + '-ref')}"
     if factor is None:
         target, verdict = "—", "—"
@@ -319,31 +385,40 @@ for name, unit, kit, ref, better, factor, run in rows:
         verdict = "pass" if ok else "FAIL"
         if not ok:
             failed.append(name)
-    table.append([name, f"{fmt(kit)} {unit}", f"{fmt(ref)} {unit}",
-                  f"{fmt(ratio)}×", target, verdict, errs])
-table.append(["SHA-256, one core, 64 KiB buffers", f"{fmt(sha)} MB/s", "", "", "—", "—", ""])
+    table.append([name, f"{fmt(kit)} {unit}", f"{fmt(ref)} {unit}", f"{fmt(ratio)}×",
+                  "—" if single else " ".join(fmt_ratio(x) for x in rs), target, verdict, errs])
+table.append(["SHA-256, one core, 64 KiB buffers", f"{fmt(sha)} MB/s", "", "", "—", "—", "—",
+              ""])
+ratios.append(None)
 
-head = ["workload", "kit", "reference", "kit ÷ ref", "target", "result", "errors kit/ref"]
+head = ["workload", "kit", "reference", "kit ÷ ref", "per round", "target", "result",
+        "errors kit/ref"]
 widths = [max(len(row[i]) for row in table + [head]) for i in range(len(head))]
 def line(cells):
     return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
 lines = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
 lines += [line(row) for row in table]
 
-# Where the time went: CPU used by each process during each run, as a share of one core.
+# Where the time went: CPU used by each process during each run, as a share of one core;
+# each quantity computed per round, then the median over rounds.
+def cpu_round(c, rep):
+    wall = c["wall_secs"] or nan
+    calls = rep["calls"] or nan
+    per_call = lambda cpu: cpu / wall * rep["duration_secs"] / calls * 1e6
+    return (c["server_cpu_secs"] / wall * 100, c["client_cpu_secs"] / wall * 100,
+            per_call(c["server_cpu_secs"]), per_call(c["client_cpu_secs"]))
+
+def pct(v):
+    return "n/a" if v != v else f"{v:.0f} %"
+
 cpu_rows = []
 for i, label in [(1, "W1 latency"), (2, "W2 multiplexed"), (3, "W3 fan-in"), (4, "W4 bulk"),
                  (5, "W5 churn")]:
     cells = [label]
     for s in ("kit", "ref"):
-        c = load(f"w{i}-{s}-cpu")
-        rep = r[f"w{i}-{s}"]
-        wall = c["wall_secs"] or float("nan")
-        calls = rep["calls"] or float("nan")
-        per_call = lambda cpu: cpu / wall * rep["duration_secs"] / calls * 1e6
-        cells += [f"{c['server_cpu_secs'] / wall * 100:.0f} %",
-                  f"{c['client_cpu_secs'] / wall * 100:.0f} %",
-                  f"{fmt(per_call(c['server_cpu_secs']))} / {fmt(per_call(c['client_cpu_secs']))}"]
+        per = [cpu_round(c, rep) for c, rep in zip(r[f"w{i}-{s}-cpu"], r[f"w{i}-{s}"])]
+        srv, cli, us_srv, us_cli = (median(q) for q in zip(*per))
+        cells += [pct(srv), pct(cli), f"{fmt(us_srv)} / {fmt(us_cli)}"]
     cpu_rows.append(cells)
 cpu_head = ["run", "kit server CPU", "kit client CPU", "kit CPU us/call srv/cli",
             "ref server CPU", "ref client CPU", "ref CPU us/call srv/cli"]
@@ -355,25 +430,39 @@ cpu_lines += [cline(row) for row in cpu_rows]
 cpu_note = ("CPU: user + system time of the server process (/proc/PID/stat) and of the load "
             "client over the whole client run (connect, warmup, window, close), as a share of "
             "one core (the server is pinned to one CPU, so 100 % means that core was saturated). "
-            "us/call ≈ CPU per second of run × window ÷ calls counted (W5: per connection).")
+            "us/call ≈ CPU per second of run × window ÷ calls counted (W5: per connection). "
+            + ("" if R == 1 else
+               f"Each figure is the median over the {R} rounds of that figure per round."))
 
 w6 = {s: r[f"w6-{s}-rss"] for s in ("kit", "ref")}
 held = {s: r[f"w6-{s}"]["connections_held"] for s in ("kit", "ref")}
+adj_note = ("" if R == 1 else
+            f" Computed per round from that round's ref and paired with that round's kit run; "
+            f"the figures here are medians over rounds.")
 notes = [
-    f"[a] Adjusted reference = 1 / (1/ref + 2/sha) with ref = {fmt(ref4)} MB/s (the raw "
+    f"[a] Adjusted reference = 1 / (1/ref + 2/sha) with ref = {fmt(median(ref4))} MB/s (the raw "
     f"reference's request+response payload throughput) and sha = {fmt(sha)} MB/s (SHA-256 on "
     f"one core): the kit tags and checks every frame, i.e. per call the request and the "
     f"response payload (2 × 64 KiB counted) are each hashed twice (tag by the sender, check by "
     f"the receiver) = 4 × 64 KiB hashed, 2 bytes hashed per counted byte, taken as if none of "
-    f"it overlapped. Adjusted = {fmt(adj4)} MB/s; target kit ≥ 0.85 × adjusted.",
+    f"it overlapped. Adjusted = {fmt(median(adj4))} MB/s; target kit ≥ 0.85 × adjusted."
+    f"{adj_note}",
     f"[b] (VmRSS of the server while holding − VmRSS before) ÷ connections held: kit "
     f"{w6['kit']['rss_before_kib']} → {w6['kit']['rss_held_kib']} KiB over {held['kit']} "
     f"connections, reference {w6['ref']['rss_before_kib']} → {w6['ref']['rss_held_kib']} KiB "
-    f"over {held['ref']}. Measured first, on freshly started servers. Kernel socket buffers "
-    f"are not in VmRSS.",
+    f"over {held['ref']}. Measured once, first, on freshly started servers. Kernel socket "
+    f"buffers are not in VmRSS.",
     "Latency is per call as seen by the client (p50/p99 from an HDR histogram); calls/s and "
     "MB/s count only calls completed inside the measured window; MB/s is request + response "
-    "payload, decimal megabytes. A target fails if either side counted errors.",
+    "payload, decimal megabytes. A target fails if either side counted errors in any round "
+    "(errors are summed over rounds).",
+    "Method: this machine's speed drifts between a fast and a slow state over seconds, so two "
+    "runs taken far apart can differ by tens of per cent for reasons unrelated to the code. "
+    "Each round therefore runs the kit and the reference of a workload back to back and takes "
+    "their ratio (a paired ratio compares runs seconds apart); kit ÷ ref and the verdict use "
+    "the median of those per-round ratios (shown under \"per round\", in round order), which "
+    "need not equal the kit median ÷ the reference median. Odd rounds run the kit first, even "
+    "rounds the reference, to cancel any bias of going first.",
 ]
 
 header = [
@@ -384,6 +473,9 @@ header = [
     f"pinning: servers on CPU {env['BENCH_SERVER_CPU']}, load clients on CPU "
     f"{env['BENCH_CLIENT_CPU']}; {env['BENCH_SECS']} s measured after {env['BENCH_WARMUP']} s "
     f"warmup per run; load average {env['BENCH_LOAD']}",
+    f"rounds: W1-W5 ran {n_rounds}, kit and reference interleaved "
+    f"(odd rounds kit first); table values are medians over rounds, ratios are medians of "
+    f"per-round paired ratios (W6 and SHA-256 ran once)",
 ]
 
 print()
@@ -399,21 +491,30 @@ print(cpu_note)
 print(f"\nresults: {out}/latest.md, {out}/*.json")
 
 with open(os.path.join(out, "commands.txt")) as f:
-    commands = [c.strip() for c in f if c.strip()]
+    # Every round repeats the same W1-W5 commands: list each once (commands.txt has them all).
+    commands = list(dict.fromkeys(c.strip() for c in f if c.strip()))
 md = ["# rpckit benchmark: kit vs raw reference", ""]
 md += [f"- {h}" for h in header]
 md += ["", *lines, "", *[f"{n}\n" for n in notes], "Where the time went:", "", *cpu_lines, "",
-       cpu_note, "", "Commands run (`$TMP` is a temporary dir):",
+       cpu_note, "", f"Commands run (`$TMP` is a temporary dir; W1-W5 once per round, {n_rounds}):",
        "", "```", *commands, "```", ""]
 with open(os.path.join(out, "latest.md"), "w") as f:
     f.write("\n".join(md))
 
+def num(v):
+    # JSON has no NaN: null stands for "not available".
+    return None if v != v else v
+
+keys = ["workload", "kit", "reference", "ratio", "target", "result", "errors"]
 summary = {
     "command": env["BENCH_COMMAND"], "date": env["BENCH_DATE"], "commit": env["BENCH_COMMIT"],
     "nproc": int(env["BENCH_NPROC"]), "cpu": env["BENCH_CPU"], "kernel": env["BENCH_KERNEL"],
-    "sha256_mb_per_sec": sha, "w4_adjusted_ref_mb_per_sec": adj4,
-    "rows": [dict(zip(["workload", "kit", "reference", "ratio", "target", "result", "errors"], row))
-             for row in table],
+    "rounds": R,
+    "sha256_mb_per_sec": sha, "w4_adjusted_ref_mb_per_sec": num(median(adj4)),
+    "w4_adjusted_ref_mb_per_sec_per_round": [num(v) for v in adj4],
+    "rows": [{**dict(zip(keys, row[:4] + row[5:])),
+              "per_round": None if rs is None else [num(v) for v in rs]}
+             for row, rs in zip(table, ratios)],
     "failed": failed,
 }
 with open(os.path.join(out, "summary.json"), "w") as f:
