@@ -13,7 +13,7 @@
 #   W6 memory       BENCH_IDLE_CONNS idle connections: server VmRSS growth per connection
 # plus this machine's SHA-256 speed, which W4's target accounts for (see the table footnotes).
 #
-# W1-W5 run in BENCH_ROUNDS rounds (default 3): each round runs W1..W5, each as a kit run and a
+# W1-W5 run in BENCH_ROUNDS rounds (default 5): each round runs W1..W5, each as a kit run and a
 # reference run back to back, kit first in odd rounds and reference first in even rounds. The
 # machine's speed drifts on a scale of seconds, so a kit run and a reference run taken far apart
 # can differ for reasons that have nothing to do with the code; a ratio of two runs taken
@@ -30,7 +30,7 @@ root=$PWD
 
 BENCH_SECS=${BENCH_SECS:-3}
 BENCH_WARMUP=${BENCH_WARMUP:-1}
-BENCH_ROUNDS=${BENCH_ROUNDS:-3}
+BENCH_ROUNDS=${BENCH_ROUNDS:-5}
 BENCH_IDLE_CONNS=${BENCH_IDLE_CONNS:-5000}
 BENCH_STRICT=${BENCH_STRICT:-0}
 server_cpu=${BENCH_SERVER_CPU:-0}

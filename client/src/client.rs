@@ -12,6 +12,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rpckit_proto::timer::Sleep;
 use rpckit_proto::{KeyId, SecretKey};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -196,7 +197,7 @@ where
                         ));
                     }
                 }
-                async_io::Timer::after(delay).await;
+                Sleep::after(delay).await;
             }
             *reconnects += 1;
             match Connection::open(&self.addr, &self.key_id, &self.key, &self.config).await {

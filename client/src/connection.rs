@@ -4,7 +4,8 @@
 //!
 //! The reader task also keeps the calls' timeouts: one timer per connection, set for the
 //! earliest of the next keepalive check and the earliest call deadline, instead of one timer
-//! per call (a per-call timer costs a reactor registration and removal on every call). While
+//! per call (a per-call timer costs an insertion into and a removal from the process-wide
+//! timer table, under its lock, on every call). While
 //! the reader task is itself writing (a pong, or cancels for calls that timed out) to a server
 //! that does not read, a timeout can come late by up to the write timeout, as a caller's own
 //! write can.
@@ -28,6 +29,7 @@ use async_channel::{Receiver, Sender};
 use futures_lite::{future, FutureExt};
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_server;
+use rpckit_proto::timer::Sleep;
 use rpckit_proto::{
     ClientMessage, HandshakeError, KeyId, Outbox, OutboxError, SecretKey, ServerMessage,
     SessionError, SessionReader, SocketReader, TcpSocket,
@@ -81,14 +83,14 @@ pub(crate) struct Deadline {
 /// The reader task's one timer, shared so that a caller can move it earlier for its deadline.
 struct Alarm {
     /// Wakes the reader task (the only task that polls it).
-    timer: async_io::Timer,
+    timer: Sleep,
     /// When it is set to fire; `None` once it has fired.
     at: Option<Instant>,
 }
 
 impl Alarm {
-    /// Makes the alarm fire at `at` at the latest. Moving a timer costs a reactor
-    /// registration, so it moves only when it must fire earlier: a wake-up that comes early
+    /// Makes the alarm fire at `at` at the latest. Moving a timer takes the process-wide
+    /// timer table's lock, so it moves only when it must fire earlier: a wake-up that comes early
     /// finds nothing to do and sets it again.
     fn ring_by(&mut self, at: Instant) {
         if self.at.is_none_or(|armed| at < armed) {
@@ -296,7 +298,7 @@ where
             })
         }
         .or(async {
-            async_io::Timer::after(timeout).await;
+            Sleep::after(timeout).await;
             Err(ConnectError::Timeout {
                 addr: addr.to_owned(),
                 after: timeout,
@@ -328,7 +330,7 @@ where
                 closed: None,
                 by_id: HashMap::default(),
                 alarm: Alarm {
-                    timer: async_io::Timer::never(),
+                    timer: Sleep::never(),
                     at: None,
                 },
             }),
@@ -376,7 +378,7 @@ where
         self.state
             .wait_dead()
             .or(async {
-                async_io::Timer::after(limit).await;
+                Sleep::after(limit).await;
             })
             .await;
     }

@@ -405,7 +405,7 @@ async fn with_timeout<T>(
     fut: impl std::future::Future<Output = Result<T, HandshakeError>>,
 ) -> Result<T, HandshakeError> {
     futures_lite::future::or(fut, async {
-        async_io::Timer::after(timeout).await;
+        crate::timer::Sleep::after(timeout).await;
         Err(HandshakeError::Timeout(timeout))
     })
     .await

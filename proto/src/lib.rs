@@ -13,8 +13,9 @@
 //!    1.3.3 with one fixed, bounded configuration);
 //! 5. [`demo`]: the demo service's enums.
 //!
-//! [`outbox`] is the shared, coalescing outgoing side of a connection; [`keyring`] holds key
-//! ids, secrets and the keyring file format.
+//! [`outbox`] is the shared, coalescing outgoing side of a connection; [`transport`] the socket
+//! both halves share; [`timer`] the deadlines that cost no system call to set; [`keyring`] holds
+//! key ids, secrets and the keyring file format.
 //!
 //! The byte-exact specification, with test vectors, is `docs/PROTOCOL.md`.
 
@@ -29,6 +30,7 @@ pub mod keyring;
 pub mod message;
 pub mod outbox;
 pub mod session;
+pub mod timer;
 pub mod transport;
 
 pub use codec::{DecodeError, EncodeError};

@@ -210,7 +210,7 @@ where
         };
         written
             .or(async {
-                async_io::Timer::after(timeout).await;
+                crate::timer::Sleep::after(timeout).await;
                 Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out"))
             })
             .await

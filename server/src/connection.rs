@@ -21,6 +21,7 @@ use futures_lite::io::AsyncReadExt;
 use futures_lite::{FutureExt, StreamExt};
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_client;
+use rpckit_proto::timer::Sleep;
 use rpckit_proto::{
     ClientMessage, DecodeError, HandshakeError, KeyId, Outbox, OutboxError, RpcError,
     ServerMessage, SessionError, SessionReader, SocketReader, TcpSocket,
@@ -143,7 +144,7 @@ pub(crate) async fn linger_and_close(stream: &TcpSocket, linger: Duration) {
     };
     drain
         .or(async {
-            async_io::Timer::after(linger).await;
+            Sleep::after(linger).await;
         })
         .await;
     let _ = stream.shutdown(Shutdown::Both);
@@ -247,7 +248,7 @@ impl<S: Service> Connection<'_, S> {
         let mut reading = true;
         // One timer for the loop, moved only when it must fire earlier (or has fired): the
         // deadlines move with every frame, and re-arming a timer per frame costs.
-        let mut timer = async_io::Timer::never();
+        let mut timer = Sleep::never();
         let mut armed: Option<Instant> = None;
         // Made once: waiting on the shutdown signal registers a listener, and doing that for
         // every frame would cost an allocation each time.
@@ -529,7 +530,7 @@ impl<S: Service> Connection<'_, S> {
                     Some(at) => Some(
                         handler
                             .or(async {
-                                async_io::Timer::at(at).await;
+                                Sleep::at(at).await;
                                 Err(RpcError::DeadlineExceeded)
                             })
                             .await,

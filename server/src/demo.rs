@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use rpckit_proto::demo::{Request, Response};
+use rpckit_proto::timer::Sleep;
 use rpckit_proto::RpcError;
 
 use crate::service::{CallContext, Service};
@@ -28,7 +29,7 @@ impl Service for DemoService {
                 "sleep of {ms} ms is over the limit of {MAX_SLEEP_MS} ms"
             ))),
             Request::Sleep { ms } => {
-                async_io::Timer::after(Duration::from_millis(ms)).await;
+                Sleep::after(Duration::from_millis(ms)).await;
                 Ok(Response::Slept { ms })
             }
         }

@@ -13,6 +13,7 @@ use async_std::net::TcpListener;
 use futures_lite::io::AsyncWriteExt;
 use futures_lite::FutureExt;
 use rpckit_proto::handshake::server_refusal;
+use rpckit_proto::timer::Sleep;
 use rpckit_proto::{BufferBudget, Keyring, Refusal, TcpSocket};
 use tracing::{info, warn};
 
@@ -114,7 +115,7 @@ impl<S: Service> Server<S> {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         warn!(error = %e, "accept failed; backing off");
-                        async_io::Timer::after(ACCEPT_BACKOFF).await;
+                        Sleep::after(ACCEPT_BACKOFF).await;
                         continue;
                     }
                 };
@@ -141,7 +142,7 @@ impl<S: Service> Server<S> {
                 true
             },
             async {
-                async_io::Timer::after(limit).await;
+                Sleep::after(limit).await;
                 false
             },
         )
@@ -231,7 +232,7 @@ impl<S: Service> Server<S> {
             };
             refused
                 .or(async {
-                    async_io::Timer::after(REFUSAL_LINGER).await;
+                    Sleep::after(REFUSAL_LINGER).await;
                 })
                 .await;
             let _ = stream.shutdown(std::net::Shutdown::Both);

@@ -58,7 +58,14 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let code = async_std::task::block_on(serve(args));
+    // Serve from a task on the executor and let the main thread only wait, as `rpc-server`
+    // does: with `block_on` here the main thread would run the accept loop and take turns with
+    // the executor's thread at the reactor, handing work between threads on every event.
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    async_std::task::spawn(async move {
+        let _ = tx.send(serve(args).await);
+    });
+    let code = rx.recv().unwrap_or(101);
     std::process::exit(code);
 }
 

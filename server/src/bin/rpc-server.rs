@@ -235,7 +235,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let ids: Vec<&str> = keys.ids().map(|id| id.as_str()).collect();
     info!(keys = ?ids, "keys loaded");
     let config = args.config();
-    async_std::task::block_on(async move {
+    run_on_executor(async move {
         let signals = match async_signal::Signals::new([
             async_signal::Signal::Term,
             async_signal::Signal::Int,
@@ -307,4 +307,23 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// Runs `future` to completion as a task on the async-std executor and blocks this thread
+/// until it is done. The main thread then only waits on a channel, instead of running the
+/// accept loop and polling the reactor itself: with `block_on` here, two threads (this one and
+/// the executor's) would take turns at the reactor and hand every new connection and every
+/// readiness event from one to the other, a thread switch each time.
+fn run_on_executor<T: Send + 'static>(
+    future: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    async_std::task::spawn(async move {
+        let _ = tx.send(future.await);
+    });
+    match rx.recv() {
+        Ok(value) => value,
+        // The task only drops the sender after sending, unless it panicked.
+        Err(_) => std::process::exit(101),
+    }
 }

@@ -1,0 +1,384 @@
+//! Timers for the kit's deadlines (handshake, keepalive, idle, call and write timeouts) that
+//! cost no system call to set or cancel.
+//!
+//! Almost every one of these timers is cancelled long before it fires: a handshake takes
+//! microseconds against a 10-second deadline. `async_io::Timer` wakes its reactor on every
+//! timer it registers (an `eventfd` write, an extra `epoll_wait` round with its
+//! `timerfd_settime` and two `epoll_ctl` re-arms: five system calls), which on a busy
+//! connection-churning server cost more than the handshake's hashing. Here one process-wide
+//! thread keeps the timers in an ordered map and sleeps until the earliest one; registering a
+//! timer takes a lock and a map insertion, and wakes that thread only when the new timer is
+//! due before the one it sleeps for. Firing a timer wakes its task as `async_io::Timer` would.
+//!
+//! If the thread cannot be started (the process is out of threads), timers fall back to
+//! `async_io::Timer`, so a deadline is never lost.
+//!
+//! ```
+//! use std::time::Duration;
+//! use rpckit_proto::timer::Sleep;
+//!
+//! futures_lite::future::block_on(async {
+//!     let started = std::time::Instant::now();
+//!     Sleep::after(Duration::from_millis(5)).await;
+//!     assert!(started.elapsed() >= Duration::from_millis(5));
+//! });
+//! ```
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// Every timer of the process that is waiting, and the thread that fires them.
+struct Wheel {
+    /// The timers and the thread's plan.
+    inner: Mutex<Inner>,
+    /// Wakes the timer thread when a timer is due before the one it sleeps for.
+    wake_thread: Condvar,
+}
+
+struct Inner {
+    /// Waiting timers by (deadline, id); the id tells apart timers with the same deadline.
+    timers: BTreeMap<(Instant, u64), Waker>,
+    /// Next timer id.
+    next_id: u64,
+    /// When the timer thread will next look at the map on its own (`None`: only when woken).
+    thread_wakes_at: Option<Instant>,
+}
+
+impl Wheel {
+    /// The process's wheel with its thread running, or `None` if no thread could be started.
+    fn get() -> Option<&'static Wheel> {
+        static WHEEL: OnceLock<Option<&'static Wheel>> = OnceLock::new();
+        *WHEEL.get_or_init(|| {
+            let wheel: &'static Wheel = Box::leak(Box::new(Wheel {
+                inner: Mutex::new(Inner {
+                    timers: BTreeMap::new(),
+                    next_id: 0,
+                    thread_wakes_at: None,
+                }),
+                wake_thread: Condvar::new(),
+            }));
+            std::thread::Builder::new()
+                .name("rpckit-timer".into())
+                .spawn(move || wheel.run())
+                .ok()
+                .map(|_| wheel)
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Nothing panics while holding this lock (wakers are woken outside it).
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The timer thread: wakes the tasks of due timers, then sleeps until the next one.
+    fn run(&self) {
+        let mut inner = self.lock();
+        let mut due = Vec::new();
+        loop {
+            let now = Instant::now();
+            while let Some(entry) = inner.timers.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                due.push(entry.remove());
+            }
+            if !due.is_empty() {
+                drop(inner);
+                for waker in due.drain(..) {
+                    // A waker that panics must not stop every other timer of the process.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| waker.wake()));
+                }
+                inner = self.lock();
+                continue;
+            }
+            let next = inner.timers.keys().next().map(|&(at, _)| at);
+            inner.thread_wakes_at = next;
+            inner = match next {
+                Some(at) => {
+                    self.wake_thread
+                        .wait_timeout(inner, at.saturating_duration_since(now))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => self
+                    .wake_thread
+                    .wait(inner)
+                    .unwrap_or_else(|e| e.into_inner()),
+            };
+        }
+    }
+
+    /// Registers a timer (or replaces the waker of one registered under `key`); returns its key.
+    fn register(&self, key: Option<(Instant, u64)>, at: Instant, waker: &Waker) -> (Instant, u64) {
+        let mut inner = self.lock();
+        let key = key.unwrap_or_else(|| {
+            inner.next_id += 1;
+            (at, inner.next_id)
+        });
+        inner.timers.insert(key, waker.clone());
+        if inner.thread_wakes_at.is_none_or(|planned| at < planned) {
+            inner.thread_wakes_at = Some(at);
+            self.wake_thread.notify_one();
+        }
+        key
+    }
+
+    fn cancel(&self, key: (Instant, u64)) {
+        self.lock().timers.remove(&key);
+    }
+}
+
+/// How a [`Sleep`] is waiting.
+#[derive(Debug)]
+enum Waiting {
+    /// Not registered anywhere (not polled yet, fired, or set to never).
+    No,
+    /// In the wheel under this key, with a clone of the waker it holds there.
+    Wheel((Instant, u64), Waker),
+    /// In the reactor (no timer thread could be started).
+    Reactor(async_io::Timer),
+}
+
+/// A future that completes at a given instant; it can be moved with [`Sleep::set_at`].
+///
+/// Once it has completed it stays pending until it is set again, like a one-shot
+/// `async_io::Timer`. Dropping it cancels it.
+#[derive(Debug)]
+pub struct Sleep {
+    /// When it completes; `None`: never (or it already has).
+    at: Option<Instant>,
+    /// Its registration.
+    waiting: Waiting,
+}
+
+impl Sleep {
+    /// Completes at `at`.
+    pub fn at(at: Instant) -> Self {
+        Sleep {
+            at: Some(at),
+            waiting: Waiting::No,
+        }
+    }
+
+    /// Completes `after` from now.
+    pub fn after(after: Duration) -> Self {
+        Sleep::at(Instant::now() + after)
+    }
+
+    /// Never completes (until set).
+    pub fn never() -> Self {
+        Sleep {
+            at: None,
+            waiting: Waiting::No,
+        }
+    }
+
+    /// Makes it complete at `at` instead (also after it has completed). A task already
+    /// waiting on it is woken at the new time, without polling it again first.
+    pub fn set_at(&mut self, at: Instant) {
+        self.at = Some(at);
+        match &mut self.waiting {
+            Waiting::Wheel(key, waker) => {
+                if let Some(wheel) = Wheel::get() {
+                    wheel.cancel(*key);
+                    *key = wheel.register(None, at, waker);
+                }
+            }
+            Waiting::Reactor(timer) => timer.set_at(at),
+            Waiting::No => {}
+        }
+    }
+
+    /// When it will complete, if it is set.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.at
+    }
+
+    fn unregister(&mut self) {
+        match std::mem::replace(&mut self.waiting, Waiting::No) {
+            Waiting::Wheel(key, _) => {
+                if let Some(wheel) = Wheel::get() {
+                    wheel.cancel(key);
+                }
+            }
+            Waiting::Reactor(_) | Waiting::No => {}
+        }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let Some(at) = this.at else {
+            return Poll::Pending;
+        };
+        if Instant::now() >= at {
+            this.unregister();
+            this.at = None;
+            return Poll::Ready(());
+        }
+        match &mut this.waiting {
+            Waiting::Wheel(_, waker) if waker.will_wake(cx.waker()) => Poll::Pending,
+            Waiting::Reactor(timer) => match Pin::new(timer).poll(cx) {
+                Poll::Ready(_) => {
+                    this.waiting = Waiting::No;
+                    this.at = None;
+                    Poll::Ready(())
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            waiting => {
+                let key = match waiting {
+                    Waiting::Wheel(key, _) => Some(*key),
+                    _ => None,
+                };
+                *waiting = match Wheel::get() {
+                    Some(wheel) => {
+                        Waiting::Wheel(wheel.register(key, at, cx.waker()), cx.waker().clone())
+                    }
+                    None => {
+                        let mut timer = async_io::Timer::at(at);
+                        if Pin::new(&mut timer).poll(cx).is_ready() {
+                            this.at = None;
+                            this.waiting = Waiting::No;
+                            return Poll::Ready(());
+                        }
+                        Waiting::Reactor(timer)
+                    }
+                };
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future;
+
+    #[test]
+    fn fires_in_deadline_order_and_not_before() {
+        future::block_on(async {
+            let start = Instant::now();
+            let late = Sleep::after(Duration::from_millis(40));
+            let early = Sleep::after(Duration::from_millis(10));
+            let first = future::or(
+                async {
+                    late.await;
+                    40
+                },
+                async {
+                    early.await;
+                    10
+                },
+            )
+            .await;
+            assert_eq!(first, 10);
+            assert!(start.elapsed() >= Duration::from_millis(10));
+        });
+    }
+
+    #[test]
+    fn an_earlier_timer_wakes_the_thread_sleeping_for_a_later_one() {
+        future::block_on(async {
+            // The thread sleeps for the long timer; the short one must not wait for it.
+            let long = Sleep::after(Duration::from_secs(3600));
+            let mut long = Box::pin(long);
+            assert!(future::poll_once(&mut long).await.is_none());
+            let short = async {
+                Sleep::after(Duration::from_millis(5)).await;
+                true
+            };
+            let backstop = async {
+                async_io::Timer::after(Duration::from_secs(10)).await;
+                false
+            };
+            assert!(
+                future::or(short, backstop).await,
+                "the short timer did not fire"
+            );
+        });
+    }
+
+    #[test]
+    fn set_at_moves_it_and_revives_it_after_it_fired() {
+        future::block_on(async {
+            let mut sleep = Sleep::after(Duration::from_secs(3600));
+            assert!(future::poll_once(&mut sleep).await.is_none());
+            sleep.set_at(Instant::now() + Duration::from_millis(2));
+            (&mut sleep).await;
+            // Fired: pending until set again.
+            assert!(sleep.deadline().is_none());
+            assert!(future::poll_once(&mut sleep).await.is_none());
+            sleep.set_at(Instant::now());
+            (&mut sleep).await;
+        });
+    }
+
+    #[test]
+    fn moving_it_earlier_wakes_the_task_already_waiting_on_it() {
+        // One task waits on the timer; another moves it earlier without polling it (as the
+        // client's callers move the reader task's alarm).
+        let sleep = std::sync::Arc::new(std::sync::Mutex::new(Sleep::after(Duration::from_secs(
+            3600,
+        ))));
+        let waiter = {
+            let sleep = sleep.clone();
+            future::poll_fn(move |cx| {
+                let mut sleep = sleep.lock().unwrap();
+                Pin::new(&mut *sleep).poll(cx)
+            })
+        };
+        future::block_on(async {
+            let mut waiter = Box::pin(waiter);
+            assert!(future::poll_once(&mut waiter).await.is_none());
+            sleep
+                .lock()
+                .unwrap()
+                .set_at(Instant::now() + Duration::from_millis(5));
+            let backstop = async {
+                async_io::Timer::after(Duration::from_secs(10)).await;
+                false
+            };
+            let woke = async {
+                waiter.await;
+                true
+            };
+            assert!(
+                future::or(woke, backstop).await,
+                "the moved timer never woke its task"
+            );
+        });
+    }
+
+    #[test]
+    fn never_stays_pending_and_dropping_cancels() {
+        future::block_on(async {
+            let mut never = Sleep::never();
+            assert!(future::poll_once(&mut never).await.is_none());
+            let mut dropped = Sleep::after(Duration::from_secs(3600));
+            assert!(future::poll_once(&mut dropped).await.is_none());
+            let key = match &dropped.waiting {
+                Waiting::Wheel(key, _) => *key,
+                other => panic!("expected a wheel registration, got {other:?}"),
+            };
+            drop(dropped);
+            let wheel = Wheel::get().expect("the timer thread runs in tests");
+            assert!(!wheel.lock().timers.contains_key(&key));
+        });
+    }
+}
