@@ -99,8 +99,8 @@ where
             .await
     }
 
-    /// Calls with `timeout` (`None`: wait for ever). The timeout is also the deadline the
-    /// server enforces. Dropping the returned future cancels the call on the server; if it is
+    /// Calls with `timeout` (`None`, or one too long to represent: wait for ever). The timeout
+    /// is also the deadline the server enforces. Dropping the returned future cancels the call on the server; if it is
     /// dropped while it is itself writing to the socket (rare: writes are short), part of a
     /// frame may have left, and the connection is closed — other calls on it then end as if
     /// the connection had died.
@@ -109,7 +109,8 @@ where
         request: Req,
         timeout: Option<Duration>,
     ) -> Result<Resp, CallError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too long for an `Instant` (`Duration::MAX`, say) means no timeout.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut request = request;
         let mut reconnects = 0u32;
         loop {

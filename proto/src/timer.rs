@@ -165,9 +165,12 @@ impl Sleep {
         }
     }
 
-    /// Completes `after` from now.
+    /// Completes `after` from now (never, if that is past what an `Instant` can hold).
     pub fn after(after: Duration) -> Self {
-        Sleep::at(Instant::now() + after)
+        match Instant::now().checked_add(after) {
+            Some(at) => Sleep::at(at),
+            None => Sleep::never(),
+        }
     }
 
     /// Never completes (until set).
@@ -362,6 +365,15 @@ mod tests {
                 future::or(woke, backstop).await,
                 "the moved timer never woke its task"
             );
+        });
+    }
+
+    #[test]
+    fn a_duration_too_long_for_an_instant_never_fires() {
+        future::block_on(async {
+            let mut forever = Sleep::after(Duration::MAX);
+            assert!(forever.deadline().is_none());
+            assert!(future::poll_once(&mut forever).await.is_none());
         });
     }
 
