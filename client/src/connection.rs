@@ -539,8 +539,15 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
                             Ok(Err(e)) => Err(CallError::Decode(e.to_string())),
                             Err(rpc) => Err(CallError::Rpc(rpc)),
                         };
-                        if let Some(call) = state.calls().by_id.remove(&id) {
+                        let call = state.calls().by_id.remove(&id);
+                        if let Some(call) = call {
                             call.reply.send(Outcome::Done(outcome));
+                            if !reader.has_buffered_frame() {
+                                // Let the caller just woken run before this task goes back
+                                // to the socket: re-arming the read costs a system call,
+                                // and the caller's next request should not wait behind it.
+                                future::yield_now().await;
+                            }
                         }
                     }
                     ServerMessage::Ping { nonce } => {

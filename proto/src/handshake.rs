@@ -447,19 +447,53 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    accept_reporting(r, w, keyring, config, || {}).await
+}
+
+/// Like [`accept`], and calls `on_auth_failure` when the client's proof fails (an unknown key
+/// id or a wrong key) *before* the refusal is sent: a server that counts failures per address
+/// has counted this one before the client can learn of it and try again.
+pub async fn accept_reporting<R, W>(
+    r: R,
+    w: W,
+    keyring: &Keyring,
+    config: &HandshakeConfig,
+    on_auth_failure: impl FnOnce(),
+) -> Result<Session<R, W>, HandshakeError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     with_timeout(
         config.timeout,
-        accept_with_nonce(r, w, keyring, config, nonce()),
+        accept_inner(r, w, keyring, config, nonce(), on_auth_failure),
     )
     .await
 }
 
+/// [`accept`] with a fixed server nonce, for test vectors.
+#[cfg(test)]
 pub(crate) async fn accept_with_nonce<R, W>(
+    r: R,
+    w: W,
+    keyring: &Keyring,
+    config: &HandshakeConfig,
+    nonce_s: [u8; NONCE_LEN],
+) -> Result<Session<R, W>, HandshakeError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    accept_inner(r, w, keyring, config, nonce_s, || {}).await
+}
+
+async fn accept_inner<R, W>(
     r: R,
     mut w: W,
     keyring: &Keyring,
     config: &HandshakeConfig,
     nonce_s: [u8; NONCE_LEN],
+    on_auth_failure: impl FnOnce(),
 ) -> Result<Session<R, W>, HandshakeError>
 where
     R: AsyncRead + Unpin,
@@ -499,6 +533,7 @@ where
         .is_ok();
     reader.consume(CLIENT_PROOF_LEN);
     if known.is_none() || !verified {
+        on_auth_failure();
         let _ = send(&mut w, &[TYPE_SERVER_PROOF, Refusal::AuthFailed.code()]).await;
         return Err(match known {
             None => HandshakeError::UnknownKeyId(key_id.as_str().to_owned()),

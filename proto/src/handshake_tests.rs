@@ -24,10 +24,10 @@ use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::demo::{Request, Response};
 use crate::frame::{split_frame, FrameError, FrameLimits, DEFAULT_MAX_FRAME};
 use crate::handshake::{
-    accept, accept_with_nonce, client_hello, client_proof, connect, connect_with_nonce,
-    derive_session_keys, nonce, os_random, server_hello, server_proof, server_refusal,
-    HandshakeConfig, HandshakeError, Refusal, SessionKeys, MAGIC, NONCE_LEN, TYPE_CLIENT_HELLO,
-    TYPE_CLIENT_PROOF, TYPE_SERVER_HELLO, TYPE_SERVER_PROOF,
+    accept, accept_reporting, accept_with_nonce, client_hello, client_proof, connect,
+    connect_with_nonce, derive_session_keys, nonce, os_random, server_hello, server_proof,
+    server_refusal, HandshakeConfig, HandshakeError, Refusal, SessionKeys, MAGIC, NONCE_LEN,
+    TYPE_CLIENT_HELLO, TYPE_CLIENT_PROOF, TYPE_SERVER_HELLO, TYPE_SERVER_PROOF,
 };
 use crate::keyring::{KeyId, Keyring, SecretKey};
 use crate::message::{decode_client, decode_server, ClientMessage, ServerMessage};
@@ -359,6 +359,38 @@ async fn established() -> Established {
 
 // ---------------------------------------------------------------------------------------------
 // Success
+
+#[test]
+fn accept_reporting_reports_auth_failures_before_the_client_hears_of_them() {
+    run(async {
+        let (ring, config) = (ring(), config());
+        let other_key = SecretKey::new(vec![9u8; 32]).unwrap();
+        let unknown_id = KeyId::new("nobody").unwrap();
+        for (client_id, client_key, fails) in [
+            (id(), key(), false),
+            (id(), other_key.clone(), true),
+            (unknown_id, other_key, true),
+        ] {
+            let (a, b) = pair();
+            let reported = std::cell::Cell::new(false);
+            let client_done = std::cell::Cell::new(false);
+            let server_side = accept_reporting(b.clone(), b.clone(), &ring, &config, || {
+                // The client has not been told yet: it is still waiting for the refusal.
+                assert!(!client_done.get(), "reported after the client heard");
+                reported.set(true);
+            });
+            let client_side = async {
+                let result = connect(a.clone(), a.clone(), &client_id, &client_key, &config).await;
+                client_done.set(true);
+                result
+            };
+            let (server, client) = zip(server_side, client_side).await;
+            assert_eq!(reported.get(), fails, "key id {client_id}");
+            assert_eq!(server.is_err(), fails);
+            assert_eq!(client.is_err(), fails);
+        }
+    });
+}
 
 #[test]
 fn handshake_over_tcp_then_calls_and_replies_both_ways() {

@@ -53,12 +53,24 @@ pub(crate) async fn serve<S: Service>(
         timeout: shared.config.handshake_timeout,
         max_frame: shared.config.max_frame,
     };
-    let session = handshake::accept(stream.reader(), &stream, &shared.keyring, &config).await;
+    // A failed proof is counted against the address before the refusal is sent, so that the
+    // client cannot come back before its failure counts.
+    let mut penalised = None;
+    let session =
+        handshake::accept_reporting(stream.reader(), &stream, &shared.keyring, &config, || {
+            penalised = Some(
+                shared
+                    .penalties
+                    .record_failure(peer.ip(), Instant::now())
+                    .is_some(),
+            );
+        })
+        .await;
     drop(unauthenticated);
     let session = match session {
         Ok(session) => session,
         Err(e) => {
-            handshake_failed(shared, peer, &e);
+            handshake_failed(shared, peer, &e, penalised);
             linger_and_close(&stream, HANDSHAKE_FAILURE_LINGER).await;
             return;
         }
@@ -110,18 +122,21 @@ pub(crate) async fn serve<S: Service>(
     }
 }
 
-fn handshake_failed<S>(shared: &Shared<S>, peer: SocketAddr, e: &HandshakeError) {
+/// Counts and logs a failed handshake. `penalised`: whether the failure was an authentication
+/// failure counted against the address (`None` if it was not one), and whether that put the
+/// address under penalty.
+fn handshake_failed<S>(
+    shared: &Shared<S>,
+    peer: SocketAddr,
+    e: &HandshakeError,
+    penalised: Option<bool>,
+) {
     shared
         .stats
         .handshake_failures
         .fetch_add(1, Ordering::Relaxed);
-    if e.is_auth_failure() {
-        match shared.penalties.record_failure(peer.ip(), Instant::now()) {
-            Some(_) => {
-                warn!(%peer, reason = %e, penalty_secs = shared.config.auth_penalty.as_secs(), "handshake failed; address penalised")
-            }
-            None => warn!(%peer, reason = %e, "handshake failed"),
-        }
+    if penalised == Some(true) {
+        warn!(%peer, reason = %e, penalty_secs = shared.config.auth_penalty.as_secs(), "handshake failed; address penalised")
     } else {
         warn!(%peer, reason = %e, "handshake failed");
     }
