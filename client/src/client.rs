@@ -100,10 +100,10 @@ where
     }
 
     /// Calls with `timeout` (`None`, or one too long to represent: wait for ever). The timeout
-    /// is also the deadline the server enforces. Dropping the returned future cancels the call on the server; if it is
-    /// dropped while it is itself writing to the socket (rare: writes are short), part of a
-    /// frame may have left, and the connection is closed — other calls on it then end as if
-    /// the connection had died.
+    /// is also the deadline the server enforces. Dropping the returned future cancels the call
+    /// on the server; if it is dropped while it is itself writing to the socket (rare: writes
+    /// are short), part of a frame may have left, and the connection is closed — other calls on
+    /// it then end as if the connection had died.
     pub async fn call_with_timeout(
         &self,
         request: Req,

@@ -5,10 +5,9 @@
 //! The reader task also keeps the calls' timeouts: one timer per connection, set for the
 //! earliest of the next keepalive check and the earliest call deadline, instead of one timer
 //! per call (a per-call timer costs an insertion into and a removal from the process-wide
-//! timer table, under its lock, on every call). While
-//! the reader task is itself writing (a pong, or cancels for calls that timed out) to a server
-//! that does not read, a timeout can come late by up to the write timeout, as a caller's own
-//! write can.
+//! timer table, under its lock, on every call). While the reader task is itself writing (a
+//! pong, or cancels for calls that timed out) to a server that does not read, a timeout can
+//! come late by up to the write timeout, as a caller's own write can.
 //!
 //! When the connection dies every call in flight ends at once: a call already handed to the
 //! socket gets [`CallError::OutcomeUnknown`]; a call that never left this process comes back
@@ -89,8 +88,8 @@ struct Alarm {
 }
 
 impl Alarm {
-    /// Makes the alarm fire at `at` at the latest. Moving a timer takes the process-wide
-    /// timer table's lock, so it moves only when it must fire earlier: a wake-up that comes early
+    /// Makes the alarm fire at `at` at the latest. Moving a timer takes the process-wide timer
+    /// table's lock, so it moves only when it must fire earlier: a wake-up that comes early
     /// finds nothing to do and sets it again.
     fn ring_by(&mut self, at: Instant) {
         if self.at.is_none_or(|armed| at < armed) {
@@ -539,6 +538,7 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
                             Ok(Err(e)) => Err(CallError::Decode(e.to_string())),
                             Err(rpc) => Err(CallError::Rpc(rpc)),
                         };
+                        // Bound first: the table's lock must not be held across the yield.
                         let call = state.calls().by_id.remove(&id);
                         if let Some(call) = call {
                             call.reply.send(Outcome::Done(outcome));

@@ -466,28 +466,13 @@ where
 {
     with_timeout(
         config.timeout,
-        accept_inner(r, w, keyring, config, nonce(), on_auth_failure),
+        accept_with_nonce(r, w, keyring, config, nonce(), on_auth_failure),
     )
     .await
 }
 
-/// [`accept`] with a fixed server nonce, for test vectors.
-#[cfg(test)]
+/// [`accept_reporting`] with the server nonce given (fixed in the test vectors).
 pub(crate) async fn accept_with_nonce<R, W>(
-    r: R,
-    w: W,
-    keyring: &Keyring,
-    config: &HandshakeConfig,
-    nonce_s: [u8; NONCE_LEN],
-) -> Result<Session<R, W>, HandshakeError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    accept_inner(r, w, keyring, config, nonce_s, || {}).await
-}
-
-async fn accept_inner<R, W>(
     r: R,
     mut w: W,
     keyring: &Keyring,

@@ -166,7 +166,7 @@ where
         client
     };
     let (result, client) = zip(
-        accept_with_nonce(server, writer, &ring, &config, NONCE_S),
+        accept_with_nonce(server, writer, &ring, &config, NONCE_S, || {}),
         client_side,
     )
     .await;
@@ -345,7 +345,7 @@ async fn established() -> Established {
     let (ring, config) = (ring(), config());
     let (client, server) = zip(
         connect_with_nonce(a.clone(), a.clone(), &id(), &key(), &config, NONCE_C),
-        accept_with_nonce(b.clone(), b.clone(), &ring, &config, NONCE_S),
+        accept_with_nonce(b.clone(), b.clone(), &ring, &config, NONCE_S, || {}),
     )
     .await;
     Established {
@@ -371,19 +371,21 @@ fn accept_reporting_reports_auth_failures_before_the_client_hears_of_them() {
             (id(), other_key.clone(), true),
             (unknown_id, other_key, true),
         ] {
-            let (a, b) = pair();
+            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+            // A second handle on the client's socket, to see whether the refusal has arrived.
+            let probe = a.try_clone().unwrap();
+            probe.set_nonblocking(true).unwrap();
+            let (a, b) = (UnixStream::from(a), UnixStream::from(b));
             let reported = std::cell::Cell::new(false);
-            let client_done = std::cell::Cell::new(false);
             let server_side = accept_reporting(b.clone(), b.clone(), &ring, &config, || {
-                // The client has not been told yet: it is still waiting for the refusal.
-                assert!(!client_done.get(), "reported after the client heard");
+                // The client has not been told yet: nothing waits unread on its socket.
+                match std::io::Read::read(&mut &probe, &mut [0u8; 8]) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    other => panic!("reported after the client heard: {other:?}"),
+                }
                 reported.set(true);
             });
-            let client_side = async {
-                let result = connect(a.clone(), a.clone(), &client_id, &client_key, &config).await;
-                client_done.set(true);
-                result
-            };
+            let client_side = connect(a.clone(), a.clone(), &client_id, &client_key, &config);
             let (server, client) = zip(server_side, client_side).await;
             assert_eq!(reported.get(), fails, "key id {client_id}");
             assert_eq!(server.is_err(), fails);
@@ -575,7 +577,7 @@ fn wrong_key_fails_on_both_sides() {
         let (ring, config) = (ring(), config());
         let (client, server) = zip(
             connect_with_nonce(a.clone(), a, &id(), &other_key(), &config, NONCE_C),
-            accept_with_nonce(b.clone(), b, &ring, &config, NONCE_S),
+            accept_with_nonce(b.clone(), b, &ring, &config, NONCE_S, || {}),
         )
         .await;
         let server = server.unwrap_err();
@@ -598,7 +600,7 @@ fn unknown_key_id_fails_on_both_sides() {
         let nobody = KeyId::new("nobody").unwrap();
         let (client, server) = zip(
             connect_with_nonce(a.clone(), a, &nobody, &key(), &config, NONCE_C),
-            accept_with_nonce(b.clone(), b, &ring, &config, NONCE_S),
+            accept_with_nonce(b.clone(), b, &ring, &config, NONCE_S, || {}),
         )
         .await;
         assert!(matches!(
@@ -1375,7 +1377,7 @@ fn frame_pipelined_with_the_proof_is_read_by_the_session() {
         );
         let (a, b) = pair();
         write(&a, &all).await;
-        let mut server = accept_with_nonce(b.clone(), b, &ring(), &config(), NONCE_S)
+        let mut server = accept_with_nonce(b.clone(), b, &ring(), &config(), NONCE_S, || {})
             .await
             .unwrap();
         assert!(

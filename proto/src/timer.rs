@@ -47,27 +47,35 @@ struct Inner {
     next_id: u64,
     /// When the timer thread will next look at the map on its own (`None`: only when woken).
     thread_wakes_at: Option<Instant>,
+    /// How often the timer thread has gone to sleep (tests wait for it to be asleep).
+    #[cfg(test)]
+    waits: u64,
 }
 
 impl Wheel {
     /// The process's wheel with its thread running, or `None` if no thread could be started.
     fn get() -> Option<&'static Wheel> {
         static WHEEL: OnceLock<Option<&'static Wheel>> = OnceLock::new();
-        *WHEEL.get_or_init(|| {
-            let wheel: &'static Wheel = Box::leak(Box::new(Wheel {
-                inner: Mutex::new(Inner {
-                    timers: BTreeMap::new(),
-                    next_id: 0,
-                    thread_wakes_at: None,
-                }),
-                wake_thread: Condvar::new(),
-            }));
-            std::thread::Builder::new()
-                .name("rpckit-timer".into())
-                .spawn(move || wheel.run())
-                .ok()
-                .map(|_| wheel)
-        })
+        *WHEEL.get_or_init(Wheel::start)
+    }
+
+    /// A new wheel and its thread; both live as long as the process.
+    fn start() -> Option<&'static Wheel> {
+        let wheel: &'static Wheel = Box::leak(Box::new(Wheel {
+            inner: Mutex::new(Inner {
+                timers: BTreeMap::new(),
+                next_id: 0,
+                thread_wakes_at: None,
+                #[cfg(test)]
+                waits: 0,
+            }),
+            wake_thread: Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name("rpckit-timer".into())
+            .spawn(move || wheel.run())
+            .ok()
+            .map(|_| wheel)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -98,6 +106,10 @@ impl Wheel {
             }
             let next = inner.timers.keys().next().map(|&(at, _)| at);
             inner.thread_wakes_at = next;
+            #[cfg(test)]
+            {
+                inner.waits += 1;
+            }
             inner = match next {
                 Some(at) => {
                     self.wake_thread
@@ -113,13 +125,15 @@ impl Wheel {
         }
     }
 
-    /// Registers a timer (or replaces the waker of one registered under `key`); returns its key.
-    fn register(&self, key: Option<(Instant, u64)>, at: Instant, waker: &Waker) -> (Instant, u64) {
+    /// Registers a timer for `at` with `waker`, in place of the registration `old` if there is
+    /// one; returns its key.
+    fn register(&self, old: Option<(Instant, u64)>, at: Instant, waker: &Waker) -> (Instant, u64) {
         let mut inner = self.lock();
-        let key = key.unwrap_or_else(|| {
-            inner.next_id += 1;
-            (at, inner.next_id)
-        });
+        if let Some(old) = old {
+            inner.timers.remove(&old);
+        }
+        inner.next_id += 1;
+        let key = (at, inner.next_id);
         inner.timers.insert(key, waker.clone());
         if inner.thread_wakes_at.is_none_or(|planned| at < planned) {
             inner.thread_wakes_at = Some(at);
@@ -188,8 +202,7 @@ impl Sleep {
         match &mut self.waiting {
             Waiting::Wheel(key, waker) => {
                 if let Some(wheel) = Wheel::get() {
-                    wheel.cancel(*key);
-                    *key = wheel.register(None, at, waker);
+                    *key = wheel.register(Some(*key), at, waker);
                 }
             }
             Waiting::Reactor(timer) => timer.set_at(at),
@@ -238,13 +251,14 @@ impl Future for Sleep {
                 Poll::Pending => Poll::Pending,
             },
             waiting => {
-                let key = match waiting {
+                // Not registered yet, or registered with another task's waker.
+                let old = match waiting {
                     Waiting::Wheel(key, _) => Some(*key),
                     _ => None,
                 };
                 *waiting = match Wheel::get() {
                     Some(wheel) => {
-                        Waiting::Wheel(wheel.register(key, at, cx.waker()), cx.waker().clone())
+                        Waiting::Wheel(wheel.register(old, at, cx.waker()), cx.waker().clone())
                     }
                     None => {
                         let mut timer = async_io::Timer::at(at);
@@ -273,6 +287,19 @@ mod tests {
     use super::*;
     use futures_lite::future;
 
+    /// A waker that reports each wake on a channel, so a test can wait for it with a time limit
+    /// without polling anything again.
+    fn channel_waker() -> (Waker, std::sync::mpsc::Receiver<()>) {
+        struct ToChannel(std::sync::mpsc::Sender<()>);
+        impl std::task::Wake for ToChannel {
+            fn wake(self: std::sync::Arc<Self>) {
+                let _ = self.0.send(());
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        (Waker::from(std::sync::Arc::new(ToChannel(tx))), rx)
+    }
+
     #[test]
     fn fires_in_deadline_order_and_not_before() {
         future::block_on(async {
@@ -297,24 +324,37 @@ mod tests {
 
     #[test]
     fn an_earlier_timer_wakes_the_thread_sleeping_for_a_later_one() {
-        future::block_on(async {
-            // The thread sleeps for the long timer; the short one must not wait for it.
-            let long = Sleep::after(Duration::from_secs(3600));
-            let mut long = Box::pin(long);
-            assert!(future::poll_once(&mut long).await.is_none());
-            let short = async {
-                Sleep::after(Duration::from_millis(5)).await;
-                true
-            };
-            let backstop = async {
-                async_io::Timer::after(Duration::from_secs(10)).await;
-                false
-            };
+        // A wheel of its own, so that no other test's timers wake its thread.
+        let wheel = Wheel::start().expect("a timer thread starts");
+        let (long_waker, _long) = channel_waker();
+        let long_at = Instant::now() + Duration::from_secs(3600);
+        wheel.register(None, long_at, &long_waker);
+        // Wait until the thread sleeps for the long timer (bounded: at most 10 s).
+        let started = Instant::now();
+        loop {
+            {
+                let inner = wheel.lock();
+                if inner.waits > 0 && inner.thread_wakes_at == Some(long_at) {
+                    break;
+                }
+            }
             assert!(
-                future::or(short, backstop).await,
-                "the short timer did not fire"
+                started.elapsed() < Duration::from_secs(10),
+                "the timer thread never slept"
             );
-        });
+            std::thread::yield_now();
+        }
+        // The short one must not wait for it.
+        let (short_waker, short) = channel_waker();
+        wheel.register(
+            None,
+            Instant::now() + Duration::from_millis(5),
+            &short_waker,
+        );
+        assert!(
+            short.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the short timer did not fire"
+        );
     }
 
     #[test]
@@ -334,38 +374,17 @@ mod tests {
 
     #[test]
     fn moving_it_earlier_wakes_the_task_already_waiting_on_it() {
-        // One task waits on the timer; another moves it earlier without polling it (as the
-        // client's callers move the reader task's alarm).
-        let sleep = std::sync::Arc::new(std::sync::Mutex::new(Sleep::after(Duration::from_secs(
-            3600,
-        ))));
-        let waiter = {
-            let sleep = sleep.clone();
-            future::poll_fn(move |cx| {
-                let mut sleep = sleep.lock().unwrap();
-                Pin::new(&mut *sleep).poll(cx)
-            })
-        };
-        future::block_on(async {
-            let mut waiter = Box::pin(waiter);
-            assert!(future::poll_once(&mut waiter).await.is_none());
-            sleep
-                .lock()
-                .unwrap()
-                .set_at(Instant::now() + Duration::from_millis(5));
-            let backstop = async {
-                async_io::Timer::after(Duration::from_secs(10)).await;
-                false
-            };
-            let woke = async {
-                waiter.await;
-                true
-            };
-            assert!(
-                future::or(woke, backstop).await,
-                "the moved timer never woke its task"
-            );
-        });
+        // The task polled it once and waits; someone else moves it earlier without polling it
+        // (as the client's callers move the reader task's alarm).
+        let (waker, woken) = channel_waker();
+        let mut sleep = Sleep::after(Duration::from_secs(3600));
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut sleep).poll(&mut cx).is_pending());
+        sleep.set_at(Instant::now() + Duration::from_millis(5));
+        assert!(
+            woken.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the moved timer never woke its task"
+        );
     }
 
     #[test]

@@ -55,15 +55,13 @@ pub(crate) async fn serve<S: Service>(
     };
     // A failed proof is counted against the address before the refusal is sent, so that the
     // client cannot come back before its failure counts.
-    let mut penalised = None;
+    let mut penalised = false;
     let session =
         handshake::accept_reporting(stream.reader(), &stream, &shared.keyring, &config, || {
-            penalised = Some(
-                shared
-                    .penalties
-                    .record_failure(peer.ip(), Instant::now())
-                    .is_some(),
-            );
+            penalised = shared
+                .penalties
+                .record_failure(peer.ip(), Instant::now())
+                .is_some();
         })
         .await;
     drop(unauthenticated);
@@ -122,20 +120,13 @@ pub(crate) async fn serve<S: Service>(
     }
 }
 
-/// Counts and logs a failed handshake. `penalised`: whether the failure was an authentication
-/// failure counted against the address (`None` if it was not one), and whether that put the
-/// address under penalty.
-fn handshake_failed<S>(
-    shared: &Shared<S>,
-    peer: SocketAddr,
-    e: &HandshakeError,
-    penalised: Option<bool>,
-) {
+/// Counts and logs a failed handshake; `penalised`: the failure put the address under penalty.
+fn handshake_failed<S>(shared: &Shared<S>, peer: SocketAddr, e: &HandshakeError, penalised: bool) {
     shared
         .stats
         .handshake_failures
         .fetch_add(1, Ordering::Relaxed);
-    if penalised == Some(true) {
+    if penalised {
         warn!(%peer, reason = %e, penalty_secs = shared.config.auth_penalty.as_secs(), "handshake failed; address penalised")
     } else {
         warn!(%peer, reason = %e, "handshake failed");
