@@ -115,6 +115,39 @@ fn case_36_deadline_ends_a_slow_call_on_time_client_and_server_side() {
 }
 
 #[test]
+fn case_36_deadline_too_far_to_represent_means_none_not_a_crash() {
+    // A deadline the server's clock cannot represent (u64::MAX ms from now) must not crash
+    // the connection task: the call is served as if it had no deadline.
+    let key = TestKey::new("calls");
+    let server = ServerProcess::start(&key.path, &[]);
+    within(STEP, async {
+        let (_s, session) = raw_session(server.addr, &key).await;
+        let (mut reader, mut writer) = session.split();
+        for (id, request, want) in [
+            (1, Request::Ping, Response::Pong),
+            (2, Request::Sleep { ms: 1 }, Response::Slept { ms: 1 }),
+        ] {
+            send(
+                &mut writer,
+                &[ClientMessage::Call {
+                    id,
+                    deadline: Some(Duration::from_millis(u64::MAX)),
+                    request,
+                }],
+            )
+            .await;
+            assert_eq!(reply_to(&mut reader, id).await, Ok(want));
+        }
+    });
+    // The server is still there for everyone.
+    let c = client(server.addr, &key, ClientConfig::default());
+    assert_eq!(
+        within(STEP, c.call(Request::Ping)).ok(),
+        Some(Response::Pong)
+    );
+}
+
+#[test]
 fn case_38_cancelled_calls_return_their_in_flight_permits() {
     let key = TestKey::new("calls");
     let server = ServerProcess::start(&key.path, &["--max-in-flight", "2"]);

@@ -350,6 +350,9 @@ impl<S: Service> Connection<'_, S> {
                             request,
                         } => {
                             last_call = last_received;
+                            // The deadline counts from the frame's arrival; one too far off
+                            // for the clock to represent means none.
+                            let deadline = deadline.and_then(|d| last_received.checked_add(d));
                             self.on_call(id, deadline, request, drain_until.is_some())
                         }
                         ClientMessage::Cancel { id } => {
@@ -457,7 +460,7 @@ impl<S: Service> Connection<'_, S> {
     fn on_call(
         &mut self,
         id: u64,
-        deadline: Option<Duration>,
+        deadline: Option<Instant>,
         request: Result<S::Request, DecodeError>,
         draining: bool,
     ) -> Result<(), OutboxError> {
@@ -493,12 +496,11 @@ impl<S: Service> Connection<'_, S> {
             }
             (None, Ok(request)) => request,
         };
-        let started = Instant::now();
         let ctx = CallContext {
             id,
             peer: self.peer,
             key_id: self.key_id.clone(),
-            deadline: deadline.map(|d| started + d),
+            deadline,
         };
         let service = self.shared.service.clone();
         let mut handler: CallFuture<S::Response> =
@@ -510,7 +512,7 @@ impl<S: Service> Connection<'_, S> {
                 .fetch_add(1, Ordering::Relaxed);
             return reply(&self.outbox, id, result);
         }
-        self.spawn_call(id, handler, deadline.map(|d| started + d));
+        self.spawn_call(id, handler, deadline);
         Ok(())
     }
 

@@ -23,6 +23,11 @@ impl Service for DemoService {
     async fn call(&self, request: Request, _ctx: CallContext) -> Result<Response, RpcError> {
         match request {
             Request::Echo(bytes) => Ok(Response::Echo(bytes)),
+            // ASCII (the common case) is uppercased in place, in the request's own buffer.
+            Request::Uppercase(mut text) if text.is_ascii() => {
+                text.make_ascii_uppercase();
+                Ok(Response::Uppercase(text))
+            }
             Request::Uppercase(text) => Ok(Response::Uppercase(text.to_uppercase())),
             Request::Ping => Ok(Response::Pong),
             Request::Sleep { ms } if ms > MAX_SLEEP_MS => Err(RpcError::Application(format!(
@@ -33,5 +38,33 @@ impl Service for DemoService {
                 Ok(Response::Slept { ms })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    fn upper(text: &str) -> Result<Response, RpcError> {
+        let ctx = CallContext {
+            id: 1,
+            peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+            key_id: Arc::new(rpckit_proto::KeyId::new("test").unwrap()),
+            deadline: None,
+        };
+        futures_lite::future::block_on(DemoService.call(Request::Uppercase(text.into()), ctx))
+    }
+
+    #[test]
+    fn uppercase_handles_ascii_in_place_and_the_rest_by_unicode_rules() {
+        assert_eq!(upper("hello"), Ok(Response::Uppercase("HELLO".into())));
+        assert_eq!(upper(""), Ok(Response::Uppercase(String::new())));
+        // Unicode uppercasing may change the length.
+        assert_eq!(
+            upper("straße é"),
+            Ok(Response::Uppercase("STRASSE É".into()))
+        );
     }
 }
