@@ -19,7 +19,7 @@ use serde::Serialize;
 use tracing::{debug, info};
 
 use crate::config::ClientConfig;
-use crate::connection::{Connection, Deadline, Failure};
+use crate::connection::{Connection, Deadline, Failure, OpenFailure};
 use crate::error::{CallError, ConnectError};
 
 /// A client of one server, for the service's `Req`/`Resp` enums.
@@ -82,15 +82,47 @@ where
     ) -> Result<Self, ConnectError> {
         let addr = addr.into();
         let connection = Connection::open(&addr, &key_id, &key, &config).await?;
-        Ok(Client {
-            addr,
+        let client = Client::lazy(addr, key_id, key, config);
+        *client.lock_current() = Some(Arc::new(connection));
+        Ok(client)
+    }
+
+    /// A client of `addr` that connects on its first call rather than now; a failure to
+    /// connect is then that call's [`CallError::Connect`]. With
+    /// [`ClientConfig::pipeline_first_call`], the call that opens a connection travels with
+    /// the handshake, so it costs one round trip less.
+    ///
+    /// ```no_run
+    /// use rpckit_client::{Client, ClientConfig};
+    /// use rpckit_proto::demo::{Request, Response};
+    /// use rpckit_proto::{KeyId, SecretKey};
+    ///
+    /// # async fn demo(id: KeyId, key: SecretKey) -> Result<(), rpckit_client::CallError> {
+    /// let config = ClientConfig {
+    ///     pipeline_first_call: true,
+    ///     ..ClientConfig::default()
+    /// };
+    /// let client: Client<Request, Response> = Client::lazy("127.0.0.1:7878", id, key, config);
+    /// // Connects, and the call rides with the handshake's proof.
+    /// let answer = client.call(Request::Uppercase("hello".into())).await?;
+    /// assert_eq!(answer, Response::Uppercase("HELLO".into()));
+    /// # Ok(()) }
+    /// ```
+    pub fn lazy(
+        addr: impl Into<String>,
+        key_id: KeyId,
+        key: SecretKey,
+        config: ClientConfig,
+    ) -> Self {
+        Client {
+            addr: addr.into(),
             key_id,
             key,
             config,
-            current: Mutex::new(Some(Arc::new(connection))),
+            current: Mutex::new(None),
             connecting: async_lock::Mutex::new(()),
             _request: PhantomData,
-        })
+        }
     }
 
     /// Calls with the configured timeout ([`ClientConfig::call_timeout`]).
@@ -114,15 +146,18 @@ where
         let mut request = request;
         let mut reconnects = 0u32;
         loop {
-            let connection = self.connection(deadline, &mut reconnects).await?;
-            let this_try = match deadline {
-                Some(at) => match at.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(Deadline { at, left }),
-                    _ => return Err(CallError::Timeout(timeout.unwrap_or_default())),
-                },
-                None => None,
+            let (connection, outcome) = match self
+                .route(request, deadline, timeout, &mut reconnects)
+                .await?
+            {
+                Route::On(connection, request) => {
+                    let this_try = this_try(deadline, timeout)?;
+                    let outcome = connection.call(request, this_try).await;
+                    (connection, outcome)
+                }
+                Route::Rode(connection, outcome) => (connection, outcome),
             };
-            match connection.call(request, this_try).await {
+            match outcome {
                 Ok(response) => return Ok(response),
                 Err(Failure::Error(CallError::Timeout(_))) => {
                     return Err(CallError::Timeout(timeout.unwrap_or_default()))
@@ -162,19 +197,24 @@ where
         }
     }
 
-    /// The usable connection, reconnecting (with exponential backoff and jitter) if needed.
-    async fn connection(
+    /// Where `request` goes: the usable connection, or a new one (connecting with exponential
+    /// backoff and jitter), which with [`ClientConfig::pipeline_first_call`] carries the call
+    /// in its handshake.
+    async fn route(
         &self,
+        request: Req,
         deadline: Option<Instant>,
+        timeout: Option<Duration>,
         reconnects: &mut u32,
-    ) -> Result<Arc<Connection<Resp>>, CallError> {
+    ) -> Result<Route<Req, Resp>, CallError> {
         if let Some(c) = self.lock_current().as_ref().filter(|c| c.usable()) {
-            return Ok(c.clone());
+            return Ok(Route::On(c.clone(), request));
         }
-        let _connecting = self.connecting.lock().await;
+        let connecting = self.connecting.lock().await;
         if let Some(c) = self.lock_current().as_ref().filter(|c| c.usable()) {
-            return Ok(c.clone());
+            return Ok(Route::On(c.clone(), request));
         }
+        let mut request = request;
         loop {
             if *reconnects > self.config.reconnect_attempts {
                 return Err(CallError::Connect(ConnectError::Io {
@@ -201,22 +241,69 @@ where
                 Sleep::after(delay).await;
             }
             *reconnects += 1;
-            match Connection::open(&self.addr, &self.key_id, &self.key, &self.config).await {
-                Ok(connection) => {
-                    info!(addr = %self.addr, "reconnected");
-                    let connection = Arc::new(connection);
-                    *self.lock_current() = Some(connection.clone());
-                    return Ok(connection);
-                }
-                Err(e) if e.is_transient() => {
-                    debug!(addr = %self.addr, error = %e, attempt = *reconnects, "reconnect failed");
-                    if *reconnects > self.config.reconnect_attempts {
-                        return Err(CallError::Connect(e));
+            let failed = if self.config.pipeline_first_call {
+                let this_try = this_try(deadline, timeout)?;
+                let (addr, id, key) = (&self.addr, &self.key_id, &self.key);
+                match Connection::open_with_call(addr, id, key, &self.config, request, this_try)
+                    .await
+                {
+                    Ok((connection, first)) => {
+                        info!(addr = %self.addr, "connected, first call sent with the handshake");
+                        let connection = Arc::new(connection);
+                        *self.lock_current() = Some(connection.clone());
+                        drop(connecting);
+                        let outcome = connection.first_answer(first).await;
+                        return Ok(Route::Rode(connection, outcome));
+                    }
+                    Err(OpenFailure::NotSent(e, back)) => {
+                        request = back;
+                        e
+                    }
+                    Err(OpenFailure::Failed(e)) => return Err(CallError::Connect(e)),
+                    Err(OpenFailure::OutcomeUnknown(e)) => {
+                        return Err(CallError::OutcomeUnknown(format!(
+                            "the call left with the handshake, which then failed: {e}"
+                        )))
                     }
                 }
-                Err(e) => return Err(CallError::Connect(e)),
+            } else {
+                match Connection::open(&self.addr, &self.key_id, &self.key, &self.config).await {
+                    Ok(connection) => {
+                        info!(addr = %self.addr, "connected");
+                        let connection = Arc::new(connection);
+                        *self.lock_current() = Some(connection.clone());
+                        return Ok(Route::On(connection, request));
+                    }
+                    Err(e) => e,
+                }
+            };
+            if !failed.is_transient() || *reconnects > self.config.reconnect_attempts {
+                return Err(CallError::Connect(failed));
             }
+            debug!(addr = %self.addr, error = %failed, attempt = *reconnects, "connect failed");
         }
+    }
+}
+
+/// How a call reaches the server.
+enum Route<Req, Resp: Send + 'static> {
+    /// To be sent on this connection.
+    On(Arc<Connection<Resp>>, Req),
+    /// Sent with the handshake of this new connection, and how it ended.
+    Rode(Arc<Connection<Resp>>, Result<Resp, Failure<Req>>),
+}
+
+/// The deadline of one try of a call due by `deadline`, or `Timeout` if it has passed.
+fn this_try(
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+) -> Result<Option<Deadline>, CallError> {
+    match deadline {
+        Some(at) => match at.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(Some(Deadline { at, left })),
+            _ => Err(CallError::Timeout(timeout.unwrap_or_default())),
+        },
+        None => Ok(None),
     }
 }
 

@@ -33,6 +33,15 @@ pub struct ClientConfig {
     pub reconnect_initial_backoff: Duration,
     /// Longest reconnect delay. Default 5 s.
     pub reconnect_max_backoff: Duration,
+    /// Send the call that opens a connection in the same write as the handshake's proof
+    /// (PROTOCOL.md §3.5) instead of after the server's proof: a new connection then costs one
+    /// round trip less (TCP connect, then two round trips in all). The call leaves **before
+    /// the server has proven that it holds the key**, so a server that fails its proof (an
+    /// impostor) has seen the request; it cannot answer it or replay it elsewhere, and the
+    /// protocol does not hide requests from anyone on the path anyway. If the connection fails
+    /// after the call left and before the server's proof came, the call ends with
+    /// [`crate::CallError::OutcomeUnknown`]. Default `false`.
+    pub pipeline_first_call: bool,
 }
 
 impl Default for ClientConfig {
@@ -49,6 +58,7 @@ impl Default for ClientConfig {
             reconnect_attempts: 8,
             reconnect_initial_backoff: Duration::from_millis(50),
             reconnect_max_backoff: Duration::from_secs(5),
+            pipeline_first_call: false,
         }
     }
 }

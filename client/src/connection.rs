@@ -30,7 +30,7 @@ use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_server;
 use rpckit_proto::timer::Sleep;
 use rpckit_proto::{
-    ClientMessage, HandshakeError, KeyId, Outbox, OutboxError, SecretKey, ServerMessage,
+    ClientMessage, HandshakeError, KeyId, Outbox, OutboxError, SecretKey, ServerMessage, Session,
     SessionError, SessionReader, SocketReader, TcpSocket,
 };
 use serde::de::DeserializeOwned;
@@ -48,6 +48,29 @@ pub(crate) enum Failure<Req> {
     NotSent(Req),
     /// A final outcome for the caller.
     Error(CallError),
+}
+
+/// Why [`Connection::open_with_call`] failed, and what became of its call.
+#[derive(Debug)]
+pub(crate) enum OpenFailure<Req> {
+    /// The call never left this process; here is its request back.
+    NotSent(ConnectError, Req),
+    /// The call left with the handshake's proof, and the server refused the proof or proved
+    /// not to hold the key: no genuine server ran it.
+    Failed(ConnectError),
+    /// The call left with the proof and the connection failed before the server's proof came:
+    /// the server may have run it.
+    OutcomeUnknown(ConnectError),
+}
+
+/// The call that [`Connection::open_with_call`] sent with the handshake.
+pub(crate) struct FirstCall<Req, Resp> {
+    /// Its id.
+    id: u64,
+    /// Where its outcome arrives, or why it could not be sent (the connection is fine).
+    answer: Result<oneshot::Receiver<Outcome<Resp>>, CallError>,
+    /// Its request, handed back if the server closes without having run it.
+    request: Req,
 }
 
 /// What the connection tells a waiting caller.
@@ -110,6 +133,40 @@ struct Calls<Resp> {
 }
 
 impl<Resp> Calls<Resp> {
+    /// An empty table, for a live connection.
+    fn new() -> Self {
+        Calls {
+            closed: None,
+            by_id: HashMap::default(),
+            alarm: Alarm {
+                timer: Sleep::never(),
+                at: None,
+            },
+        }
+    }
+
+    /// Enters call `id`, whose outcome goes to `reply`, and moves the alarm for its deadline.
+    fn add(
+        &mut self,
+        id: u64,
+        reply: oneshot::Sender<Outcome<Resp>>,
+        written: bool,
+        deadline: Option<Deadline>,
+    ) {
+        self.by_id.insert(
+            id,
+            PendingCall {
+                reply,
+                written,
+                deadline,
+            },
+        );
+        if let Some(deadline) = deadline {
+            // The reader task ends this call at its deadline.
+            self.alarm.ring_by(deadline.at);
+        }
+    }
+
     /// Ends every call whose deadline is not after `now` with [`CallError::Timeout`], sets
     /// the alarm for the earliest deadline left, and returns the ids of the timed-out calls
     /// that were written (the server should be told to cancel them).
@@ -289,50 +346,110 @@ where
         key: &SecretKey,
         config: &ClientConfig,
     ) -> Result<Self, ConnectError> {
-        let timeout = config.connect_timeout;
-        let stream = async {
-            connect(addr).await.map_err(|source| ConnectError::Io {
-                addr: addr.to_owned(),
-                source,
-            })
-        }
-        .or(async {
-            Sleep::after(timeout).await;
-            Err(ConnectError::Timeout {
-                addr: addr.to_owned(),
-                after: timeout,
-            })
-        })
-        .await?;
+        let stream = connect_within(addr, config.connect_timeout).await?;
         let hs = HandshakeConfig {
             timeout: config.handshake_timeout,
             max_frame: config.max_frame,
         };
-        let session = handshake::connect(stream.reader(), &stream, key_id, key, &hs)
-            .await
-            .map_err(|e| match e {
-                HandshakeError::Timeout(after) => ConnectError::Timeout {
-                    addr: addr.to_owned(),
-                    after,
-                },
-                HandshakeError::Io(source) => ConnectError::Io {
-                    addr: addr.to_owned(),
-                    source,
-                },
-                e if e.is_auth_failure() => ConnectError::Auth(e),
-                e => ConnectError::Handshake(e),
-            })?;
+        let (session, ()) =
+            handshake::connect_pipelined(stream.reader(), &stream, key_id, key, &hs, |_| ())
+                .await
+                .map_err(|e| handshake_error(addr, e))?;
+        Ok(Self::start(session, &stream, config, Calls::new(), 1))
+    }
+
+    /// Connects and authenticates like [`Connection::open`], sending `request` in the same
+    /// write as the handshake's proof (PROTOCOL.md §3.5), so that it costs no round trip of
+    /// its own; then waits for its answer. The call leaves before the server has proven that
+    /// it holds the key: see [`ClientConfig::pipeline_first_call`].
+    pub(crate) async fn open_with_call<Req: Serialize>(
+        addr: &str,
+        key_id: &KeyId,
+        key: &SecretKey,
+        config: &ClientConfig,
+        request: Req,
+        deadline: Option<Deadline>,
+    ) -> Result<(Self, FirstCall<Req, Resp>), OpenFailure<Req>> {
+        let stream = match connect_within(addr, config.connect_timeout).await {
+            Ok(stream) => stream,
+            Err(error) => return Err(OpenFailure::NotSent(error, request)),
+        };
+        let hs = HandshakeConfig {
+            timeout: config.handshake_timeout,
+            max_frame: config.max_frame,
+        };
+        const ID: u64 = 1;
+        let mut request = Some(request);
+        let mut handed = false;
+        let handshake =
+            handshake::connect_pipelined(stream.reader(), &stream, key_id, key, &hs, |w| {
+                handed = true;
+                let Some(taken) = request.take() else {
+                    unreachable!("`first` is called once")
+                };
+                let message = ClientMessage::Call {
+                    id: ID,
+                    deadline: deadline.map(|d| d.left),
+                    request: taken,
+                };
+                let pushed = w.push_client(&message);
+                let ClientMessage::Call { request: back, .. } = message else {
+                    unreachable!("built as a call above")
+                };
+                request = Some(back);
+                pushed
+            })
+            .await;
+        let (session, pushed) = match handshake {
+            Ok(done) => done,
+            Err(e) => {
+                let failed = handshake_error(addr, e);
+                return Err(match request {
+                    // Never handed to the socket.
+                    Some(request) if !handed => OpenFailure::NotSent(failed, request),
+                    // A server that refused the proof, or an impostor, ran nothing.
+                    _ if matches!(failed, ConnectError::Auth(_)) => OpenFailure::Failed(failed),
+                    // Handed to the socket: a genuine server may have run it.
+                    _ => OpenFailure::OutcomeUnknown(failed),
+                });
+            }
+        };
+        let Some(request) = request else {
+            unreachable!("the handshake succeeded, so it called `first`, which put it back")
+        };
+        let mut calls = Calls::new();
+        let answer = match pushed {
+            Ok(()) => {
+                let (reply, answer) = oneshot::oneshot();
+                calls.add(ID, reply, true, deadline);
+                Ok(answer)
+            }
+            // Not encodable (too large for a frame, say): the handshake went on without it.
+            Err(e) => Err(CallError::Encode(e.to_string())),
+        };
+        let connection = Self::start(session, &stream, config, calls, ID + 1);
+        Ok((
+            connection,
+            FirstCall {
+                id: ID,
+                answer,
+                request,
+            },
+        ))
+    }
+
+    /// Starts the reader task of an authenticated session whose call table is `calls`.
+    fn start(
+        session: Session<SocketReader, &TcpSocket>,
+        stream: &TcpSocket,
+        config: &ClientConfig,
+        calls: Calls<Resp>,
+        next_id: u64,
+    ) -> Self {
         let (reader, writer) = session.split();
         let (sealer, _, unwritten) = writer.into_parts();
         let state = Arc::new(State {
-            calls: Mutex::new(Calls {
-                closed: None,
-                by_id: HashMap::default(),
-                alarm: Alarm {
-                    timer: Sleep::never(),
-                    at: None,
-                },
-            }),
+            calls: Mutex::new(calls),
             outbox: Outbox::new(
                 sealer,
                 stream.clone(),
@@ -352,10 +469,10 @@ where
                 state.close_with(&reason, goodbye);
             });
         }
-        Ok(Connection {
+        Connection {
             state,
-            next_id: AtomicU64::new(1),
-        })
+            next_id: AtomicU64::new(next_id),
+        }
     }
 
     /// Whether new calls may be sent on this connection.
@@ -397,18 +514,7 @@ where
             if calls.closed.is_some() {
                 return Err(Failure::NotSent(request));
             }
-            calls.by_id.insert(
-                id,
-                PendingCall {
-                    reply,
-                    written: false,
-                    deadline,
-                },
-            );
-            if let Some(deadline) = deadline {
-                // The reader task ends this call at its deadline.
-                calls.alarm.ring_by(deadline.at);
-            }
+            calls.add(id, reply, false, deadline);
             calls.by_id.len() > 1
         };
         // Whatever ends this call early (the caller dropping the future) cancels it.
@@ -447,17 +553,45 @@ where
             futures_lite::future::yield_now().await;
         }
         let _ = state.flush().await;
-        // The answer, a final error, or `Timeout` from the reader task at the deadline (which
-        // then has removed the call and told the server to cancel it).
-        let outcome = answer.await;
-        guard.armed = false;
-        match outcome {
-            Some(Outcome::Done(result)) => result.map_err(Failure::Error),
-            Some(Outcome::NotSent) => Err(Failure::NotSent(request)),
-            None => Err(Failure::Error(CallError::OutcomeUnknown(
-                "connection closed".into(),
-            ))),
-        }
+        wait(guard, answer, request).await
+    }
+
+    /// Waits for the answer to the call [`Connection::open_with_call`] sent with the handshake.
+    pub(crate) async fn first_answer<Req>(
+        &self,
+        first: FirstCall<Req, Resp>,
+    ) -> Result<Resp, Failure<Req>> {
+        let FirstCall {
+            id,
+            answer,
+            request,
+        } = first;
+        let answer = answer.map_err(Failure::Error)?;
+        let guard = CancelGuard {
+            state: &self.state,
+            id,
+            armed: true,
+        };
+        wait(guard, answer, request).await
+    }
+}
+
+/// Waits for a call's outcome: the answer, a final error, or `Timeout` from the reader task at
+/// the deadline (which then has removed the call and told the server to cancel it). `guard`
+/// cancels the call if this future is dropped first; `request` comes back if it was not sent.
+async fn wait<Req, Resp: Send + 'static>(
+    mut guard: CancelGuard<'_, Resp>,
+    answer: oneshot::Receiver<Outcome<Resp>>,
+    request: Req,
+) -> Result<Resp, Failure<Req>> {
+    let outcome = answer.await;
+    guard.armed = false;
+    match outcome {
+        Some(Outcome::Done(result)) => result.map_err(Failure::Error),
+        Some(Outcome::NotSent) => Err(Failure::NotSent(request)),
+        None => Err(Failure::Error(CallError::OutcomeUnknown(
+            "connection closed".into(),
+        ))),
     }
 }
 
@@ -601,6 +735,40 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
             }
             Event::Dead => return ("closed".into(), false),
         }
+    }
+}
+
+/// Connects to `addr` within `timeout`.
+async fn connect_within(addr: &str, timeout: Duration) -> Result<TcpSocket, ConnectError> {
+    async {
+        connect(addr).await.map_err(|source| ConnectError::Io {
+            addr: addr.to_owned(),
+            source,
+        })
+    }
+    .or(async {
+        Sleep::after(timeout).await;
+        Err(ConnectError::Timeout {
+            addr: addr.to_owned(),
+            after: timeout,
+        })
+    })
+    .await
+}
+
+/// The [`ConnectError`] for a failed handshake with `addr`.
+fn handshake_error(addr: &str, e: HandshakeError) -> ConnectError {
+    match e {
+        HandshakeError::Timeout(after) => ConnectError::Timeout {
+            addr: addr.to_owned(),
+            after,
+        },
+        HandshakeError::Io(source) => ConnectError::Io {
+            addr: addr.to_owned(),
+            source,
+        },
+        e if e.is_auth_failure() => ConnectError::Auth(e),
+        e => ConnectError::Handshake(e),
     }
 }
 

@@ -435,6 +435,12 @@ async fn send<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> io::Result<()> 
 /// Server side: runs the handshake on a new connection, checking the client's proof against
 /// `keyring`, and returns the authenticated session.
 ///
+/// If a complete frame arrived together with the client's proof (a client that pipelines its
+/// first call, PROTOCOL.md §3.5), the ServerProof is not written yet: it waits at the head of
+/// the session writer's buffer, so that it leaves with the answers to those frames. The
+/// caller must then flush the writer (or the [`crate::Outbox`] made from it) once it has
+/// handled the frames it finds buffered; otherwise the ServerProof has been written.
+///
 /// On failure the server has already told the peer what it may know (a [`Refusal`]); the
 /// error says exactly what went wrong, for the log.
 pub async fn accept<R, W>(
@@ -528,12 +534,19 @@ where
 
     let mut finish = vec![TYPE_SERVER_PROOF, STATUS_OK];
     finish.extend_from_slice(&server_proof(key, &key_id, &nonce_c, &nonce_s));
-    send(&mut w, &finish).await?;
-
     let keys = derive_session_keys(key, &key_id, &nonce_c, &nonce_s);
+    let reader = SessionReader::new(reader, &keys.client_to_server, config.max_frame);
+    // A client that sent frames with its proof gets our proof in front of the answers to
+    // them, in one write: it waits in the session's writer for the first flush.
+    let pending = if reader.has_buffered_frame() {
+        finish
+    } else {
+        send(&mut w, &finish).await?;
+        Vec::new()
+    };
     Ok(Session {
-        reader: SessionReader::new(reader, &keys.client_to_server, config.max_frame),
-        writer: SessionWriter::new(w, &keys.server_to_client, config.max_frame, Vec::new()),
+        reader,
+        writer: SessionWriter::new(w, &keys.server_to_client, config.max_frame, pending),
         key_id,
     })
 }
@@ -589,21 +602,69 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let (session, ()) = connect_pipelined(r, w, key_id, key, config, |_| ()).await?;
+    Ok(session)
+}
+
+/// Like [`connect`], but lets `first` queue frames on the new session's writer (sealed with
+/// its keys, from sequence number 0) that leave in the same write as the ClientProof, so the
+/// first call costs no round trip of its own (PROTOCOL.md §3.5). Returns the session and what
+/// `first` returned.
+///
+/// Those frames go out **before the server has proven that it holds the key**: a peer that
+/// fails its proof (an impostor) has then seen them. Nothing else is lost (frames are tagged,
+/// not encrypted, and a third party on the path sees them anyway; they cannot be replayed on
+/// another session). If this returns an error, the frames were handed to the socket when the
+/// server's answer to the proof was awaited, that is, when the error is not a failure to
+/// connect, send, or read the ServerHello; a server that refused the proof ran none of them.
+pub async fn connect_pipelined<R, W, T>(
+    r: R,
+    w: W,
+    key_id: &KeyId,
+    key: &SecretKey,
+    config: &HandshakeConfig,
+    first: impl FnOnce(&mut SessionWriter<W>) -> T,
+) -> Result<(Session<R, W>, T), HandshakeError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     with_timeout(
         config.timeout,
-        connect_with_nonce(r, w, key_id, key, config, nonce()),
+        connect_pipelined_with_nonce(r, w, key_id, key, config, nonce(), first),
     )
     .await
 }
 
+/// [`connect`] with the client nonce given (fixed in the test vectors).
+#[cfg(test)]
 pub(crate) async fn connect_with_nonce<R, W>(
+    r: R,
+    w: W,
+    key_id: &KeyId,
+    key: &SecretKey,
+    config: &HandshakeConfig,
+    nonce_c: [u8; NONCE_LEN],
+) -> Result<Session<R, W>, HandshakeError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (session, ()) =
+        connect_pipelined_with_nonce(r, w, key_id, key, config, nonce_c, |_| ()).await?;
+    Ok(session)
+}
+
+/// [`connect_pipelined`] with the client nonce given.
+pub(crate) async fn connect_pipelined_with_nonce<R, W, T>(
     r: R,
     mut w: W,
     key_id: &KeyId,
     key: &SecretKey,
     config: &HandshakeConfig,
     nonce_c: [u8; NONCE_LEN],
-) -> Result<Session<R, W>, HandshakeError>
+    first: impl FnOnce(&mut SessionWriter<W>) -> T,
+) -> Result<(Session<R, W>, T), HandshakeError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -639,9 +700,14 @@ where
     nonce_s.copy_from_slice(&hello[SERVER_HELLO_HEAD + 1..]);
     reader.consume(SERVER_HELLO_OK);
 
+    // The session's writer starts with the proof queued; `first` may queue frames after it,
+    // and one write sends them all.
+    let keys = derive_session_keys(key, key_id, &nonce_c, &nonce_s);
     let mut proof = vec![TYPE_CLIENT_PROOF];
     proof.extend_from_slice(&client_proof(key, key_id, &nonce_c, &nonce_s));
-    send(&mut w, &proof).await?;
+    let mut writer = SessionWriter::new(w, &keys.client_to_server, config.max_frame, proof);
+    let firsts = first(&mut writer);
+    writer.flush().await?;
 
     let head = need(&mut reader, SERVER_PROOF_HEAD).await?;
     if head[0] != TYPE_SERVER_PROOF {
@@ -659,12 +725,12 @@ where
         .map_err(|_| HandshakeError::BadServerProof)?;
     reader.consume(SERVER_PROOF_HEAD + PROOF_LEN);
 
-    let keys = derive_session_keys(key, key_id, &nonce_c, &nonce_s);
-    Ok(Session {
+    let session = Session {
         reader: SessionReader::new(reader, &keys.server_to_client, config.max_frame),
-        writer: SessionWriter::new(w, &keys.client_to_server, config.max_frame, Vec::new()),
+        writer,
         key_id: key_id.clone(),
-    })
+    };
+    Ok((session, firsts))
 }
 
 // Frames after the handshake must at least hold a tag.

@@ -25,9 +25,10 @@ use crate::demo::{Request, Response};
 use crate::frame::{split_frame, FrameError, FrameLimits, DEFAULT_MAX_FRAME};
 use crate::handshake::{
     accept, accept_reporting, accept_with_nonce, client_hello, client_proof, connect,
-    connect_with_nonce, derive_session_keys, nonce, os_random, server_hello, server_proof,
-    server_refusal, HandshakeConfig, HandshakeError, Refusal, SessionKeys, MAGIC, NONCE_LEN,
-    TYPE_CLIENT_HELLO, TYPE_CLIENT_PROOF, TYPE_SERVER_HELLO, TYPE_SERVER_PROOF,
+    connect_pipelined_with_nonce, connect_with_nonce, derive_session_keys, nonce, os_random,
+    server_hello, server_proof, server_refusal, HandshakeConfig, HandshakeError, Refusal,
+    SessionKeys, MAGIC, NONCE_LEN, TYPE_CLIENT_HELLO, TYPE_CLIENT_PROOF, TYPE_SERVER_HELLO,
+    TYPE_SERVER_PROOF,
 };
 use crate::keyring::{KeyId, Keyring, SecretKey};
 use crate::message::{decode_client, decode_server, ClientMessage, ServerMessage};
@@ -1377,7 +1378,12 @@ fn frame_pipelined_with_the_proof_is_read_by_the_session() {
         );
         let (a, b) = pair();
         write(&a, &all).await;
-        let mut server = accept_with_nonce(b.clone(), b, &ring(), &config(), NONCE_S, || {})
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let w = Writes {
+            inner: b.clone(),
+            log: writes.clone(),
+        };
+        let mut server = accept_with_nonce(b, w, &ring(), &config(), NONCE_S, || {})
             .await
             .unwrap();
         assert!(
@@ -1386,7 +1392,22 @@ fn frame_pipelined_with_the_proof_is_read_by_the_session() {
         );
         assert_call(server.reader.recv().await.unwrap().unwrap(), 1, "early");
         assert_call(server.reader.recv().await.unwrap().unwrap(), 2, "later");
-        assert_eq!(read_n(&a, 40 + 34).await.len(), 74);
+
+        // The ServerProof waited in the writer: it leaves with the first answers, in one write.
+        assert_eq!(
+            writes.lock().unwrap().len(),
+            1,
+            "only the ServerHello so far"
+        );
+        let answer = ServerMessage::<Response>::Pong { nonce: 1 };
+        server.writer.push_server(&answer).unwrap();
+        server.writer.flush().await.unwrap();
+        let mut want = server_proof_msg(&key());
+        want.extend_from_slice(&server_frames(&keys.server_to_client, &[answer])[0]);
+        let writes = writes.lock().unwrap().clone();
+        assert_eq!(writes, [server_hello(&NONCE_S).to_vec(), want.clone()]);
+        assert_eq!(read_n(&a, 40).await, server_hello(&NONCE_S));
+        assert_eq!(read_n(&a, want.len()).await, want);
     });
 }
 
@@ -1409,9 +1430,119 @@ fn call_written_together_with_the_proof_is_read_by_the_session() {
             reply.extend_from_slice(&server_proof(&key(), &id(), &NONCE_C, &nonce_s));
             assert_eq!(read_n(&a, 34).await, reply);
         };
-        let (server, ()) = zip(accept(b.clone(), b, &ring, &config), client_side).await;
-        let mut server = server.unwrap();
-        assert_call(server.reader.recv().await.unwrap().unwrap(), 7, "now");
+        let server_side = async {
+            let mut server = accept(b.clone(), b, &ring, &config).await.unwrap();
+            assert_call(server.reader.recv().await.unwrap().unwrap(), 7, "now");
+            // The ServerProof leaves with the first flush.
+            server.writer.flush().await.unwrap();
+        };
+        zip(server_side, client_side).await;
+    });
+}
+
+/// A writer that keeps each `poll_write` call's bytes apart, to see what left in which write.
+struct Writes<W> {
+    inner: W,
+    log: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Writes<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = result {
+            this.log.lock().unwrap().push(buf[..n].to_vec());
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+#[test]
+fn connect_pipelined_sends_its_first_frames_in_the_proofs_write() {
+    run(async {
+        let (a, b) = pair();
+        let (ring, config) = (ring(), config());
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let w = Writes {
+            inner: a.clone(),
+            log: writes.clone(),
+        };
+        let server_side = async {
+            let mut server = accept_with_nonce(b.clone(), b, &ring, &config, NONCE_S, || {})
+                .await
+                .unwrap();
+            // The server reads them as the session's first frames (sequence numbers 0 and 1).
+            assert_call(server.reader.recv().await.unwrap().unwrap(), 7, "now");
+            assert_call(server.reader.recv().await.unwrap().unwrap(), 8, "too");
+            server
+                .writer
+                .push_server(&ServerMessage::<Response>::Pong { nonce: 7 })
+                .unwrap();
+            server.writer.flush().await.unwrap();
+        };
+        let (client, ()) = zip(
+            connect_pipelined_with_nonce(a, w, &id(), &key(), &config, NONCE_C, |w| {
+                w.push_client(&call(7, "now"))?;
+                w.push_client(&call(8, "too"))
+            }),
+            server_side,
+        )
+        .await;
+        let (mut client, pushed) = client.unwrap();
+        pushed.unwrap();
+        // The answer came behind the ServerProof.
+        let payload = client.reader.recv().await.unwrap().unwrap();
+        assert!(matches!(
+            decode_server::<Response>(payload).unwrap(),
+            ServerMessage::Pong { nonce: 7 }
+        ));
+
+        // Two writes: the hello, then the proof with both frames behind it.
+        let writes = writes.lock().unwrap().clone();
+        assert_eq!(writes.len(), 2, "{writes:?}");
+        assert_eq!(writes[0], client_hello(&NONCE_C, &id()));
+        let proof = proof_msg(&client_proof(&key(), &id(), &NONCE_C, &NONCE_S));
+        let keys = derive_session_keys(&key(), &id(), &NONCE_C, &NONCE_S);
+        let frames = client_frames(&keys.client_to_server, &[call(7, "now"), call(8, "too")]);
+        assert_eq!(writes[1], [proof, frames.concat()].concat());
+    });
+}
+
+#[test]
+fn connect_pipelined_against_a_wrong_key_fails_and_the_server_runs_nothing() {
+    run(async {
+        let (a, b) = pair();
+        let (ring, config) = (ring(), config());
+        let (client, server) = zip(
+            connect_pipelined_with_nonce(
+                a.clone(),
+                a,
+                &id(),
+                &other_key(),
+                &config,
+                NONCE_C,
+                |w| w.push_client(&call(7, "now")),
+            ),
+            accept_with_nonce(b.clone(), b, &ring, &config, NONCE_S, || {}),
+        )
+        .await;
+        assert!(matches!(
+            client.map(|_| ()),
+            Err(HandshakeError::Refused(Refusal::AuthFailed))
+        ));
+        assert!(matches!(server, Err(HandshakeError::BadClientProof(_))));
     });
 }
 

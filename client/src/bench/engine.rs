@@ -474,11 +474,14 @@ async fn churn_worker<D: Driver>(ctx: Arc<Ctx<D>>, index: usize) {
                 continue;
             }
         };
-        rec.record_connect(index, Instant::now());
         match conn.call(payload).await {
             Ok(n) => {
                 drop(conn);
-                rec.record_call(index, t0, Instant::now(), (payload.len() + n) as u64);
+                // Counted once its call is answered: a driver may open the connection on
+                // the call itself (the handshake carrying it).
+                let done = Instant::now();
+                rec.record_connect(index, done);
+                rec.record_call(index, t0, done, (payload.len() + n) as u64);
             }
             Err(e) => ctx.call_failed(index, &e),
         }

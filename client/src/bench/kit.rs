@@ -3,7 +3,9 @@
 //! over it, calling the demo service's `Uppercase` or `Echo` and checking every answer.
 //!
 //! For an idle run ([`Driver::prepare_idle`]) the clients' keepalive interval is stretched
-//! past the hold, so that they send nothing while held.
+//! past the hold, so that they send nothing while held. With
+//! [`KitDriver::pipeline_first_call`] each client connects on its first call, which travels
+//! with the handshake.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +29,9 @@ pub struct KitDriver {
     /// Keepalive interval of the clients; `None` keeps the client default (30 s). Set by
     /// [`Driver::prepare_idle`] so that an idle hold stays silent.
     keepalive_interval: Option<Duration>,
+    /// Whether each connection's first call travels with the handshake (the connection then
+    /// opens on that call).
+    pipeline: bool,
 }
 
 /// Idle mode: how much longer than the hold the clients wait before their first keepalive ping.
@@ -40,7 +45,15 @@ impl KitDriver {
             key_id,
             key,
             keepalive_interval: None,
+            pipeline: false,
         }
+    }
+
+    /// With `on`, each connection opens on its first call, which travels with the handshake's
+    /// proof ([`ClientConfig::pipeline_first_call`]): one round trip less per connection.
+    pub fn pipeline_first_call(mut self, on: bool) -> Self {
+        self.pipeline = on;
+        self
     }
 
     /// The keepalive interval the clients will use (the client default unless an idle run
@@ -112,14 +125,21 @@ impl Driver for KitDriver {
             // The engine reconnects by itself after a failure; keep the two apart.
             reconnect_attempts: 0,
             keepalive_interval: self.keepalive_interval(),
+            pipeline_first_call: self.pipeline,
             ..ClientConfig::default()
         };
         let (key_id, key) = (self.key_id.clone(), self.key.clone());
         let echo = self.method == "echo";
+        let lazy = self.pipeline;
         async move {
-            let client = Client::connect(addr.to_string(), key_id, key, config)
-                .await
-                .map_err(|e| connect_error(&e))?;
+            let client = if lazy {
+                // Connects on the first call, which carries the handshake's last step.
+                Client::lazy(addr.to_string(), key_id, key, config)
+            } else {
+                Client::connect(addr.to_string(), key_id, key, config)
+                    .await
+                    .map_err(|e| connect_error(&e))?
+            };
             Ok(KitConnection { client, echo })
         }
     }

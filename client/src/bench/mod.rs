@@ -282,7 +282,8 @@ pub trait Driver: Send + Sync + 'static {
     /// Short name of the protocol for the report, e.g. `raw` or `rpckit`.
     fn name(&self) -> &str;
 
-    /// Opens one connection to `addr`, ready for calls (handshake done).
+    /// Opens one connection to `addr`, ready for calls (handshake done), or one that opens on
+    /// its first call, if the driver sends that call with the handshake.
     fn connect(
         &self,
         addr: SocketAddr,

@@ -22,6 +22,11 @@ pub struct BenchArgs {
     /// print it (frame tags cost hashing); no server is needed.
     #[arg(long, conflicts_with = "raw")]
     sha256: bool,
+    /// rpckit only: each connection's first call travels with the handshake's proof
+    /// (`ClientConfig::pipeline_first_call`), so a new connection costs one round trip less;
+    /// the call leaves before the server has proven that it holds the key.
+    #[arg(long, conflicts_with = "raw")]
+    pipeline_first_call: bool,
     #[command(flatten)]
     config: BenchConfig,
 }
@@ -53,7 +58,8 @@ pub fn run_bench(target: &Target, args: BenchArgs) -> ExitCode {
                 return ExitCode::from(crate::call::EXIT_LOCAL);
             }
         };
-        let driver = KitDriver::new(&args.config.method, key_id, key);
+        let driver = KitDriver::new(&args.config.method, key_id, key)
+            .pipeline_first_call(args.pipeline_first_call);
         async_std::task::block_on(run(driver, &target.addr, &args.config))
     };
     match result {

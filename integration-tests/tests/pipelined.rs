@@ -1,0 +1,198 @@
+//! The first call riding with the handshake (`ClientConfig::pipeline_first_call`,
+//! PROTOCOL.md §3.5): against the real `rpc-server` through the client library and through
+//! proto's `connect_pipelined` on a raw socket, and against fake servers that fail the
+//! handshake before and after the call left, to check what the caller is told.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_std::io::{ReadExt, WriteExt};
+use rpckit_client::{CallError, Client, ClientConfig, ConnectError};
+use rpckit_integration_tests::{within, ServerProcess, TestKey};
+use rpckit_proto::demo::{Request, Response};
+use rpckit_proto::handshake::{self, HandshakeConfig};
+use rpckit_proto::message::decode_server;
+use rpckit_proto::{ClientMessage, KeyId, SecretKey, ServerMessage};
+
+const STEP: Duration = Duration::from_secs(10);
+
+fn pipelining() -> ClientConfig {
+    ClientConfig {
+        pipeline_first_call: true,
+        ..ClientConfig::default()
+    }
+}
+
+fn lazy(
+    addr: impl ToString,
+    id: &KeyId,
+    key: &SecretKey,
+    config: ClientConfig,
+) -> Client<Request, Response> {
+    Client::lazy(addr.to_string(), id.clone(), key.clone(), config)
+}
+
+#[test]
+fn first_call_rides_with_the_handshake_and_the_connection_carries_on() {
+    let key = TestKey::new("pipe");
+    let server = ServerProcess::start(&key.path, &[]);
+    let client = Arc::new(lazy(server.addr, &key.id, &key.key, pipelining()));
+    assert!(
+        !client.is_connected(),
+        "a lazy client connects on its first call"
+    );
+
+    // Twenty callers at once on a client with no connection yet: one opens it with its call
+    // in the handshake, the others wait for it and go on the same connection.
+    let answers = within(STEP, async {
+        let calls = (0..20).map(|i| {
+            let client = client.clone();
+            async_std::task::spawn(async move {
+                client.call(Request::Uppercase(format!("call {i}"))).await
+            })
+        });
+        let mut answers = Vec::new();
+        for call in calls.collect::<Vec<_>>() {
+            answers.push(call.await);
+        }
+        answers
+    });
+    for (i, answer) in answers.into_iter().enumerate() {
+        assert_eq!(
+            answer.expect("answered"),
+            Response::Uppercase(format!("CALL {i}"))
+        );
+    }
+    assert!(client.is_connected());
+    assert_eq!(
+        server.log_count("authenticated"),
+        1,
+        "{}",
+        server.log_text()
+    );
+
+    // After a close, the next call opens a new connection the same way.
+    within(STEP, client.close());
+    let again = within(STEP, client.call(Request::Ping));
+    assert_eq!(again.expect("answered"), Response::Pong);
+    assert_eq!(
+        server.log_count("authenticated"),
+        2,
+        "{}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn raw_call_sent_with_the_proof_is_answered_behind_the_server_proof() {
+    let key = TestKey::new("pipe");
+    let server = ServerProcess::start(&key.path, &[]);
+    within(STEP, async {
+        let stream = async_std::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let call = ClientMessage::Call {
+            id: 1,
+            deadline: Some(Duration::from_secs(5)),
+            request: Request::Uppercase("early".into()),
+        };
+        let (session, pushed) = handshake::connect_pipelined(
+            stream.clone(),
+            stream.clone(),
+            &key.id,
+            &key.key,
+            &HandshakeConfig::default(),
+            |w| w.push_client(&call),
+        )
+        .await
+        .expect("handshake");
+        pushed.expect("the call fits in a frame");
+        let (mut reader, _writer) = session.split();
+        let payload = reader.recv().await.expect("read").expect("a frame");
+        match decode_server::<Response>(payload).expect("decodes") {
+            ServerMessage::Reply {
+                id: 1,
+                result: Ok(Ok(Response::Uppercase(text))),
+            } => assert_eq!(text, "EARLY"),
+            other => panic!("unexpected {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn pipelined_call_with_a_wrong_key_fails_as_auth_and_others_are_served() {
+    let key = TestKey::new("pipe");
+    let server = ServerProcess::start(&key.path, &[]);
+    let wrong = SecretKey::new(vec![0x5A; 32]).expect("a valid key");
+    let impostor = lazy(server.addr, &key.id, &wrong, pipelining());
+    match within(STEP, impostor.call(Request::Ping)) {
+        Err(CallError::Connect(ConnectError::Auth(_))) => {}
+        other => panic!("want an authentication failure, got {other:?}"),
+    }
+    let good = lazy(server.addr, &key.id, &key.key, pipelining());
+    assert_eq!(
+        within(STEP, good.call(Request::Ping)).expect("answered"),
+        Response::Pong
+    );
+}
+
+/// A fake server that reads the ClientHello, then (with `hello`) answers with a ServerHello
+/// and reads the client's next write, and then closes the connection without a ServerProof.
+async fn fake_server_closing(
+    hello: bool,
+) -> (std::net::SocketAddr, async_std::task::JoinHandle<usize>) {
+    let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let task = async_std::task::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut buf = [0u8; 4096];
+        // The ClientHello: fixed part (7 + 32 + 1 bytes) and a key id, in one write.
+        let n = stream.read(&mut buf).await.expect("read the hello");
+        if !hello {
+            return n;
+        }
+        stream
+            .write_all(&handshake::server_hello(&[7; 32]))
+            .await
+            .expect("write the hello");
+        // The proof, with the call behind it.
+        stream.read(&mut buf).await.expect("read the proof")
+    });
+    (addr, task)
+}
+
+#[test]
+fn connection_lost_after_the_call_left_is_outcome_unknown_and_before_is_a_connect_error() {
+    let key = TestKey::new("pipe");
+    let config = ClientConfig {
+        reconnect_attempts: 0,
+        ..pipelining()
+    };
+    within(STEP, async {
+        // Closed after the proof and the call were written: the server may have run it.
+        let (addr, server) = fake_server_closing(true).await;
+        let client = lazy(addr, &key.id, &key.key, config.clone());
+        let outcome = client.call(Request::Uppercase("maybe".into())).await;
+        let proof_and_call = server.await;
+        assert!(
+            proof_and_call > 33,
+            "the call came in the proof's write ({proof_and_call} bytes)"
+        );
+        match outcome {
+            Err(CallError::OutcomeUnknown(_)) => {}
+            other => panic!("want OutcomeUnknown, got {other:?}"),
+        }
+
+        // Closed before the ServerHello: the call never left, so it is a connect error.
+        let (addr, server) = fake_server_closing(false).await;
+        let client = lazy(addr, &key.id, &key.key, config.clone());
+        let outcome = client.call(Request::Uppercase("never".into())).await;
+        server.await;
+        match outcome {
+            Err(CallError::Connect(_)) => {}
+            other => panic!("want a connect error, got {other:?}"),
+        }
+    });
+}
