@@ -22,6 +22,9 @@ use crate::session::{FrameSealer, SessionError};
 /// Write buffers larger than this are given back once written.
 const KEEP_BUFFER: usize = 16 * 1024;
 
+/// Marks lists longer than this (in entries) are given back once written.
+const KEEP_MARKS: usize = 1024;
+
 /// Why the outbox cannot take or send a message.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -49,6 +52,8 @@ struct State {
     pending: Vec<u8>,
     /// Marks of the messages in `pending` (see [`Outbox::push_client`]).
     marks: Vec<u64>,
+    /// An empty marks list to swap in when a writer takes `marks` (no allocation per call).
+    spare_marks: Vec<u64>,
     /// An empty buffer to swap in when a writer takes `pending`.
     spare: Vec<u8>,
     /// Messages in `pending`.
@@ -86,6 +91,7 @@ where
                 sealer,
                 pending: unwritten,
                 marks: Vec::new(),
+                spare_marks: Vec::new(),
                 spare: Vec::new(),
                 queued: 0,
                 writing: false,
@@ -164,7 +170,7 @@ where
     /// have left): callers should let it finish; it is bounded by the write timeout.
     pub async fn flush(&self, mut taken: impl FnMut(&[u64])) -> Result<(), OutboxError> {
         loop {
-            let (mut batch, marks) = {
+            let (mut batch, mut marks) = {
                 let mut guard = self.state();
                 let st = &mut *guard;
                 if let Some(failed) = &st.failed {
@@ -177,7 +183,8 @@ where
                 st.queued = 0;
                 let mut batch = std::mem::take(&mut st.spare);
                 std::mem::swap(&mut batch, &mut st.pending);
-                (batch, std::mem::take(&mut st.marks))
+                let spare_marks = std::mem::take(&mut st.spare_marks);
+                (batch, std::mem::replace(&mut st.marks, spare_marks))
             };
             if !marks.is_empty() {
                 taken(&marks);
@@ -188,10 +195,14 @@ where
             let written = self.write(&batch).await;
             interrupted.0 = None;
             batch.clear();
+            marks.clear();
             let mut st = self.state();
             st.writing = false;
             if batch.capacity() <= KEEP_BUFFER {
                 st.spare = batch;
+            }
+            if marks.capacity() <= KEEP_MARKS {
+                st.spare_marks = marks;
             }
             if let Err(e) = written {
                 let error = OutboxError::WriteFailed(e);
@@ -253,5 +264,46 @@ impl<W> Drop for Interrupted<'_, W> {
             st.failed
                 .get_or_insert(OutboxError::WriteFailed("a write was interrupted".into()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::DEFAULT_MAX_FRAME;
+    use crate::session::SessionWriter;
+    use async_std::os::unix::net::UnixStream;
+
+    /// An outbox writing to one end of a socket pair, and the other end.
+    fn outbox() -> (Outbox<UnixStream>, UnixStream) {
+        let (ours, peer) = UnixStream::pair().unwrap();
+        let writer = SessionWriter::new(Vec::<u8>::new(), &[1; 32], DEFAULT_MAX_FRAME, Vec::new());
+        let (sealer, _, unwritten) = writer.into_parts();
+        let outbox = Outbox::new(sealer, ours, unwritten, Duration::from_secs(5), 16);
+        (outbox, peer)
+    }
+
+    #[test]
+    fn each_flush_reports_the_marks_of_what_it_wrote_and_only_once() {
+        futures_lite::future::block_on(async {
+            let (outbox, _peer) = outbox();
+            for round in 0..3u64 {
+                let ping = ClientMessage::<()>::Ping { nonce: round };
+                outbox.push_client(&ping, Some(round * 10)).unwrap();
+                outbox.push_client(&ping, None).unwrap();
+                outbox.push_client(&ping, Some(round * 10 + 1)).unwrap();
+                let mut seen = Vec::new();
+                outbox
+                    .flush(|marks| seen.extend_from_slice(marks))
+                    .await
+                    .unwrap();
+                assert_eq!(seen, [round * 10, round * 10 + 1]);
+                // Nothing is left: another flush writes nothing and reports nothing.
+                outbox
+                    .flush(|marks| panic!("marks reported twice: {marks:?}"))
+                    .await
+                    .unwrap();
+            }
+        });
     }
 }
