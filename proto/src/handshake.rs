@@ -534,18 +534,18 @@ where
 
     let mut finish = vec![TYPE_SERVER_PROOF, STATUS_OK];
     finish.extend_from_slice(&server_proof(key, &key_id, &nonce_c, &nonce_s));
-    let keys = derive_session_keys(key, &key_id, &nonce_c, &nonce_s);
-    let reader = SessionReader::new(reader, &keys.client_to_server, config.max_frame);
     // A client that sent frames with its proof gets our proof in front of the answers to
-    // them, in one write: it waits in the session's writer for the first flush.
-    let pending = if reader.has_buffered_frame() {
+    // them, in one write: it waits in the session's writer for the first flush. (Nothing more
+    // is built before this wait: what lives across it sizes every connection's task.)
+    let pending = if reader.has_complete_frame() {
         finish
     } else {
         send(&mut w, &finish).await?;
         Vec::new()
     };
+    let keys = derive_session_keys(key, &key_id, &nonce_c, &nonce_s);
     Ok(Session {
-        reader,
+        reader: SessionReader::new(reader, &keys.client_to_server, config.max_frame),
         writer: SessionWriter::new(w, &keys.server_to_client, config.max_frame, pending),
         key_id,
     })
