@@ -659,8 +659,6 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
             .await;
         match event {
             Event::Frame(Ok(Some(payload))) => {
-                last_received = Instant::now();
-                ping_sent = None;
                 let message = match decode_server::<Resp>(payload) {
                     Ok(message) => message,
                     Err(e) => return (format!("undecodable message from server: {e}"), false),
@@ -699,6 +697,10 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
                     }
                     ServerMessage::Goodbye => return ("server said goodbye".into(), true),
                 }
+                // Taken after the frame is handled, so that reading the clock does not delay
+                // the caller woken by an answer (keepalive needs no finer time).
+                last_received = Instant::now();
+                ping_sent = None;
             }
             Event::Frame(Ok(None)) => return ("server closed the connection".into(), false),
             Event::Frame(Err(e)) => return (format!("connection failed: {e}"), false),
