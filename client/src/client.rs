@@ -8,10 +8,12 @@
 //! because the server may have run it; a call the server answered `ShuttingDown` was not run
 //! and may be retried by the caller.
 
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_lite::FutureExt;
 use rpckit_proto::timer::Sleep;
 use rpckit_proto::{KeyId, SecretKey};
 use serde::de::DeserializeOwned;
@@ -232,7 +234,7 @@ where
                     self.config.reconnect_max_backoff,
                 );
                 if let Some(d) = deadline {
-                    if Instant::now() + delay >= d {
+                    if Instant::now().checked_add(delay).is_none_or(|t| t >= d) {
                         return Err(CallError::Timeout(
                             d.saturating_duration_since(Instant::now()),
                         ));
@@ -241,12 +243,22 @@ where
                 Sleep::after(delay).await;
             }
             *reconnects += 1;
+            // Connecting counts against the call's timeout too.
+            let timed_out = || CallError::Timeout(timeout.unwrap_or_default());
             let failed = if self.config.pipeline_first_call {
                 let this_try = this_try(deadline, timeout)?;
                 let (addr, id, key) = (&self.addr, &self.key_id, &self.key);
-                match Connection::open_with_call(addr, id, key, &self.config, request, this_try)
-                    .await
-                {
+                // Boxed, here and below: connecting is rare, and its future would otherwise
+                // sit inside every call's future (a test's thousand calls overflowed a stack).
+                let open = Box::pin(Connection::open_with_call(
+                    addr,
+                    id,
+                    key,
+                    &self.config,
+                    request,
+                    this_try,
+                ));
+                match by(deadline, open).await.ok_or_else(timed_out)? {
                     Ok((connection, first)) => {
                         info!(addr = %self.addr, "connected, first call sent with the handshake");
                         let connection = Arc::new(connection);
@@ -267,7 +279,13 @@ where
                     }
                 }
             } else {
-                match Connection::open(&self.addr, &self.key_id, &self.key, &self.config).await {
+                let open = Box::pin(Connection::open(
+                    &self.addr,
+                    &self.key_id,
+                    &self.key,
+                    &self.config,
+                ));
+                match by(deadline, open).await.ok_or_else(timed_out)? {
                     Ok(connection) => {
                         info!(addr = %self.addr, "connected");
                         let connection = Arc::new(connection);
@@ -281,6 +299,21 @@ where
                 return Err(CallError::Connect(failed));
             }
             debug!(addr = %self.addr, error = %failed, attempt = *reconnects, "connect failed");
+        }
+    }
+}
+
+/// Runs `fut` until `deadline` (if any); `None` if the deadline came first.
+async fn by<T>(deadline: Option<Instant>, fut: impl Future<Output = T>) -> Option<T> {
+    match deadline {
+        None => Some(fut.await),
+        Some(at) => {
+            async { Some(fut.await) }
+                .or(async {
+                    Sleep::at(at).await;
+                    None
+                })
+                .await
         }
     }
 }
@@ -333,6 +366,24 @@ mod tests {
             let cap = initial.saturating_mul(1 << (attempt - 1).min(20)).min(max);
             assert!(d <= cap.max(Duration::from_millis(1)));
         }
+    }
+
+    #[test]
+    fn a_call_future_stays_small() {
+        // Callers keep many call futures at once (on a stack, or one per task): connecting is
+        // boxed so that its futures do not sit in every call's. Unboxed, a call's future was
+        // 6.5 KB and a test holding a thousand of them overflowed its thread's stack.
+        use rpckit_proto::demo::{Request, Response};
+        let id = KeyId::new("size").unwrap();
+        let key = SecretKey::new(vec![1; 32]).unwrap();
+        let client: Client<Request, Response> =
+            Client::lazy("127.0.0.1:1", id, key, ClientConfig::default());
+        let call = client.call(Request::Ping);
+        assert!(
+            std::mem::size_of_val(&call) <= 2048,
+            "{} bytes",
+            std::mem::size_of_val(&call)
+        );
     }
 
     #[test]

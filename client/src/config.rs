@@ -40,7 +40,9 @@ pub struct ClientConfig {
     /// impostor) has seen the request; it cannot answer it or replay it elsewhere, and the
     /// protocol does not hide requests from anyone on the path anyway. If the connection fails
     /// after the call left and before the server's proof came, the call ends with
-    /// [`crate::CallError::OutcomeUnknown`]. Default `false`.
+    /// [`crate::CallError::OutcomeUnknown`]; if the caller drops it or its timeout passes
+    /// before then, the new connection is dropped and the server may still run it.
+    /// Default `false`.
     pub pipeline_first_call: bool,
 }
 

@@ -61,7 +61,10 @@ pub enum CallError {
     /// The server answered with an error.
     #[error("server error: {0}")]
     Rpc(#[from] RpcError),
-    /// No answer within the call's timeout; the server was told to cancel the call.
+    /// No answer within the call's timeout, which also bounds making a connection for it. A
+    /// call on a connection is cancelled on the server. A call that timed out while riding
+    /// with a handshake ([`crate::ClientConfig::pipeline_first_call`]) has its connection
+    /// dropped; the server may have run it.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     /// The connection died after the call was written to it: the server may or may not have

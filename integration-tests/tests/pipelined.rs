@@ -1,7 +1,8 @@
 //! The first call riding with the handshake (`ClientConfig::pipeline_first_call`,
 //! PROTOCOL.md §3.5): against the real `rpc-server` through the client library and through
 //! proto's `connect_pipelined` on a raw socket, and against fake servers that fail the
-//! handshake before and after the call left, to check what the caller is told.
+//! handshake before and after the call left, to check what the caller is told; and a call's
+//! timeout bounding the connection it has to make (pipelined or not).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -194,5 +195,46 @@ fn connection_lost_after_the_call_left_is_outcome_unknown_and_before_is_a_connec
             Err(CallError::Connect(_)) => {}
             other => panic!("want a connect error, got {other:?}"),
         }
+    });
+}
+
+#[test]
+fn a_call_timeout_bounds_connecting_to_a_server_that_never_answers_the_hello() {
+    let key = TestKey::new("pipe");
+    within(STEP, async {
+        // Accepts connections and holds them without a word: only the handshake timeout
+        // (10 s by default) would end the wait, but the call's timeout comes first.
+        let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let silent = async_std::task::spawn(async move {
+            let mut held = Vec::new();
+            for _ in 0..2 {
+                held.push(listener.accept().await.expect("accept"));
+            }
+            held
+        });
+        for pipeline_first_call in [false, true] {
+            let config = ClientConfig {
+                call_timeout: Some(Duration::from_millis(300)),
+                reconnect_attempts: 0,
+                pipeline_first_call,
+                ..ClientConfig::default()
+            };
+            let client = lazy(addr, &key.id, &key.key, config);
+            let started = std::time::Instant::now();
+            let outcome = client.call(Request::Ping).await;
+            let took = started.elapsed();
+            assert!(
+                matches!(outcome, Err(CallError::Timeout(_))),
+                "pipelined {pipeline_first_call}: {outcome:?}"
+            );
+            assert!(
+                took < Duration::from_secs(5),
+                "pipelined {pipeline_first_call}: waited {took:?}, past the call's timeout"
+            );
+        }
+        drop(silent.await);
     });
 }
