@@ -83,6 +83,7 @@ where
         config: ClientConfig,
     ) -> Result<Self, ConnectError> {
         let addr = addr.into();
+        let config = config.bounded();
         let connection = Connection::open(&addr, &key_id, &key, &config).await?;
         let client = Client::lazy(addr, key_id, key, config);
         *client.lock_current() = Some(Arc::new(connection));
@@ -120,7 +121,7 @@ where
             addr: addr.into(),
             key_id,
             key,
-            config,
+            config: config.bounded(),
             current: Mutex::new(None),
             connecting: async_lock::Mutex::new(()),
             _request: PhantomData,

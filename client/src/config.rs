@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use rpckit_proto::timer::MAX_DURATION;
 use rpckit_proto::DEFAULT_MAX_FRAME;
 
 /// Settings of a [`crate::Client`].
@@ -46,6 +47,28 @@ pub struct ClientConfig {
     pub pipeline_first_call: bool,
 }
 
+impl ClientConfig {
+    /// This configuration with every duration cut to
+    /// [`rpckit_proto::timer::MAX_DURATION`] (100 years), which [`crate::Client`] applies: a
+    /// timeout that long is as good as none, and deadlines computed from it cannot overflow
+    /// the clock.
+    pub fn bounded(mut self) -> Self {
+        for d in [
+            &mut self.connect_timeout,
+            &mut self.handshake_timeout,
+            &mut self.keepalive_interval,
+            &mut self.keepalive_timeout,
+            &mut self.write_timeout,
+            &mut self.reconnect_initial_backoff,
+            &mut self.reconnect_max_backoff,
+        ] {
+            *d = (*d).min(MAX_DURATION);
+        }
+        // The call timeout has its own rule: one too long for the clock means none.
+        self
+    }
+}
+
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
@@ -62,5 +85,49 @@ impl Default for ClientConfig {
             reconnect_max_backoff: Duration::from_secs(5),
             pipeline_first_call: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_cuts_every_duration_and_keeps_the_rest() {
+        let huge = ClientConfig {
+            connect_timeout: Duration::MAX,
+            handshake_timeout: Duration::MAX,
+            call_timeout: Some(Duration::MAX),
+            keepalive_interval: Duration::MAX,
+            keepalive_timeout: Duration::MAX,
+            write_timeout: Duration::MAX,
+            reconnect_initial_backoff: Duration::MAX,
+            reconnect_max_backoff: Duration::MAX,
+            ..ClientConfig::default()
+        }
+        .bounded();
+        let now = std::time::Instant::now();
+        for d in [
+            huge.connect_timeout,
+            huge.handshake_timeout,
+            huge.keepalive_interval,
+            huge.keepalive_timeout,
+            huge.write_timeout,
+            huge.reconnect_initial_backoff,
+            huge.reconnect_max_backoff,
+        ] {
+            assert_eq!(d, MAX_DURATION);
+            assert!(now.checked_add(d + d).is_some());
+        }
+        assert_eq!(
+            huge.call_timeout,
+            Some(Duration::MAX),
+            "its own rule applies"
+        );
+        let default = ClientConfig::default();
+        assert_eq!(
+            format!("{:?}", default.clone().bounded()),
+            format!("{default:?}")
+        );
     }
 }

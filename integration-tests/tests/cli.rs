@@ -163,12 +163,29 @@ fn local_and_usage_errors_exit_1_and_2_without_calling() {
     // A key id the keyring does not hold is found missing locally, before connecting.
     let out = run(&["--key-id", "not-in-ring", "call", "ping"]);
     assert_eq!(expect_code(&out, 1), "");
-    // Usage errors (clap): no method, unknown flag.
+    // Usage errors (clap): no method, unknown flag, a timeout past the longest allowed.
     assert_eq!(expect_code(&run(&["call"]), 2), "");
     assert_eq!(
         expect_code(&run(&["call", "ping", "--no-such-flag"]), 2),
         ""
     );
+    let out = run(&["call", "--timeout", "1000000y", "ping"]);
+    assert_eq!(expect_code(&out, 2), "");
+    assert!(stderr(&out).contains("longest allowed"), "{}", stderr(&out));
+    // The server refuses such a setting at start, before listening.
+    let out = std::process::Command::new(rpckit_integration_tests::bin("rpc-server"))
+        .args([
+            "--idle-timeout",
+            "1000000y",
+            "--listen",
+            "127.0.0.1:0",
+            "--keyring",
+        ])
+        .arg(&key.path)
+        .output()
+        .expect("run rpc-server");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("longest allowed"), "{}", stderr(&out));
 
     // None of these reached the server. (A connection that did would be logged before the
     // call below, which is the only one.)

@@ -158,6 +158,11 @@ enum Waiting {
     Reactor(async_io::Timer),
 }
 
+/// The longest duration a timeout setting of the kit takes (100 years): the server and client
+/// configurations cut longer ones to it, and the command-line tools refuse them. A deadline
+/// that far off is as good as none, and instants computed from it cannot overflow the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// A future that completes at a given instant; it can be moved with [`Sleep::set_at`].
 ///
 /// Once it has completed it stays pending until it is set again, like a one-shot

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use rpckit_proto::timer::MAX_DURATION;
 use rpckit_proto::DEFAULT_MAX_FRAME;
 
 /// Limits and timeouts of a [`crate::Server`].
@@ -48,6 +49,27 @@ pub struct ServerConfig {
     pub auth_penalty: Duration,
 }
 
+impl ServerConfig {
+    /// This configuration with every duration cut to [`MAX_DURATION`] (100 years), which
+    /// [`crate::Server::new`] applies: a timeout that long is as good as none, and deadlines
+    /// computed from it cannot overflow the clock.
+    pub fn bounded(mut self) -> Self {
+        for d in [
+            &mut self.handshake_timeout,
+            &mut self.write_timeout,
+            &mut self.idle_timeout,
+            &mut self.keepalive_interval,
+            &mut self.keepalive_timeout,
+            &mut self.grace_period,
+            &mut self.auth_failure_window,
+            &mut self.auth_penalty,
+        ] {
+            *d = (*d).min(MAX_DURATION);
+        }
+        self
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -67,5 +89,46 @@ impl Default for ServerConfig {
             auth_failure_window: Duration::from_secs(60),
             auth_penalty: Duration::from_secs(30),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_cuts_every_duration_and_keeps_the_rest() {
+        let huge = ServerConfig {
+            handshake_timeout: Duration::MAX,
+            write_timeout: Duration::MAX,
+            idle_timeout: Duration::MAX,
+            keepalive_interval: Duration::MAX,
+            keepalive_timeout: Duration::MAX,
+            grace_period: Duration::MAX,
+            auth_failure_window: Duration::MAX,
+            auth_penalty: Duration::MAX,
+            ..ServerConfig::default()
+        }
+        .bounded();
+        let now = std::time::Instant::now();
+        for d in [
+            huge.handshake_timeout,
+            huge.write_timeout,
+            huge.idle_timeout,
+            huge.keepalive_interval,
+            huge.keepalive_timeout,
+            huge.grace_period,
+            huge.auth_failure_window,
+            huge.auth_penalty,
+        ] {
+            assert_eq!(d, MAX_DURATION);
+            // Deadlines from it fit the clock, with room to add another.
+            assert!(now.checked_add(d + d).is_some());
+        }
+        let default = ServerConfig::default();
+        assert_eq!(
+            format!("{:?}", default.clone().bounded()),
+            format!("{default:?}")
+        );
     }
 }

@@ -70,7 +70,9 @@ pub struct Server<S> {
 
 impl<S: Service> Server<S> {
     /// A server for `service` accepting the keys in `keyring`.
+    /// Durations longer than [`rpckit_proto::timer::MAX_DURATION`] are cut to it.
     pub fn new(service: S, keyring: Keyring, config: ServerConfig) -> Self {
+        let config = config.bounded();
         let penalties = Penalties::new(
             config.auth_failure_limit,
             config.auth_failure_window,

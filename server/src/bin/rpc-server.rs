@@ -59,7 +59,14 @@ enum LogFormat {
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))
+    let d =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))?;
+    if d > rpckit_proto::timer::MAX_DURATION {
+        return Err(format!(
+            "{text} is longer than the longest allowed, 100 years"
+        ));
+    }
+    Ok(d)
 }
 
 #[derive(Args, Debug)]
