@@ -12,7 +12,6 @@ use std::future::Future;
 use std::io;
 use std::net::Shutdown;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -33,6 +32,7 @@ use crate::handshake::{
 use crate::keyring::{KeyId, Keyring, SecretKey};
 use crate::message::{decode_client, decode_server, ClientMessage, ServerMessage};
 use crate::session::{Session, SessionError, SessionWriter};
+use crate::test_support::Recorder;
 
 const NONCE_C: [u8; NONCE_LEN] = [0x11; NONCE_LEN];
 const NONCE_S: [u8; NONCE_LEN] = [0x22; NONCE_LEN];
@@ -157,11 +157,7 @@ where
     let (client, server) = pair();
     let ring = ring();
     let config = config();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let writer = Recorder {
-        inner: server.clone(),
-        log: log.clone(),
-    };
+    let (writer, log) = Recorder::new(server.clone());
     let client_side = async {
         script(client.clone()).await;
         client
@@ -171,7 +167,7 @@ where
         client_side,
     )
     .await;
-    let sent = log.lock().unwrap().clone();
+    let sent = log.bytes();
     if result.is_err() {
         // The server dropped the socket: the client reads what it had not read yet, then EOF.
         let rest = read_until_closed(&client).await;
@@ -296,36 +292,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for OneByte<S> {
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_close(cx)
-    }
-}
-
-/// A writer that passes everything through and keeps a copy.
-#[derive(Debug)]
-struct Recorder<W> {
-    inner: W,
-    log: Arc<Mutex<Vec<u8>>>,
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for Recorder<W> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = result {
-            this.log.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-        result
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 
@@ -984,25 +950,16 @@ fn proof_replayed_from_an_earlier_connection_is_rejected() {
         let (ring, config) = (ring(), config());
 
         // Connection 1: a genuine client, recorded on the wire.
-        let log = Arc::new(Mutex::new(Vec::new()));
         let (a, b) = pair();
+        let (recorder, log) = Recorder::new(a.clone());
         let (client, server) = zip(
-            connect(
-                a.clone(),
-                Recorder {
-                    inner: a,
-                    log: log.clone(),
-                },
-                &id(),
-                &key(),
-                &config,
-            ),
+            connect(a, recorder, &id(), &key(), &config),
             accept(b.clone(), b, &ring, &config),
         )
         .await;
         client.unwrap();
         server.unwrap();
-        let recorded = log.lock().unwrap().clone();
+        let recorded = log.bytes();
         assert_eq!(recorded.len(), 48 + 33, "hello and proof");
         assert_eq!(recorded[48], TYPE_CLIENT_PROOF);
 
@@ -1378,11 +1335,7 @@ fn frame_pipelined_with_the_proof_is_read_by_the_session() {
         );
         let (a, b) = pair();
         write(&a, &all).await;
-        let writes = Arc::new(Mutex::new(Vec::new()));
-        let w = Writes {
-            inner: b.clone(),
-            log: writes.clone(),
-        };
+        let (w, log) = Recorder::new(b.clone());
         let mut server = accept_with_nonce(b, w, &ring(), &config(), NONCE_S, || {})
             .await
             .unwrap();
@@ -1394,18 +1347,16 @@ fn frame_pipelined_with_the_proof_is_read_by_the_session() {
         assert_call(server.reader.recv().await.unwrap().unwrap(), 2, "later");
 
         // The ServerProof waited in the writer: it leaves with the first answers, in one write.
-        assert_eq!(
-            writes.lock().unwrap().len(),
-            1,
-            "only the ServerHello so far"
-        );
+        assert_eq!(log.writes().len(), 1, "only the ServerHello so far");
         let answer = ServerMessage::<Response>::Pong { nonce: 1 };
         server.writer.push_server(&answer).unwrap();
         server.writer.flush().await.unwrap();
         let mut want = server_proof_msg(&key());
         want.extend_from_slice(&server_frames(&keys.server_to_client, &[answer])[0]);
-        let writes = writes.lock().unwrap().clone();
-        assert_eq!(writes, [server_hello(&NONCE_S).to_vec(), want.clone()]);
+        assert_eq!(
+            log.writes(),
+            [server_hello(&NONCE_S).to_vec(), want.clone()]
+        );
         assert_eq!(read_n(&a, 40).await, server_hello(&NONCE_S));
         assert_eq!(read_n(&a, want.len()).await, want);
     });
@@ -1440,45 +1391,12 @@ fn call_written_together_with_the_proof_is_read_by_the_session() {
     });
 }
 
-/// A writer that keeps each `poll_write` call's bytes apart, to see what left in which write.
-struct Writes<W> {
-    inner: W,
-    log: Arc<Mutex<Vec<Vec<u8>>>>,
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for Writes<W> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = result {
-            this.log.lock().unwrap().push(buf[..n].to_vec());
-        }
-        result
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
-    }
-}
-
 #[test]
 fn connect_pipelined_sends_its_first_frames_in_the_proofs_write() {
     run(async {
         let (a, b) = pair();
         let (ring, config) = (ring(), config());
-        let writes = Arc::new(Mutex::new(Vec::new()));
-        let w = Writes {
-            inner: a.clone(),
-            log: writes.clone(),
-        };
+        let (w, log) = Recorder::new(a.clone());
         let server_side = async {
             let mut server = accept_with_nonce(b.clone(), b, &ring, &config, NONCE_S, || {})
                 .await
@@ -1510,7 +1428,7 @@ fn connect_pipelined_sends_its_first_frames_in_the_proofs_write() {
         ));
 
         // Two writes: the hello, then the proof with both frames behind it.
-        let writes = writes.lock().unwrap().clone();
+        let writes = log.writes();
         assert_eq!(writes.len(), 2, "{writes:?}");
         assert_eq!(writes[0], client_hello(&NONCE_C, &id()));
         let proof = proof_msg(&client_proof(&key(), &id(), &NONCE_C, &NONCE_S));

@@ -45,4 +45,6 @@ pub use transport::{SocketReader, TcpSocket};
 #[cfg(test)]
 mod handshake_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod test_vectors;

@@ -8,13 +8,7 @@
 //! over a socket pair with the fixed nonces. A last test checks that every hex string here
 //! appears verbatim in `docs/PROTOCOL.md`, so the document cannot drift from the code.
 
-use std::io;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-
 use async_std::os::unix::net::UnixStream;
-use futures_lite::io::AsyncWrite;
 use hkdf::Hkdf;
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
@@ -28,6 +22,7 @@ use crate::handshake::{
 use crate::keyring::{KeyId, Keyring, SecretKey};
 use crate::message::{self, ClientHeader, ClientMessage, RpcError, ServerMessage};
 use crate::session::{HmacSha256, SessionWriter};
+use crate::test_support::Recorder;
 
 /// The shared secret: bytes 0x00 to 0x1f.
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -179,35 +174,6 @@ fn reply() -> ServerMessage<Response> {
     ServerMessage::Reply {
         id: 1,
         result: Ok(Response::Uppercase("HELLO".into())),
-    }
-}
-
-/// A writer that passes everything through and keeps a copy of what was written.
-struct Recorder<W> {
-    inner: W,
-    log: Arc<Mutex<Vec<u8>>>,
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for Recorder<W> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = result {
-            this.log.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-        result
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 
@@ -371,18 +337,15 @@ fn frames_match_the_session_writer() {
 fn real_handshake_and_first_frames_write_exactly_the_vectors() {
     async_std::task::block_on(async {
         let (client_sock, server_sock) = UnixStream::pair().unwrap();
-        let client_log = Arc::new(Mutex::new(Vec::new()));
-        let server_log = Arc::new(Mutex::new(Vec::new()));
+        let (client_recorder, client_log) = Recorder::new(client_sock.clone());
+        let (server_recorder, server_log) = Recorder::new(server_sock.clone());
         let mut ring = Keyring::new();
         ring.insert(key_id(), key());
         let config = HandshakeConfig::default();
         let (client, server) = futures_lite::future::zip(
             connect_with_nonce(
                 client_sock.clone(),
-                Recorder {
-                    inner: client_sock,
-                    log: client_log.clone(),
-                },
+                client_recorder,
                 &key_id(),
                 &key(),
                 &config,
@@ -390,10 +353,7 @@ fn real_handshake_and_first_frames_write_exactly_the_vectors() {
             ),
             accept_with_nonce(
                 server_sock.clone(),
-                Recorder {
-                    inner: server_sock,
-                    log: server_log.clone(),
-                },
+                server_recorder,
                 &ring,
                 &config,
                 array32(NONCE_S),
@@ -403,14 +363,8 @@ fn real_handshake_and_first_frames_write_exactly_the_vectors() {
         .await;
         let (mut client, mut server) = (client.unwrap(), server.unwrap());
         assert_eq!(server.key_id, key_id());
-        assert_eq!(
-            *client_log.lock().unwrap(),
-            cat(&[CLIENT_HELLO, CLIENT_PROOF_MSG])
-        );
-        assert_eq!(
-            *server_log.lock().unwrap(),
-            cat(&[SERVER_HELLO, SERVER_PROOF_MSG])
-        );
+        assert_eq!(client_log.bytes(), cat(&[CLIENT_HELLO, CLIENT_PROOF_MSG]));
+        assert_eq!(server_log.bytes(), cat(&[SERVER_HELLO, SERVER_PROOF_MSG]));
 
         client.writer.push_client(&call()).unwrap();
         client.writer.flush().await.unwrap();
@@ -431,11 +385,11 @@ fn real_handshake_and_first_frames_write_exactly_the_vectors() {
         assert_eq!(payload, bytes(SERVER_PAYLOAD));
 
         assert_eq!(
-            *client_log.lock().unwrap(),
+            client_log.bytes(),
             cat(&[CLIENT_HELLO, CLIENT_PROOF_MSG, CLIENT_FRAME])
         );
         assert_eq!(
-            *server_log.lock().unwrap(),
+            server_log.bytes(),
             cat(&[SERVER_HELLO, SERVER_PROOF_MSG, SERVER_FRAME])
         );
     });
