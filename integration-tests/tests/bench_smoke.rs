@@ -116,6 +116,32 @@ fn bench_runs_against_the_kit_server() {
     args.extend(["--conns", "2", "--churn"]);
     let r = assert_clean(&bench(server.addr, &key, &args), "rpckit");
     assert!(r["connects"].as_u64().unwrap_or(0) > 0, "{r:#}");
+
+    // Churn with each call riding its connection's handshake: every connection answered.
+    args.push("--pipeline-first-call");
+    let r = assert_clean(&bench(server.addr, &key, &args), "rpckit");
+    assert_eq!(r["connects"].as_u64(), r["calls"].as_u64(), "{r:#}");
+}
+
+#[test]
+fn bench_with_lazy_connections_still_fails_fast_without_a_server() {
+    // With --pipeline-first-call nothing connects before the first call; the probe call made
+    // before the clock starts finds the dead address, as a plain connect would.
+    let key = TestKey::new("bench-smoke");
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address")
+    };
+    for extra in [&[][..], &["--pipeline-first-call"][..]] {
+        let mut full = vec!["bench"];
+        full.extend_from_slice(&SHORT);
+        full.extend_from_slice(extra);
+        let out = cli(dead, &key.path, &full);
+        assert_eq!(out.status.code(), Some(3), "{extra:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("cannot"), "{extra:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{extra:?}: no report expected");
+    }
 }
 
 #[test]

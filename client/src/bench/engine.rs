@@ -48,6 +48,12 @@ impl<D: Driver> Ctx<D> {
     }
 }
 
+/// Whether a failure of kind `kind` means no connection could be made (drivers label those
+/// `connect…`, `auth` or `handshake`).
+fn is_connect_failure(kind: &str) -> bool {
+    kind.starts_with("connect") || kind == "auth" || kind == "handshake"
+}
+
 /// The error counted for each worker cut off at the hard stop.
 fn hard_stop_error() -> BenchError {
     BenchError::new(
@@ -68,7 +74,9 @@ struct Slot<C> {
 ///
 /// Returns an error without running if the configuration is invalid, the
 /// address does not resolve, or no connection at all can be opened at the
-/// start. Failures during the run are counted in the report instead.
+/// start (for a driver whose connections open on their first call: the one
+/// call made before the clock starts cannot connect). Failures during the run
+/// are counted in the report instead.
 ///
 /// With `cfg.idle` this is [`run_idle`], which prints `holding N idle connections`.
 pub async fn run<D: Driver>(
@@ -86,7 +94,8 @@ pub async fn run<D: Driver>(
     let depth = if cfg.churn { 1 } else { cfg.depth };
     let driver = Arc::new(driver);
 
-    // Open the connections before the clock starts (churn: one probe connection).
+    // Open the connections before the clock starts (churn: one probe connection, closed
+    // once it has answered a call).
     let initial = if cfg.churn { 1 } else { cfg.conns };
     let opened = open_initial(&driver, target, initial).await;
     let mut setup_errors = Vec::new();
@@ -107,6 +116,27 @@ pub async fn run<D: Driver>(
             format!("cannot connect to {addr}: {}", e.message()),
         ));
     }
+    // One call before the clock starts: a driver may open its connections on their first
+    // call (the handshake carrying it), and a server that cannot be reached should end the
+    // run at once as it does for the others. Any other failure is counted like the run's.
+    let payload = make_payload(cfg.payload);
+    if let Some(first) = conns.iter().flatten().next() {
+        let probe = async_std::future::timeout(PROBE_TIMEOUT, first.call(&payload)).await;
+        match probe {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if is_connect_failure(e.kind()) => {
+                return Err(BenchError::new(
+                    e.kind().to_owned(),
+                    format!("cannot call {addr}: {}", e.message()),
+                ));
+            }
+            Ok(Err(e)) => setup_errors.push(e),
+            Err(_) => setup_errors.push(BenchError::new(
+                "probe_timeout",
+                format!("no answer within {}s", PROBE_TIMEOUT.as_secs()),
+            )),
+        }
+    }
     if cfg.churn {
         conns.clear(); // the probe is closed; churn workers connect themselves
     }
@@ -126,7 +156,7 @@ pub async fn run<D: Driver>(
     let ctx = Arc::new(Ctx {
         driver,
         addr: target,
-        payload: make_payload(cfg.payload),
+        payload,
         recorder: recorder.clone(),
         deadline,
         stopped: AtomicBool::new(false),
