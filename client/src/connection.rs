@@ -403,12 +403,17 @@ where
         let (session, pushed) = match handshake {
             Ok(done) => done,
             Err(e) => {
+                // A server that refused the proof ran nothing; an impostor is not the server.
+                let ran_nothing = e.is_auth_failure()
+                    || matches!(
+                        e,
+                        HandshakeError::Refused(_) | HandshakeError::BadServerProof
+                    );
                 let failed = handshake_error(addr, e);
                 return Err(match request {
                     // Never handed to the socket.
                     Some(request) if !handed => OpenFailure::NotSent(failed, request),
-                    // A server that refused the proof, or an impostor, ran nothing.
-                    _ if matches!(failed, ConnectError::Auth(_)) => OpenFailure::Failed(failed),
+                    _ if ran_nothing => OpenFailure::Failed(failed),
                     // Handed to the socket: a genuine server may have run it.
                     _ => OpenFailure::OutcomeUnknown(failed),
                 });
