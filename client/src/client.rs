@@ -82,10 +82,9 @@ where
         key: SecretKey,
         config: ClientConfig,
     ) -> Result<Self, ConnectError> {
-        let addr = addr.into();
-        let config = config.bounded();
-        let connection = Connection::open(&addr, &key_id, &key, &config).await?;
         let client = Client::lazy(addr, key_id, key, config);
+        let connection =
+            Connection::open(&client.addr, &client.key_id, &client.key, &client.config).await?;
         *client.lock_current() = Some(Arc::new(connection));
         Ok(client)
     }
@@ -193,6 +192,15 @@ where
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Makes a new connection the one calls go to; `pipelined`: its first call went out with
+    /// the handshake.
+    fn publish(&self, connection: Connection<Resp>, pipelined: bool) -> Arc<Connection<Resp>> {
+        info!(addr = %self.addr, first_call_in_handshake = pipelined, "connected");
+        let connection = Arc::new(connection);
+        *self.lock_current() = Some(connection.clone());
+        connection
+    }
+
     fn forget(&self, connection: &Arc<Connection<Resp>>) {
         let mut current = self.lock_current();
         if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, connection)) {
@@ -261,9 +269,7 @@ where
                 ));
                 match by(deadline, open).await.ok_or_else(timed_out)? {
                     Ok((connection, first)) => {
-                        info!(addr = %self.addr, "connected, first call sent with the handshake");
-                        let connection = Arc::new(connection);
-                        *self.lock_current() = Some(connection.clone());
+                        let connection = self.publish(connection, true);
                         drop(connecting);
                         let outcome = connection.first_answer(first).await;
                         return Ok(Route::Rode(connection, outcome));
@@ -288,9 +294,7 @@ where
                 ));
                 match by(deadline, open).await.ok_or_else(timed_out)? {
                     Ok(connection) => {
-                        info!(addr = %self.addr, "connected");
-                        let connection = Arc::new(connection);
-                        *self.lock_current() = Some(connection.clone());
+                        let connection = self.publish(connection, false);
                         return Ok(Route::On(connection, request));
                     }
                     Err(e) => e,

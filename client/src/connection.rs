@@ -347,10 +347,7 @@ where
         config: &ClientConfig,
     ) -> Result<Self, ConnectError> {
         let stream = connect_within(addr, config.connect_timeout).await?;
-        let hs = HandshakeConfig {
-            timeout: config.handshake_timeout,
-            max_frame: config.max_frame,
-        };
+        let hs = handshake_config(config);
         let (session, ()) =
             handshake::connect_pipelined(stream.reader(), &stream, key_id, key, &hs, |_| ())
                 .await
@@ -374,53 +371,34 @@ where
             Ok(stream) => stream,
             Err(error) => return Err(OpenFailure::NotSent(error, request)),
         };
-        let hs = HandshakeConfig {
-            timeout: config.handshake_timeout,
-            max_frame: config.max_frame,
-        };
         const ID: u64 = 1;
-        let mut request = Some(request);
+        // Set when the handshake queues the call behind its proof (just before writing it).
         let mut handed = false;
+        let hs = handshake_config(config);
         let handshake =
             handshake::connect_pipelined(stream.reader(), &stream, key_id, key, &hs, |w| {
                 handed = true;
-                let Some(taken) = request.take() else {
-                    unreachable!("`first` is called once")
-                };
-                let message = ClientMessage::Call {
-                    id: ID,
-                    deadline: deadline.map(|d| d.left),
-                    request: taken,
-                };
-                let pushed = w.push_client(&message);
-                let ClientMessage::Call { request: back, .. } = message else {
-                    unreachable!("built as a call above")
-                };
-                request = Some(back);
-                pushed
+                w.push_client(&call_message(ID, deadline, &request))
             })
             .await;
         let (session, pushed) = match handshake {
             Ok(done) => done,
             Err(e) => {
                 // A server that refused the proof ran nothing; an impostor is not the server.
-                let ran_nothing = e.is_auth_failure()
-                    || matches!(
-                        e,
-                        HandshakeError::Refused(_) | HandshakeError::BadServerProof
-                    );
+                let ran_nothing = matches!(
+                    e,
+                    HandshakeError::Refused(_) | HandshakeError::BadServerProof
+                );
                 let failed = handshake_error(addr, e);
-                return Err(match request {
-                    // Never handed to the socket.
-                    Some(request) if !handed => OpenFailure::NotSent(failed, request),
-                    _ if ran_nothing => OpenFailure::Failed(failed),
+                return Err(if !handed {
+                    OpenFailure::NotSent(failed, request)
+                } else if ran_nothing {
+                    OpenFailure::Failed(failed)
+                } else {
                     // Handed to the socket: a genuine server may have run it.
-                    _ => OpenFailure::OutcomeUnknown(failed),
+                    OpenFailure::OutcomeUnknown(failed)
                 });
             }
-        };
-        let Some(request) = request else {
-            unreachable!("the handshake succeeded, so it called `first`, which put it back")
         };
         let mut calls = Calls::new();
         let answer = match pushed {
@@ -528,12 +506,10 @@ where
             id,
             armed: true,
         };
-        let message = ClientMessage::Call {
-            id,
-            deadline: deadline.map(|d| d.left),
-            request,
-        };
-        match state.outbox.push_client(&message, Some(id)) {
+        match state
+            .outbox
+            .push_client(&call_message(id, deadline, &request), Some(id))
+        {
             Ok(()) => {}
             Err(OutboxError::Encode(e)) => {
                 guard.armed = false;
@@ -545,9 +521,6 @@ where
                 state.close(&e.to_string());
             }
         }
-        let ClientMessage::Call { request, .. } = message else {
-            unreachable!("built as a call above")
-        };
         // Become the writer if no one is writing. This is not raced against the timeout: a
         // write cut short would break the connection; it is bounded by the write timeout. A
         // failure closes the connection, which answers this call.
@@ -742,6 +715,24 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
             }
             Event::Dead => return ("closed".into(), false),
         }
+    }
+}
+
+/// The `Call` message of call `id`, borrowing its request (which stays the caller's, to be
+/// handed back if the call is never sent).
+fn call_message<Req>(id: u64, deadline: Option<Deadline>, request: &Req) -> ClientMessage<&Req> {
+    ClientMessage::Call {
+        id,
+        deadline: deadline.map(|d| d.left),
+        request,
+    }
+}
+
+/// The handshake's limits from the client's settings.
+fn handshake_config(config: &ClientConfig) -> HandshakeConfig {
+    HandshakeConfig {
+        timeout: config.handshake_timeout,
+        max_frame: config.max_frame,
     }
 }
 

@@ -172,8 +172,10 @@ fn local_and_usage_errors_exit_1_and_2_without_calling() {
     let out = run(&["call", "--timeout", "1000000y", "ping"]);
     assert_eq!(expect_code(&out, 2), "");
     assert!(stderr(&out).contains("longest allowed"), "{}", stderr(&out));
-    // The server refuses such a setting at start, before listening.
-    let out = std::process::Command::new(rpckit_integration_tests::bin("rpc-server"))
+    // The server refuses such a setting at start, before listening. (Its first line of
+    // output, or the end of it, ends the wait: a server that accepted the setting would print
+    // its ready line and go on serving, and is killed.)
+    let mut refused = std::process::Command::new(rpckit_integration_tests::bin("rpc-server"))
         .args([
             "--idle-timeout",
             "1000000y",
@@ -182,8 +184,20 @@ fn local_and_usage_errors_exit_1_and_2_without_calling() {
             "--keyring",
         ])
         .arg(&key.path)
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run rpc-server");
+    let mut first_line = String::new();
+    if let Some(stdout) = refused.stdout.take() {
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first_line);
+    }
+    if !first_line.is_empty() {
+        let _ = refused.kill();
+    }
+    let out = refused.wait_with_output().expect("rpc-server ends");
+    assert!(first_line.is_empty(), "it started: {first_line}");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("longest allowed"), "{}", stderr(&out));
 

@@ -614,9 +614,9 @@ where
 /// Those frames go out **before the server has proven that it holds the key**: a peer that
 /// fails its proof (an impostor) has then seen them. Nothing else is lost (frames are tagged,
 /// not encrypted, and a third party on the path sees them anyway; they cannot be replayed on
-/// another session). If this returns an error, the frames were handed to the socket when the
-/// server's answer to the proof was awaited, that is, when the error is not a failure to
-/// connect, send, or read the ServerHello; a server that refused the proof ran none of them.
+/// another session). `first` runs just before the proof is written: if this fails after
+/// that, a genuine server may have run the frames, unless it refused the proof
+/// ([`HandshakeError::Refused`]), in which case it ran none of them.
 pub async fn connect_pipelined<R, W, T>(
     r: R,
     w: W,

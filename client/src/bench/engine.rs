@@ -48,12 +48,6 @@ impl<D: Driver> Ctx<D> {
     }
 }
 
-/// Whether a failure of kind `kind` means no connection could be made (drivers label those
-/// `connect…`, `auth` or `handshake`).
-fn is_connect_failure(kind: &str) -> bool {
-    kind.starts_with("connect") || kind == "auth" || kind == "handshake"
-}
-
 /// The error counted for each worker cut off at the hard stop.
 fn hard_stop_error() -> BenchError {
     BenchError::new(
@@ -124,7 +118,7 @@ pub async fn run<D: Driver>(
         let probe = async_std::future::timeout(PROBE_TIMEOUT, first.call(&payload)).await;
         match probe {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) if is_connect_failure(e.kind()) => {
+            Ok(Err(e)) if e.is_no_connection() => {
                 return Err(BenchError::new(
                     e.kind().to_owned(),
                     format!("cannot call {addr}: {}", e.message()),
@@ -411,7 +405,8 @@ async fn connect_once<D: Driver>(driver: &D, addr: SocketAddr) -> Result<D::Conn
                 "no connection to {addr} within {}s",
                 CONNECT_TIMEOUT.as_secs()
             ),
-        )),
+        )
+        .no_connection()),
     }
 }
 

@@ -79,7 +79,7 @@ fn connect_error(e: &ConnectError) -> BenchError {
         ConnectError::Handshake(_) => "handshake".into(),
         _ => "connect".into(),
     };
-    BenchError::new(kind, e.to_string())
+    BenchError::new(kind, e.to_string()).no_connection()
 }
 
 fn call_error(e: &CallError) -> BenchError {

@@ -232,6 +232,8 @@ pub fn make_payload(len: usize) -> Vec<u8> {
 pub struct BenchError {
     kind: Cow<'static, str>,
     message: String,
+    /// Whether no connection could be made (see [`BenchError::no_connection`]).
+    no_connection: bool,
 }
 
 impl BenchError {
@@ -240,7 +242,20 @@ impl BenchError {
         BenchError {
             kind: kind.into(),
             message: message.into(),
+            no_connection: false,
         }
+    }
+
+    /// This error, marked as a failure to make a connection (connect, handshake,
+    /// authentication) rather than of a call on one.
+    pub fn no_connection(mut self) -> Self {
+        self.no_connection = true;
+        self
+    }
+
+    /// Whether no connection could be made.
+    pub fn is_no_connection(&self) -> bool {
+        self.no_connection
     }
 
     /// An I/O error labelled `<context>:<ErrorKind>`, e.g. `io:ConnectionReset`.

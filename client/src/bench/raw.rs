@@ -273,10 +273,10 @@ impl RawConnection {
     pub async fn connect(addr: SocketAddr) -> Result<RawConnection, BenchError> {
         let stream = TcpStream::connect(addr)
             .await
-            .map_err(|e| BenchError::io("connect", &e))?;
+            .map_err(|e| BenchError::io("connect", &e).no_connection())?;
         stream
             .set_nodelay(true)
-            .map_err(|e| BenchError::io("connect", &e))?;
+            .map_err(|e| BenchError::io("connect", &e).no_connection())?;
         Ok(RawConnection {
             writer: async_std::sync::Mutex::new(Writer {
                 stream: stream.clone(),
