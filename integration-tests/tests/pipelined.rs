@@ -65,20 +65,46 @@ fn first_call_rides_with_the_handshake_and_the_connection_carries_on() {
         );
     }
     assert!(client.is_connected());
-    assert_eq!(
-        server.log_count("authenticated"),
-        1,
-        "{}",
-        server.log_text()
-    );
+    // One connection, and the server found the call with the proof.
+    authenticated_with_calls(&server, 1);
 
     // After a close, the next call opens a new connection the same way.
     within(STEP, client.close());
     let again = within(STEP, client.call(Request::Ping));
     assert_eq!(again.expect("answered"), Response::Pong);
+    authenticated_with_calls(&server, 2);
+
+    // A client with the default settings sends its call only after the server's proof.
+    let default = lazy(server.addr, &key.id, &key.key, ClientConfig::default());
+    assert_eq!(
+        within(STEP, default.call(Request::Ping)).expect("answered"),
+        Response::Pong
+    );
+    assert!(
+        server.wait_for_log_count("calls_with_proof=false", 1, STEP),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(server.log_count("calls_with_proof=true"), 2);
+}
+
+/// Waits until the server has logged `n` authentications, and checks that in every one of
+/// them calls came with the client's proof.
+fn authenticated_with_calls(server: &ServerProcess, n: usize) {
+    assert!(
+        server.wait_for_log_count("authenticated", n, STEP),
+        "{}",
+        server.log_text()
+    );
     assert_eq!(
         server.log_count("authenticated"),
-        2,
+        n,
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(
+        server.log_count("calls_with_proof=true"),
+        n,
         "{}",
         server.log_text()
     );
@@ -118,6 +144,7 @@ fn raw_call_sent_with_the_proof_is_answered_behind_the_server_proof() {
             other => panic!("unexpected {other:?}"),
         }
     });
+    authenticated_with_calls(&server, 1);
 }
 
 #[test]

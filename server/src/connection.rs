@@ -75,10 +75,13 @@ pub(crate) async fn serve<S: Service>(
     };
     shared.penalties.record_success(peer.ip());
     let key_id = Arc::new(session.key_id.clone());
-    info!(%peer, key_id = %key_id, "authenticated");
     let (mut reader, writer) = session.split();
     reader.set_budget(shared.buffer_budget.clone());
     let (sealer, _, unwritten) = writer.into_parts();
+    // The ServerProof is still unwritten only if frames came with the client's proof
+    // (PROTOCOL.md §3.5): it leaves with their answers.
+    let calls_with_proof = !unwritten.is_empty();
+    info!(%peer, key_id = %key_id, calls_with_proof, "authenticated");
     let outbox = Arc::new(Outbox::new(
         sealer,
         stream.clone(),
