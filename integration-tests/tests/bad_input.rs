@@ -173,18 +173,15 @@ fn bad_credentials_are_refused_while_other_clients_keep_working() {
         let got = replies(&mut reader, 1).await;
         assert_eq!(got[&1], Ok(Response::Echo(b"from .3".to_vec())));
     });
-    assert_eq!(
-        server.log_count("did not verify"),
-        3,
-        "{}",
-        server.log_text()
-    );
-    assert_eq!(
-        server.log_count("unknown key id"),
-        2,
-        "{}",
-        server.log_text()
-    );
+    // The log is read by another thread: wait for the lines before counting them.
+    for (needle, n) in [("did not verify", 3), ("unknown key id", 2)] {
+        assert!(
+            server.wait_for_log_count(needle, n, STEP),
+            "{}",
+            server.log_text()
+        );
+        assert_eq!(server.log_count(needle), n, "{}", server.log_text());
+    }
 }
 
 /// `futures_lite::future::zip`, named for readability above.

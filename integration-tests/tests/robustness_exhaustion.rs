@@ -139,7 +139,7 @@ fn case_23_total_connection_cap_refuses_the_next_client_busy_not_a_hang() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr:?}");
     assert!(stderr.contains("busy"), "says why: {stderr:?}");
-    assert!(server.log_contains("refused: connection limit reached"));
+    assert!(server.wait_for_log_count("refused: connection limit reached", 1, STEP));
     // Existing clients carry on.
     for c in &clients {
         assert_eq!(

@@ -503,7 +503,7 @@ fn case_33_sigterm_drains_calls_in_flight_and_exits_zero() {
     }
     let status = server.wait_exit(STEP).expect("server exits");
     assert_eq!(status.code(), Some(0));
-    assert!(server.log_contains("drained"));
+    assert!(server.wait_for_log_count("drained", 1, STEP));
 }
 
 #[test]
