@@ -23,6 +23,10 @@
 # going first. The table shows medians over rounds and the median of the per-round ratios.
 # W6 and SHA-256 run once.
 #
+# BENCH_WORKLOADS (default "1 2 3 4 5 6") picks the workloads to run, e.g. BENCH_WORKLOADS=1
+# BENCH_SECS=0.5 BENCH_WARMUP=0.2 BENCH_ROUNDS=40 for many short paired W1 rounds, which pin
+# W1's ratio down far more tightly than five 3-second rounds (see docs/PERFORMANCE.md).
+#
 # Prints the table; writes it as markdown to target/bench/latest.md and every raw result to
 # target/bench/*.json. Exits 0 once everything ran (BENCH_STRICT=1: exit 1 if a target fails).
 # Everything it starts is killed on exit.
@@ -35,6 +39,7 @@ BENCH_WARMUP=${BENCH_WARMUP:-1}
 BENCH_ROUNDS=${BENCH_ROUNDS:-5}
 BENCH_IDLE_CONNS=${BENCH_IDLE_CONNS:-5000}
 BENCH_STRICT=${BENCH_STRICT:-0}
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-1 2 3 4 5 6}
 server_cpu=${BENCH_SERVER_CPU:-0}
 client_cpu=${BENCH_CLIENT_CPU:-1}
 want_fds=65536
@@ -44,12 +49,24 @@ ready_timeout=30
 export ASYNC_STD_THREAD_COUNT=${ASYNC_STD_THREAD_COUNT:-1}
 
 if [ -n "${MAKELEVEL:-}" ]; then invoked="make bench"; else invoked="scripts/bench.sh"; fi
-command_line="BENCH_SECS=$BENCH_SECS BENCH_WARMUP=$BENCH_WARMUP BENCH_ROUNDS=$BENCH_ROUNDS BENCH_IDLE_CONNS=$BENCH_IDLE_CONNS ASYNC_STD_THREAD_COUNT=$ASYNC_STD_THREAD_COUNT $invoked"
+selection=""
+if [ "$BENCH_WORKLOADS" != "1 2 3 4 5 6" ]; then selection="BENCH_WORKLOADS=\"$BENCH_WORKLOADS\" "; fi
+command_line="${selection}BENCH_SECS=$BENCH_SECS BENCH_WARMUP=$BENCH_WARMUP BENCH_ROUNDS=$BENCH_ROUNDS BENCH_IDLE_CONNS=$BENCH_IDLE_CONNS ASYNC_STD_THREAD_COUNT=$ASYNC_STD_THREAD_COUNT $invoked"
 
 die() { echo "bench: $*" >&2; exit 1; }
 # Strictly decimal digits: a leading zero would make bash arithmetic read it as octal.
 [[ $BENCH_ROUNDS =~ ^[1-9][0-9]*$ ]] \
   || die "BENCH_ROUNDS must be an integer >= 1, no leading zero (got: $BENCH_ROUNDS)"
+[[ $BENCH_WORKLOADS =~ ^[[:space:]]*[1-6]([[:space:]]+[1-6])*[[:space:]]*$ ]] \
+  || die "BENCH_WORKLOADS must list workload numbers 1-6, e.g. \"1 3\" (got: $BENCH_WORKLOADS)"
+# selected N: whether workload WN is to run.
+selected() {
+  [[ " $BENCH_WORKLOADS " =~ [[:space:]]$1[[:space:]] ]]
+}
+rounds_of=()
+for w in 1 2 3 4 5; do
+  if selected "$w"; then rounds_of+=("$w"); fi
+done
 command -v taskset >/dev/null || die "taskset (util-linux) is needed to pin processes to CPUs"
 command -v python3 >/dev/null || die "python3 is needed to read the JSON results"
 [ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (servers on one, clients on another)"
@@ -232,8 +249,10 @@ record "${sha_cmd[@]}"
 "${sha_cmd[@]}" >"$out/sha256.json"
 
 # W6 first, on fresh servers, so that the baseline is not inflated by earlier load.
-idle w6-kit kit "$kit_pid"
-idle w6-ref ref "$ref_pid"
+if selected 6; then
+  idle w6-kit kit "$kit_pid"
+  idle w6-ref ref "$ref_pid"
+fi
 
 # workload_args N: sets $wargs to the rpc-client bench arguments of workload WN.
 workload_args() {
@@ -254,7 +273,7 @@ workload_args() {
 for round in $(seq "$BENCH_ROUNDS"); do
   if [ $((round % 2)) -eq 1 ]; then sides=(kit ref); else sides=(ref kit); fi
   echo "bench: round $round of $BENCH_ROUNDS (${sides[0]} first)" >&2
-  for w in 1 2 3 4 5; do
+  for w in ${rounds_of[@]+"${rounds_of[@]}"}; do
     workload_args "$w"
     for side in "${sides[@]}"; do
       extra=()
@@ -277,7 +296,7 @@ BENCH_KERNEL="$(uname -sr)" BENCH_COMMIT=$commit BENCH_RUSTC="$(rustc --version)
 BENCH_LOAD="$load_before -> $load_after" BENCH_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
 BENCH_SERVER_CPU=$server_cpu BENCH_CLIENT_CPU=$client_cpu BENCH_SECS=$BENCH_SECS \
 BENCH_WARMUP=$BENCH_WARMUP BENCH_ROUNDS=$BENCH_ROUNDS BENCH_IDLE_CONNS=$BENCH_IDLE_CONNS \
-BENCH_STRICT=$BENCH_STRICT \
+BENCH_STRICT=$BENCH_STRICT BENCH_WORKLOADS=$BENCH_WORKLOADS \
 python3 - <<'PY'
 import json, os, statistics, sys
 
@@ -298,14 +317,18 @@ def median(xs):
     return statistics.median(xs) if xs else nan
 
 sha = load("sha256")["sha256_bytes_per_sec"] / 1e6  # MB/s
+# The workloads that ran (BENCH_WORKLOADS).
+ran = sorted({int(w) for w in env["BENCH_WORKLOADS"].split()})
 # r["w3-kit"][k] is the report of round k + 1, r["w3-kit-cpu"][k] its CPU use.
 r = {f"w{i}-{s}{x}": [load(f"w{i}-{s}-r{k}{x}") for k in rounds]
-     for i in range(1, 6) for s in ("kit", "ref") for x in ("", "-cpu")}
-r["w5d-kit"] = [load(f"w5d-kit-r{k}") for k in rounds]
-r["w5d-ref"] = r["w5-ref"]
-for s in ("kit", "ref"):
-    r[f"w6-{s}"] = load(f"w6-{s}")
-    r[f"w6-{s}-rss"] = load(f"w6-{s}-rss")
+     for i in ran if i <= 5 for s in ("kit", "ref") for x in ("", "-cpu")}
+if 5 in ran:
+    r["w5d-kit"] = [load(f"w5d-kit-r{k}") for k in rounds]
+    r["w5d-ref"] = r["w5-ref"]
+if 6 in ran:
+    for s in ("kit", "ref"):
+        r[f"w6-{s}"] = load(f"w6-{s}")
+        r[f"w6-{s}-rss"] = load(f"w6-{s}-rss")
 
 def errors(name):
     # Summed over all rounds (W6 ran once).
@@ -324,7 +347,7 @@ def per_round(name, get):
     return [get(rep) for rep in r[name]]
 
 # The W4 hash-adjusted reference, per round from that round's reference MB/s.
-ref4 = per_round("w4-ref", lambda x: x["mb_per_sec"])
+ref4 = per_round("w4-ref", lambda x: x["mb_per_sec"]) if 4 in ran else []
 adj4 = [adjusted(v) for v in ref4]
 
 p50 = lambda x: x["latency_us"]["p50"]
@@ -334,29 +357,42 @@ mbs = lambda x: x["mb_per_sec"]
 conns = lambda x: x["connections_per_sec"] or 0.0
 
 # (workload, unit, kit per round, ref per round, better, target factor or None, runs whose
-# errors count); W6 has one measurement, a list of one.
-rows = [
-    ("W1 latency p50 (1 conn, depth 1)", "us", per_round("w1-kit", p50),
-     per_round("w1-ref", p50), "lower", None, "w1"),
-    ("W1 latency p99", "us", per_round("w1-kit", p99), per_round("w1-ref", p99),
-     "lower", 1.2, "w1"),
-    ("W1 calls/s", "calls/s", per_round("w1-kit", cps), per_round("w1-ref", cps),
-     "higher", 0.92, "w1"),
-    ("W2 multiplexed (1 conn, depth 32)", "calls/s", per_round("w2-kit", cps),
-     per_round("w2-ref", cps), "higher", 0.80, "w2"),
-    ("W3 fan-in (64 conns, depth 1)", "calls/s", per_round("w3-kit", cps),
-     per_round("w3-ref", cps), "higher", 0.90, "w3"),
-    ("W4 bulk (echo 64 KiB, 4 conns), raw ref", "MB/s", per_round("w4-kit", mbs), ref4,
-     "higher", None, "w4"),
-    ("W4 bulk vs hash-adjusted ref [a]", "MB/s", per_round("w4-kit", mbs), adj4,
-     "higher", 0.85, "w4"),
-    ("W5 churn (8 loops) [c]", "conns/s", per_round("w5-kit", conns),
-     per_round("w5-ref", conns), "higher", 0.80, "w5"),
-    ("W5 churn, client default [c]", "conns/s", per_round("w5d-kit", conns),
-     per_round("w5-ref", conns), "higher", None, "w5d"),
-    (f"W6 memory ({env['BENCH_IDLE_CONNS']} idle conns) [b]", "KiB/conn", [kib_per_conn("kit")],
-     [kib_per_conn("ref")], "lower", "8 KiB", "w6"),
-]
+# errors count), built only for the workloads that ran; W6 has one measurement, a list of one.
+row_makers = {
+    1: lambda: [
+        ("W1 latency p50 (1 conn, depth 1)", "us", per_round("w1-kit", p50),
+         per_round("w1-ref", p50), "lower", None, "w1"),
+        ("W1 latency p99", "us", per_round("w1-kit", p99), per_round("w1-ref", p99),
+         "lower", 1.2, "w1"),
+        ("W1 calls/s", "calls/s", per_round("w1-kit", cps), per_round("w1-ref", cps),
+         "higher", 0.92, "w1"),
+    ],
+    2: lambda: [
+        ("W2 multiplexed (1 conn, depth 32)", "calls/s", per_round("w2-kit", cps),
+         per_round("w2-ref", cps), "higher", 0.80, "w2"),
+    ],
+    3: lambda: [
+        ("W3 fan-in (64 conns, depth 1)", "calls/s", per_round("w3-kit", cps),
+         per_round("w3-ref", cps), "higher", 0.90, "w3"),
+    ],
+    4: lambda: [
+        ("W4 bulk (echo 64 KiB, 4 conns), raw ref", "MB/s", per_round("w4-kit", mbs), ref4,
+         "higher", None, "w4"),
+        ("W4 bulk vs hash-adjusted ref [a]", "MB/s", per_round("w4-kit", mbs), adj4,
+         "higher", 0.85, "w4"),
+    ],
+    5: lambda: [
+        ("W5 churn (8 loops) [c]", "conns/s", per_round("w5-kit", conns),
+         per_round("w5-ref", conns), "higher", 0.80, "w5"),
+        ("W5 churn, client default [c]", "conns/s", per_round("w5d-kit", conns),
+         per_round("w5-ref", conns), "higher", None, "w5d"),
+    ],
+    6: lambda: [
+        (f"W6 memory ({env['BENCH_IDLE_CONNS']} idle conns) [b]", "KiB/conn",
+         [kib_per_conn("kit")], [kib_per_conn("ref")], "lower", "8 KiB", "w6"),
+    ],
+}
+rows = [row for w in ran for row in row_makers[w]()]
 
 def fmt(v):
     if v != v:
@@ -369,6 +405,16 @@ def fmt(v):
 
 def fmt_ratio(v):
     return "n/a" if v != v else f"{v:.2f}"
+
+def fmt_rounds(rs):
+    # Every ratio, in round order, for a few rounds; for many, their middle half.
+    if len(rs) <= 9:
+        return " ".join(fmt_ratio(x) for x in rs)
+    xs = [x for x in rs if x == x]
+    if len(xs) < 4:
+        return "n/a"
+    q1, _, q3 = statistics.quantiles(xs, n=4)
+    return f"IQR {fmt_ratio(q1)}–{fmt_ratio(q3)}"
 
 table = []
 ratios = []  # per row: the per-round ratios, or None for a single measurement
@@ -398,7 +444,7 @@ for name, unit, kits, refs, better, factor, run in rows:
         if not ok:
             failed.append(name)
     table.append([name, f"{fmt(kit)} {unit}", f"{fmt(ref)} {unit}", f"{fmt(ratio)}×",
-                  "—" if single else " ".join(fmt_ratio(x) for x in rs), target, verdict, errs])
+                  "—" if single else fmt_rounds(rs), target, verdict, errs])
 table.append(["SHA-256, one core, 64 KiB buffers", f"{fmt(sha)} MB/s", "", "", "—", "—", "—",
               ""])
 ratios.append(None)
@@ -426,6 +472,8 @@ def pct(v):
 cpu_rows = []
 for i, label in [(1, "W1 latency"), (2, "W2 multiplexed"), (3, "W3 fan-in"), (4, "W4 bulk"),
                  (5, "W5 churn")]:
+    if i not in ran:
+        continue
     cells = [label]
     for s in ("kit", "ref"):
         per = [cpu_round(c, rep) for c, rep in zip(r[f"w{i}-{s}-cpu"], r[f"w{i}-{s}"])]
@@ -446,12 +494,20 @@ cpu_note = ("CPU: user + system time of the server process (/proc/PID/stat) and 
             + ("" if R == 1 else
                f"Each figure is the median over the {R} rounds of that figure per round."))
 
-w6 = {s: r[f"w6-{s}-rss"] for s in ("kit", "ref")}
-held = {s: r[f"w6-{s}"]["connections_held"] for s in ("kit", "ref")}
 adj_note = ("" if R == 1 else
             f" Computed per round from that round's ref and paired with that round's kit run; "
             f"the figures here are medians over rounds.")
-notes = [
+def w6_note():
+    w6 = {s: r[f"w6-{s}-rss"] for s in ("kit", "ref")}
+    held = {s: r[f"w6-{s}"]["connections_held"] for s in ("kit", "ref")}
+    return (
+        f"[b] (VmRSS of the server while holding − VmRSS before) ÷ connections held: kit "
+        f"{w6['kit']['rss_before_kib']} → {w6['kit']['rss_held_kib']} KiB over {held['kit']} "
+        f"connections, reference {w6['ref']['rss_before_kib']} → {w6['ref']['rss_held_kib']} "
+        f"KiB over {held['ref']}. Measured once, first, on freshly started servers. Kernel "
+        f"socket buffers are not in VmRSS.")
+
+notes = [] if 4 not in ran else [
     f"[a] Adjusted reference = 1 / (1/ref + 2/sha) with ref = {fmt(median(ref4))} MB/s (the raw "
     f"reference's request+response payload throughput) and sha = {fmt(sha)} MB/s (SHA-256 on "
     f"one core): the kit tags and checks every frame, i.e. per call the request and the "
@@ -459,16 +515,16 @@ notes = [
     f"the receiver) = 4 × 64 KiB hashed, 2 bytes hashed per counted byte, taken as if none of "
     f"it overlapped. Adjusted = {fmt(median(adj4))} MB/s; target kit ≥ 0.85 × adjusted."
     f"{adj_note}",
-    f"[b] (VmRSS of the server while holding − VmRSS before) ÷ connections held: kit "
-    f"{w6['kit']['rss_before_kib']} → {w6['kit']['rss_held_kib']} KiB over {held['kit']} "
-    f"connections, reference {w6['ref']['rss_before_kib']} → {w6['ref']['rss_held_kib']} KiB "
-    f"over {held['ref']}. Measured once, first, on freshly started servers. Kernel socket "
-    f"buffers are not in VmRSS.",
+]
+notes += [w6_note()] if 6 in ran else []
+notes += [] if 5 not in ran else [
     "[c] W5: the kit's first call on each connection rides with the handshake's proof "
     "(rpc-client bench --pipeline-first-call, ClientConfig::pipeline_first_call): TCP connect, "
     "then two round trips (hello, proof + call), one more than the raw reference. \"client "
     "default\": the same with the call sent after the server's proof (three round trips), run "
     "right after each round's W5 pair and divided by that round's reference run.",
+]
+notes += [
     "Latency is per call as seen by the client (p50/p99 from an HDR histogram); calls/s and "
     "MB/s count only calls completed inside the measured window; MB/s is request + response "
     "payload, decimal megabytes. A target fails if either side counted errors in any round "
@@ -477,7 +533,8 @@ notes = [
     "runs taken far apart can differ by tens of per cent for reasons unrelated to the code. "
     "Each round therefore runs the kit and the reference of a workload back to back and takes "
     "their ratio (a paired ratio compares runs seconds apart); kit ÷ ref and the verdict use "
-    "the median of those per-round ratios (shown under \"per round\", in round order), which "
+    "the median of those per-round ratios (shown under \"per round\": in round order, or "
+    "their interquartile range beyond 9 rounds), which "
     "need not equal the kit median ÷ the reference median. Odd rounds run the kit first, even "
     "rounds the reference, to cancel any bias of going first.",
 ]
@@ -490,9 +547,10 @@ header = [
     f"pinning: servers on CPU {env['BENCH_SERVER_CPU']}, load clients on CPU "
     f"{env['BENCH_CLIENT_CPU']}; {env['BENCH_SECS']} s measured after {env['BENCH_WARMUP']} s "
     f"warmup per run; load average {env['BENCH_LOAD']}",
-    f"rounds: W1-W5 ran {n_rounds}, kit and reference interleaved "
+    f"rounds: {', '.join(f'W{w}' for w in ran if w <= 5) or 'none of W1-W5'} ran {n_rounds}, "
+    f"kit and reference interleaved "
     f"(odd rounds kit first); table values are medians over rounds, ratios are medians of "
-    f"per-round paired ratios (W6 and SHA-256 ran once)",
+    f"per-round paired ratios ({'W6 and SHA-256' if 6 in ran else 'SHA-256'} ran once)",
 ]
 
 print()
@@ -526,7 +584,7 @@ keys = ["workload", "kit", "reference", "ratio", "target", "result", "errors"]
 summary = {
     "command": env["BENCH_COMMAND"], "date": env["BENCH_DATE"], "commit": env["BENCH_COMMIT"],
     "nproc": int(env["BENCH_NPROC"]), "cpu": env["BENCH_CPU"], "kernel": env["BENCH_KERNEL"],
-    "rounds": R,
+    "rounds": R, "workloads": ran,
     "sha256_mb_per_sec": sha, "w4_adjusted_ref_mb_per_sec": num(median(adj4)),
     "w4_adjusted_ref_mb_per_sec_per_round": [num(v) for v in adj4],
     "rows": [{**dict(zip(keys, row[:4] + row[5:])),
