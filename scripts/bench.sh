@@ -443,7 +443,10 @@ for name, unit, kits, refs, better, factor, run in rows:
         verdict = "pass" if ok else "FAIL"
         if not ok:
             failed.append(name)
-    table.append([name, f"{fmt(kit)} {unit}", f"{fmt(ref)} {unit}", f"{fmt(ratio)}×",
+    # Three decimals below 10, so that a ratio just under its target does not print as equal
+    # to it.
+    shown = "n/a" if ratio != ratio else (f"{ratio:.3f}" if abs(ratio) < 10 else fmt(ratio))
+    table.append([name, f"{fmt(kit)} {unit}", f"{fmt(ref)} {unit}", f"{shown}×",
                   "—" if single else fmt_rounds(rs), target, verdict, errs])
 table.append(["SHA-256, one core, 64 KiB buffers", f"{fmt(sha)} MB/s", "", "", "—", "—", "—",
               ""])
