@@ -8,13 +8,11 @@
 //! because the server may have run it; a call the server answered `ShuttingDown` was not run
 //! and may be retried by the caller.
 
-use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_lite::FutureExt;
-use rpckit_proto::timer::Sleep;
+use rpckit_proto::timer::{self, Sleep};
 use rpckit_proto::{KeyId, SecretKey};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -267,7 +265,7 @@ where
                     request,
                     this_try,
                 ));
-                match by(deadline, open).await.ok_or_else(timed_out)? {
+                match timer::until(deadline, open).await.ok_or_else(timed_out)? {
                     Ok((connection, first)) => {
                         let connection = self.publish(connection, true);
                         drop(connecting);
@@ -292,7 +290,7 @@ where
                     &self.key,
                     &self.config,
                 ));
-                match by(deadline, open).await.ok_or_else(timed_out)? {
+                match timer::until(deadline, open).await.ok_or_else(timed_out)? {
                     Ok(connection) => {
                         let connection = self.publish(connection, false);
                         return Ok(Route::On(connection, request));
@@ -304,21 +302,6 @@ where
                 return Err(CallError::Connect(failed));
             }
             debug!(addr = %self.addr, error = %failed, attempt = *reconnects, "connect failed");
-        }
-    }
-}
-
-/// Runs `fut` until `deadline` (if any); `None` if the deadline came first.
-async fn by<T>(deadline: Option<Instant>, fut: impl Future<Output = T>) -> Option<T> {
-    match deadline {
-        None => Some(fut.await),
-        Some(at) => {
-            async { Some(fut.await) }
-                .or(async {
-                    Sleep::at(at).await;
-                    None
-                })
-                .await
         }
     }
 }

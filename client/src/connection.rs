@@ -28,7 +28,7 @@ use async_channel::{Receiver, Sender};
 use futures_lite::{future, FutureExt};
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_server;
-use rpckit_proto::timer::Sleep;
+use rpckit_proto::timer::{self, Sleep};
 use rpckit_proto::{
     ClientMessage, HandshakeError, KeyId, Outbox, OutboxError, SecretKey, ServerMessage, Session,
     SessionError, SessionReader, SocketReader, TcpSocket,
@@ -474,12 +474,7 @@ where
             let _ = self.state.flush().await;
         }
         self.state.close("client said goodbye");
-        self.state
-            .wait_dead()
-            .or(async {
-                Sleep::after(limit).await;
-            })
-            .await;
+        timer::within(limit, self.state.wait_dead()).await;
     }
 
     /// Makes one call; the time `deadline` leaves also travels to the server as the call's
@@ -738,20 +733,16 @@ fn handshake_config(config: &ClientConfig) -> HandshakeConfig {
 
 /// Connects to `addr` within `timeout`.
 async fn connect_within(addr: &str, timeout: Duration) -> Result<TcpSocket, ConnectError> {
-    async {
-        connect(addr).await.map_err(|source| ConnectError::Io {
+    match timer::within(timeout, connect(addr)).await {
+        Some(connected) => connected.map_err(|source| ConnectError::Io {
             addr: addr.to_owned(),
             source,
-        })
-    }
-    .or(async {
-        Sleep::after(timeout).await;
-        Err(ConnectError::Timeout {
+        }),
+        None => Err(ConnectError::Timeout {
             addr: addr.to_owned(),
             after: timeout,
-        })
-    })
-    .await
+        }),
+    }
 }
 
 /// The [`ConnectError`] for a failed handshake with `addr`.

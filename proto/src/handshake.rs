@@ -404,11 +404,9 @@ async fn with_timeout<T>(
     timeout: Duration,
     fut: impl std::future::Future<Output = Result<T, HandshakeError>>,
 ) -> Result<T, HandshakeError> {
-    futures_lite::future::or(fut, async {
-        crate::timer::Sleep::after(timeout).await;
-        Err(HandshakeError::Timeout(timeout))
-    })
-    .await
+    crate::timer::within(timeout, fut)
+        .await
+        .unwrap_or(Err(HandshakeError::Timeout(timeout)))
 }
 
 /// Reads until `n` bytes are buffered, or fails with [`HandshakeError::Closed`].

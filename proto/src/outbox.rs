@@ -8,12 +8,10 @@
 //! write timeout fails it too; after that, every push and flush returns the error and the
 //! caller closes the connection.
 
-use std::io;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_lite::io::{AsyncWrite, AsyncWriteExt};
-use futures_lite::FutureExt;
 use serde::Serialize;
 
 use crate::message::{ClientMessage, ServerMessage};
@@ -219,19 +217,13 @@ where
             io.write_all(bytes).await?;
             io.flush().await
         };
-        written
-            .or(async {
-                crate::timer::Sleep::after(timeout).await;
-                Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out"))
-            })
-            .await
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::TimedOut {
-                    format!("peer stopped reading: no write progress within {timeout:?}")
-                } else {
-                    format!("write failed: {e}")
-                }
-            })
+        match crate::timer::within(timeout, written).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(format!("write failed: {e}")),
+            None => Err(format!(
+                "peer stopped reading: no write progress within {timeout:?}"
+            )),
+        }
     }
 
     /// Refuses everything from now on: the connection is closing.

@@ -232,6 +232,38 @@ impl Sleep {
     }
 }
 
+/// Runs `fut` until `deadline` (`None`: for as long as it takes); `None` if the deadline came
+/// first, in which case `fut` is dropped.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use rpckit_proto::timer::{until, Sleep};
+///
+/// futures_lite::future::block_on(async {
+///     let soon = Some(Instant::now() + Duration::from_millis(5));
+///     assert_eq!(until(soon, async { 7 }).await, Some(7));
+///     assert_eq!(until(soon, Sleep::after(Duration::from_secs(60))).await, None);
+/// });
+/// ```
+pub async fn until<T>(deadline: Option<Instant>, fut: impl Future<Output = T>) -> Option<T> {
+    match deadline {
+        None => Some(fut.await),
+        Some(at) => {
+            futures_lite::future::or(async { Some(fut.await) }, async {
+                Sleep::at(at).await;
+                None
+            })
+            .await
+        }
+    }
+}
+
+/// Runs `fut` for at most `limit` (counted from its first poll); `None` if the time ran out
+/// first, in which case `fut` is dropped. A limit too long for the clock means none.
+pub async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    until(Instant::now().checked_add(limit), fut).await
+}
+
 impl Future for Sleep {
     type Output = ();
 
@@ -303,6 +335,21 @@ mod tests {
         }
         let (tx, rx) = std::sync::mpsc::channel();
         (Waker::from(std::sync::Arc::new(ToChannel(tx))), rx)
+    }
+
+    #[test]
+    fn within_gives_up_at_its_limit_and_an_endless_limit_is_none() {
+        future::block_on(async {
+            let started = Instant::now();
+            let slow = within(
+                Duration::from_millis(5),
+                Sleep::after(Duration::from_secs(60)),
+            );
+            assert_eq!(slow.await, None);
+            assert!(started.elapsed() >= Duration::from_millis(5));
+            assert_eq!(within(Duration::MAX, async { 3 }).await, Some(3));
+            assert_eq!(until(None, async { 4 }).await, Some(4));
+        });
     }
 
     #[test]

@@ -21,7 +21,7 @@ use futures_lite::io::AsyncReadExt;
 use futures_lite::{FutureExt, StreamExt};
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_client;
-use rpckit_proto::timer::Sleep;
+use rpckit_proto::timer::{self, Sleep};
 use rpckit_proto::{
     ClientMessage, DecodeError, HandshakeError, KeyId, Outbox, OutboxError, RpcError,
     ServerMessage, SessionError, SessionReader, SocketReader, TcpSocket,
@@ -151,11 +151,7 @@ pub(crate) async fn linger_and_close(stream: &TcpSocket, linger: Duration) {
             }
         }
     };
-    drain
-        .or(async {
-            Sleep::after(linger).await;
-        })
-        .await;
+    timer::within(linger, drain).await;
     let _ = stream.shutdown(Shutdown::Both);
 }
 
@@ -536,17 +532,11 @@ impl<S: Service> Connection<'_, S> {
         let done = self.done_tx.clone();
         async_std::task::spawn(async move {
             let work = async {
-                match deadline {
-                    None => Some(handler.await),
-                    Some(at) => Some(
-                        handler
-                            .or(async {
-                                Sleep::at(at).await;
-                                Err(RpcError::DeadlineExceeded)
-                            })
-                            .await,
-                    ),
-                }
+                Some(
+                    timer::until(deadline, handler)
+                        .await
+                        .unwrap_or(Err(RpcError::DeadlineExceeded)),
+                )
             };
             let cancelled = async {
                 // Nothing is sent: this returns when the read loop drops the sender.

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use async_io::Async;
 use async_std::net::TcpListener;
 use futures_lite::io::AsyncWriteExt;
-use futures_lite::FutureExt;
 use rpckit_proto::handshake::server_refusal;
-use rpckit_proto::timer::Sleep;
+use rpckit_proto::timer::{self, Sleep};
 use rpckit_proto::{BufferBudget, Keyring, Refusal, TcpSocket};
 use tracing::{info, warn};
 
@@ -138,17 +137,7 @@ impl<S: Service> Server<S> {
         // Connections finish within the grace period plus the time to write the last answers;
         // the margin only guards against a bug keeping this process alive for ever.
         let limit = config.grace_period + config.write_timeout + Duration::from_secs(1);
-        let drained = futures_lite::future::or(
-            async {
-                let _ = done_rx.recv().await;
-                true
-            },
-            async {
-                Sleep::after(limit).await;
-                false
-            },
-        )
-        .await;
+        let drained = timer::within(limit, done_rx.recv()).await.is_some();
         let stats = self.shared.stats.snapshot();
         if drained {
             info!(
@@ -232,11 +221,7 @@ impl<S: Service> Server<S> {
                     connection::linger_and_close(&stream, REFUSAL_LINGER).await;
                 }
             };
-            refused
-                .or(async {
-                    Sleep::after(REFUSAL_LINGER).await;
-                })
-                .await;
+            timer::within(REFUSAL_LINGER, refused).await;
             let _ = stream.shutdown(std::net::Shutdown::Both);
             shared.refusals.fetch_sub(1, Ordering::Relaxed);
         });
