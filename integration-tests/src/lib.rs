@@ -397,6 +397,23 @@ impl ServerProcess {
         }
     }
 
+    /// Waits (up to `timeout`) until `n` log lines contain `needle`, then asserts that exactly
+    /// `n` do; panics with the log otherwise. The log is filled by another thread, so a line
+    /// the server has written may not be in it yet: count only after waiting.
+    pub fn expect_log_count(&self, needle: &str, n: usize, timeout: Duration) {
+        assert!(
+            self.wait_for_log_count(needle, n, timeout),
+            "fewer than {n} log lines with {needle:?}:\n{}",
+            self.log_text()
+        );
+        assert_eq!(
+            self.log_count(needle),
+            n,
+            "log lines with {needle:?}:\n{}",
+            self.log_text()
+        );
+    }
+
     /// Whether the process has exited (without waiting).
     pub fn has_exited(&mut self) -> bool {
         if self.exited.is_some() {

@@ -72,21 +72,7 @@ fn call_prints_the_answer_and_exits_0() {
         "slept 1 ms\n"
     );
     // One connection per call, each authenticated.
-    for _ in 0..6 {
-        assert!(
-            server
-                .wait_for_log("authenticated", Duration::from_secs(10))
-                .is_some(),
-            "{}",
-            server.log_text()
-        );
-    }
-    assert_eq!(
-        server.log_count("authenticated"),
-        6,
-        "{}",
-        server.log_text()
-    );
+    server.expect_log_count("authenticated", 6, Duration::from_secs(10));
 }
 
 #[test]
@@ -204,19 +190,7 @@ fn local_and_usage_errors_exit_1_and_2_without_calling() {
     // None of these reached the server. (A connection that did would be logged before the
     // call below, which is the only one.)
     assert_eq!(expect_code(&run(&["call", "ping"]), 0), "pong\n");
-    assert!(
-        server
-            .wait_for_log("authenticated", Duration::from_secs(10))
-            .is_some(),
-        "{}",
-        server.log_text()
-    );
-    assert_eq!(
-        server.log_count("authenticated"),
-        1,
-        "{}",
-        server.log_text()
-    );
+    server.expect_log_count("authenticated", 1, Duration::from_secs(10));
     assert_eq!(
         server.log_count("handshake failed"),
         0,

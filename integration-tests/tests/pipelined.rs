@@ -80,34 +80,15 @@ fn first_call_rides_with_the_handshake_and_the_connection_carries_on() {
         within(STEP, default.call(Request::Ping)).expect("answered"),
         Response::Pong
     );
-    assert!(
-        server.wait_for_log_count("calls_with_proof=false", 1, STEP),
-        "{}",
-        server.log_text()
-    );
-    assert_eq!(server.log_count("calls_with_proof=true"), 2);
+    server.expect_log_count("calls_with_proof=false", 1, STEP);
+    server.expect_log_count("calls_with_proof=true", 2, STEP);
 }
 
 /// Waits until the server has logged `n` authentications, and checks that in every one of
 /// them calls came with the client's proof.
 fn authenticated_with_calls(server: &ServerProcess, n: usize) {
-    assert!(
-        server.wait_for_log_count("authenticated", n, STEP),
-        "{}",
-        server.log_text()
-    );
-    assert_eq!(
-        server.log_count("authenticated"),
-        n,
-        "{}",
-        server.log_text()
-    );
-    assert_eq!(
-        server.log_count("calls_with_proof=true"),
-        n,
-        "{}",
-        server.log_text()
-    );
+    server.expect_log_count("authenticated", n, STEP);
+    server.expect_log_count("calls_with_proof=true", n, STEP);
 }
 
 #[test]
