@@ -344,10 +344,11 @@ def adjusted(ref):
     return 1 / (1 / ref + 2 / sha) if ref > 0 and sha > 0 else 0.0
 
 def per_round(name, get):
-    return [get(rep) for rep in r[name]]
+    # Empty for a workload that did not run (its rows are left out below).
+    return [get(rep) for rep in r.get(name, [])]
 
 # The W4 hash-adjusted reference, per round from that round's reference MB/s.
-ref4 = per_round("w4-ref", lambda x: x["mb_per_sec"]) if 4 in ran else []
+ref4 = per_round("w4-ref", lambda x: x["mb_per_sec"])
 adj4 = [adjusted(v) for v in ref4]
 
 p50 = lambda x: x["latency_us"]["p50"]
@@ -357,42 +358,32 @@ mbs = lambda x: x["mb_per_sec"]
 conns = lambda x: x["connections_per_sec"] or 0.0
 
 # (workload, unit, kit per round, ref per round, better, target factor or None, runs whose
-# errors count), built only for the workloads that ran; W6 has one measurement, a list of one.
-row_makers = {
-    1: lambda: [
-        ("W1 latency p50 (1 conn, depth 1)", "us", per_round("w1-kit", p50),
-         per_round("w1-ref", p50), "lower", None, "w1"),
-        ("W1 latency p99", "us", per_round("w1-kit", p99), per_round("w1-ref", p99),
-         "lower", 1.2, "w1"),
-        ("W1 calls/s", "calls/s", per_round("w1-kit", cps), per_round("w1-ref", cps),
-         "higher", 0.92, "w1"),
-    ],
-    2: lambda: [
-        ("W2 multiplexed (1 conn, depth 32)", "calls/s", per_round("w2-kit", cps),
-         per_round("w2-ref", cps), "higher", 0.80, "w2"),
-    ],
-    3: lambda: [
-        ("W3 fan-in (64 conns, depth 1)", "calls/s", per_round("w3-kit", cps),
-         per_round("w3-ref", cps), "higher", 0.90, "w3"),
-    ],
-    4: lambda: [
-        ("W4 bulk (echo 64 KiB, 4 conns), raw ref", "MB/s", per_round("w4-kit", mbs), ref4,
-         "higher", None, "w4"),
-        ("W4 bulk vs hash-adjusted ref [a]", "MB/s", per_round("w4-kit", mbs), adj4,
-         "higher", 0.85, "w4"),
-    ],
-    5: lambda: [
-        ("W5 churn (8 loops) [c]", "conns/s", per_round("w5-kit", conns),
-         per_round("w5-ref", conns), "higher", 0.80, "w5"),
-        ("W5 churn, client default [c]", "conns/s", per_round("w5d-kit", conns),
-         per_round("w5-ref", conns), "higher", None, "w5d"),
-    ],
-    6: lambda: [
-        (f"W6 memory ({env['BENCH_IDLE_CONNS']} idle conns) [b]", "KiB/conn",
-         [kib_per_conn("kit")], [kib_per_conn("ref")], "lower", "8 KiB", "w6"),
-    ],
-}
-rows = [row for w in ran for row in row_makers[w]()]
+# errors count); W6 has one measurement, a list of one. Rows of workloads that did not run
+# are left out.
+rows = [
+    ("W1 latency p50 (1 conn, depth 1)", "us", per_round("w1-kit", p50),
+     per_round("w1-ref", p50), "lower", None, "w1"),
+    ("W1 latency p99", "us", per_round("w1-kit", p99), per_round("w1-ref", p99),
+     "lower", 1.2, "w1"),
+    ("W1 calls/s", "calls/s", per_round("w1-kit", cps), per_round("w1-ref", cps),
+     "higher", 0.92, "w1"),
+    ("W2 multiplexed (1 conn, depth 32)", "calls/s", per_round("w2-kit", cps),
+     per_round("w2-ref", cps), "higher", 0.80, "w2"),
+    ("W3 fan-in (64 conns, depth 1)", "calls/s", per_round("w3-kit", cps),
+     per_round("w3-ref", cps), "higher", 0.90, "w3"),
+    ("W4 bulk (echo 64 KiB, 4 conns), raw ref", "MB/s", per_round("w4-kit", mbs), ref4,
+     "higher", None, "w4"),
+    ("W4 bulk vs hash-adjusted ref [a]", "MB/s", per_round("w4-kit", mbs), adj4,
+     "higher", 0.85, "w4"),
+    ("W5 churn (8 loops) [c]", "conns/s", per_round("w5-kit", conns),
+     per_round("w5-ref", conns), "higher", 0.80, "w5"),
+    ("W5 churn, client default [c]", "conns/s", per_round("w5d-kit", conns),
+     per_round("w5-ref", conns), "higher", None, "w5d"),
+    (f"W6 memory ({env['BENCH_IDLE_CONNS']} idle conns) [b]", "KiB/conn",
+     [kib_per_conn("kit")] if 6 in ran else [], [kib_per_conn("ref")] if 6 in ran else [],
+     "lower", "8 KiB", "w6"),
+]
+rows = [row for row in rows if int(row[6][1]) in ran]
 
 def fmt(v):
     if v != v:
