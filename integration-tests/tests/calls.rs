@@ -137,6 +137,46 @@ fn dropping_a_call_cancels_it_on_the_server() {
 }
 
 #[test]
+fn a_call_held_without_being_polled_does_not_stall_its_connection() {
+    // A call polled once and then held without being polled must not keep its connection
+    // from reading: the keepalive pongs (and other calls' answers) still have to be read.
+    // A client whose lone caller reads the socket itself for its own answer gets this wrong
+    // unless the reader task can take the socket back (tried for W1; docs/PERFORMANCE.md).
+    let key = TestKey::new("calls-held");
+    let server = ServerProcess::start(&key.path, &[]);
+    let config = ClientConfig {
+        keepalive_interval: Duration::from_millis(100),
+        keepalive_timeout: Duration::from_millis(200),
+        ..ClientConfig::default()
+    };
+    let held = client(server.addr, &key, config);
+    let other = client(server.addr, &key, ClientConfig::default());
+
+    within(Duration::from_secs(30), async {
+        let mut sleep = Box::pin(held.call(Request::Sleep { ms: 1500 }));
+        assert!(future::poll_once(&mut sleep).await.is_none());
+        // Time passes on another connection, with the Sleep held and not polled: more than
+        // enough keepalive rounds (interval + timeout) to declare the server unresponsive if
+        // nobody read the pongs.
+        assert_eq!(
+            other
+                .call(Request::Sleep { ms: 1000 })
+                .await
+                .expect("other"),
+            Response::Slept { ms: 1000 }
+        );
+        assert_eq!(
+            sleep.await.expect("the held call is answered"),
+            Response::Slept { ms: 1500 }
+        );
+        assert_eq!(
+            held.call(Request::Ping).await.expect("ping"),
+            Response::Pong
+        );
+    });
+}
+
+#[test]
 fn server_errors_arrive_as_typed_errors() {
     let key = TestKey::new("calls-errors");
     let server = ServerProcess::start(&key.path, &[]);
