@@ -504,7 +504,10 @@ impl<S: Service> Connection<'_, S> {
         let service = self.shared.service.clone();
         let mut handler: CallFuture<S::Response> =
             Box::pin(async move { guarded(service.call(request, ctx)).await });
-        if let Some(result) = future::block_on(future::poll_once(&mut handler)) {
+        // One poll in place. A handler that is not ready registers this no-op waker, and
+        // registers its task's waker again at the task's first poll, so nothing is lost.
+        let mut first = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(result) = handler.as_mut().poll(&mut first) {
             self.shared
                 .stats
                 .calls_total
