@@ -86,23 +86,9 @@ ulimit -Sn "$want_fds" 2>/dev/null || ulimit -Sn "$(ulimit -Hn)"
 [ "$(ulimit -n)" -ge $((BENCH_IDLE_CONNS + 1024)) ] \
   || die "ulimit -n is $(ulimit -n), too low for $BENCH_IDLE_CONNS connections (run as root, or lower BENCH_IDLE_CONNS)"
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/rpckit-bench.XXXXXX")
-started=()
-cleanup() {
-  local pid
-  for pid in "${started[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${started[@]}"; do
-    # Up to 5 s to drain, then for good.
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=scripts/processes.sh
+. "$root/scripts/processes.sh"
+start_work bench
 
 # Seconds allowed for one client run before `timeout` stops it (it stops by itself long before).
 limit=$(python3 -c "import sys; print(int(float(sys.argv[1]) + float(sys.argv[2]) + 60))" \

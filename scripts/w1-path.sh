@@ -34,20 +34,9 @@ done
 
 cargo build --release --bins --quiet
 bin=$root/target/release
-work=$(mktemp -d "${TMPDIR:-/tmp}/rpckit-w1-path.XXXXXX")
-started=()
-cleanup() {
-  local pid
-  for pid in "${started[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${started[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=scripts/processes.sh
+. "$root/scripts/processes.sh"
+start_work w1-path
 
 perf record -q -e raw_syscalls:sys_enter -o "$work/probe.data" -- true 2>"$work/probe.err" \
   || { cat "$work/probe.err" >&2; die "perf cannot record system-call tracepoints here (run as root)"; }
