@@ -245,23 +245,74 @@ impl Sleep {
 ///     assert_eq!(until(soon, Sleep::after(Duration::from_secs(60))).await, None);
 /// });
 /// ```
-pub async fn until<T>(deadline: Option<Instant>, fut: impl Future<Output = T>) -> Option<T> {
-    match deadline {
-        None => Some(fut.await),
-        Some(at) => {
-            futures_lite::future::or(async { Some(fut.await) }, async {
-                Sleep::at(at).await;
-                None
-            })
-            .await
-        }
+pub fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Bounded<F> {
+    Bounded {
+        fut,
+        limit: Limit::Until(deadline),
+        sleep: Sleep::never(),
     }
 }
 
 /// Runs `fut` for at most `limit` (counted from its first poll); `None` if the time ran out
 /// first, in which case `fut` is dropped. A limit too long for the clock means none.
-pub async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    until(Instant::now().checked_add(limit), fut).await
+pub fn within<F: Future>(limit: Duration, fut: F) -> Bounded<F> {
+    Bounded {
+        fut,
+        limit: Limit::Within(limit),
+        sleep: Sleep::never(),
+    }
+}
+
+/// When a [`Bounded`] future gives up.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// At this instant, or never.
+    Until(Option<Instant>),
+    /// This long after the first poll.
+    Within(Duration),
+    /// Set: the sleep holds the deadline, if there is one.
+    Armed(bool),
+}
+
+pin_project_lite::pin_project! {
+    /// A future run under a time limit: [`until`] and [`within`]. It holds the future it runs
+    /// and one [`Sleep`], nothing else, so bounding a wait does not make the task that waits
+    /// any larger than the wait itself (every connection's task holds a few).
+    #[derive(Debug)]
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Bounded<F> {
+        #[pin]
+        fut: F,
+        limit: Limit,
+        sleep: Sleep,
+    }
+}
+
+impl<F: Future> Future for Bounded<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let deadline = match *this.limit {
+            Limit::Until(at) => Some(at),
+            Limit::Within(limit) => Some(Instant::now().checked_add(limit)),
+            Limit::Armed(_) => None,
+        };
+        if let Some(at) = deadline {
+            if let Some(at) = at {
+                this.sleep.set_at(at);
+            }
+            *this.limit = Limit::Armed(at.is_some());
+        }
+        // The future first, then the time: a future that is ready wins a tie.
+        if let Poll::Ready(output) = this.fut.poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        match *this.limit {
+            Limit::Armed(true) => Pin::new(this.sleep).poll(cx).map(|()| None),
+            _ => Poll::Pending,
+        }
+    }
 }
 
 impl Future for Sleep {
