@@ -293,6 +293,7 @@ impl<F: Future> Future for Bounded<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        // At the first poll the limit becomes a deadline (or none), which the sleep holds.
         let deadline = match *this.limit {
             Limit::Until(at) => Some(at),
             Limit::Within(limit) => Some(Instant::now().checked_add(limit)),
