@@ -43,7 +43,6 @@ BENCH_WORKLOADS=${BENCH_WORKLOADS:-1 2 3 4 5 6}
 server_cpu=${BENCH_SERVER_CPU:-0}
 client_cpu=${BENCH_CLIENT_CPU:-1}
 want_fds=65536
-ready_timeout=30
 # Every process here (kit and reference alike) runs on async-std and is pinned to one CPU:
 # one executor thread per process, so tasks do not hand off between threads on one core.
 export ASYNC_STD_THREAD_COUNT=${ASYNC_STD_THREAD_COUNT:-1}
@@ -104,31 +103,21 @@ record() {
   echo "$*" | sed "s|$root/||g; s|$work|\$TMP|g" >>"$out/commands.txt"
 }
 
-# start NAME PREFIX COMMAND...: starts COMMAND in the background with stdout on a FIFO and
-# waits for its line starting with PREFIX; sets $started_pid and $started_addr.
-start() {
-  local name=$1 prefix=$2 fd line
+# serve NAME PREFIX COMMAND...: `start` (scripts/processes.sh) with the command recorded and
+# the environment cleaned.
+serve() {
+  local name=$1 prefix=$2
   shift 2
-  mkfifo "$work/$name.out"
   record "$@"
-  "${clean_env[@]}" "$@" >"$work/$name.out" 2>"$work/$name.err" &
-  started_pid=$!
-  started+=("$started_pid")
-  exec {fd}<"$work/$name.out"
-  if ! read -r -t "$ready_timeout" -u "$fd" line || [ "${line#"$prefix"}" = "$line" ]; then
-    cat "$work/$name.err" >&2
-    die "$name printed no ready line within ${ready_timeout}s (got: ${line:-nothing})"
-  fi
-  started_addr=${line#"$prefix"}
-  # The read end stays open ($fd) so that the server never writes into a closed pipe.
+  start "$name" "$prefix" "${clean_env[@]}" "$@"
 }
 
-start kit-server "rpc-server listening on " \
+serve kit-server "rpc-server listening on " \
   taskset -c "$server_cpu" "$bin/rpc-server" --listen 127.0.0.1:0 \
   --keyring "$work/keyring" --log-level warn --max-connections 20000 \
   --max-unauthenticated 1000 --max-in-flight 1024
 kit_pid=$started_pid kit_addr=$started_addr
-start raw-server "rpc-raw-reference listening on " \
+serve raw-server "rpc-raw-reference listening on " \
   taskset -c "$server_cpu" "$bin/rpc-raw-reference" --listen 127.0.0.1:0
 ref_pid=$started_pid ref_addr=$started_addr
 client=(taskset -c "$client_cpu" "$bin/rpc-client" --keyring "$work/keyring")

@@ -43,21 +43,6 @@ perf record -q -e raw_syscalls:sys_enter -o "$work/probe.data" -- true 2>"$work/
 
 env -u RPC_KEY -u RPC_KEY_ID "$bin/rpc-server" keygen --keyring "$work/keyring" >/dev/null
 
-# start NAME PREFIX COMMAND...: starts COMMAND, waits (30 s at most) for its ready line.
-start() {
-  local name=$1 prefix=$2 fd line
-  shift 2
-  mkfifo "$work/$name.out"
-  "$@" >"$work/$name.out" 2>"$work/$name.err" &
-  started_pid=$!
-  started+=("$started_pid")
-  exec {fd}<"$work/$name.out"
-  if ! read -r -t 30 -u "$fd" line || [ "${line#"$prefix"}" = "$line" ]; then
-    cat "$work/$name.err" >&2
-    die "$name printed no ready line (got: ${line:-nothing})"
-  fi
-  started_addr=${line#"$prefix"}
-}
 start kit-server "rpc-server listening on " taskset -c "$server_cpu" "$bin/rpc-server" \
   --listen 127.0.0.1:0 --keyring "$work/keyring" --log-level warn
 kit_pid=$started_pid kit_addr=$started_addr

@@ -274,6 +274,20 @@ enum Limit {
     Armed(bool),
 }
 
+impl Limit {
+    /// At the first poll: turns the limit into its deadline, which it returns for the sleep
+    /// to hold (`None`: no deadline, or armed already).
+    fn arm(&mut self) -> Option<Instant> {
+        let at = match *self {
+            Limit::Until(at) => at,
+            Limit::Within(limit) => Instant::now().checked_add(limit),
+            Limit::Armed(_) => return None,
+        };
+        *self = Limit::Armed(at.is_some());
+        at
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A future run under a time limit: [`until`] and [`within`]. It holds the future it runs
     /// and one [`Sleep`], nothing else, so bounding a wait does not make the task that waits
@@ -293,17 +307,8 @@ impl<F: Future> Future for Bounded<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        // At the first poll the limit becomes a deadline (or none), which the sleep holds.
-        let deadline = match *this.limit {
-            Limit::Until(at) => Some(at),
-            Limit::Within(limit) => Some(Instant::now().checked_add(limit)),
-            Limit::Armed(_) => None,
-        };
-        if let Some(at) = deadline {
-            if let Some(at) = at {
-                this.sleep.set_at(at);
-            }
-            *this.limit = Limit::Armed(at.is_some());
+        if let Some(at) = this.limit.arm() {
+            this.sleep.set_at(at);
         }
         // The future first, then the time: a future that is ready wins a tie.
         if let Poll::Ready(output) = this.fut.poll(cx) {

@@ -115,20 +115,15 @@ pub async fn run<D: Driver>(
     // run at once as it does for the others. Any other failure is counted like the run's.
     let payload = make_payload(cfg.payload);
     if let Some(first) = conns.iter().flatten().next() {
-        let probe = async_std::future::timeout(PROBE_TIMEOUT, first.call(&payload)).await;
-        match probe {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) if e.is_no_connection() => {
+        match probe(&**first, &payload).await {
+            Ok(_) => {}
+            Err(e) if e.is_no_connection() => {
                 return Err(BenchError::new(
                     e.kind().to_owned(),
                     format!("cannot call {addr}: {}", e.message()),
                 ));
             }
-            Ok(Err(e)) => setup_errors.push(e),
-            Err(_) => setup_errors.push(BenchError::new(
-                "probe_timeout",
-                format!("no answer within {}s", PROBE_TIMEOUT.as_secs()),
-            )),
+            Err(e) => setup_errors.push(e),
         }
     }
     if cfg.churn {
@@ -266,17 +261,9 @@ pub async fn run_idle<D: Driver>(
             let conn = connect_once(&*driver, target).await?;
             recorder.record_connect(0, Instant::now());
             let t0 = Instant::now();
-            match async_std::future::timeout(PROBE_TIMEOUT, conn.call(payload.as_slice())).await {
-                Ok(Ok(n)) => {
-                    recorder.record_call(0, t0, Instant::now(), (payload.len() + n) as u64);
-                    Ok(conn)
-                }
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(BenchError::new(
-                    "probe_timeout",
-                    format!("probe call unanswered after {}s", PROBE_TIMEOUT.as_secs()),
-                )),
-            }
+            let n = probe(&conn, &payload).await?;
+            recorder.record_call(0, t0, Instant::now(), (payload.len() + n) as u64);
+            Ok(conn)
         }
     });
     let mut held = Vec::with_capacity(cfg.conns);
@@ -393,6 +380,19 @@ async fn resolve(addr: &str) -> Result<SocketAddr, BenchError> {
     addrs
         .next()
         .ok_or_else(|| BenchError::new("resolve", format!("{addr:?} resolves to no address")))
+}
+
+/// One call on `conn` before any clock runs, bounded by [`PROBE_TIMEOUT`]: the answer's
+/// payload bytes, or why there was none (`probe_timeout` if it did not come in time).
+async fn probe<C: Connection>(conn: &C, payload: &[u8]) -> Result<usize, BenchError> {
+    async_std::future::timeout(PROBE_TIMEOUT, conn.call(payload))
+        .await
+        .unwrap_or_else(|_| {
+            Err(BenchError::new(
+                "probe_timeout",
+                format!("probe call unanswered after {}s", PROBE_TIMEOUT.as_secs()),
+            ))
+        })
 }
 
 /// Connects with [`CONNECT_TIMEOUT`].
