@@ -13,6 +13,9 @@
 //! If the thread cannot be started (the process is out of threads), timers fall back to
 //! `async_io::Timer`, so a deadline is never lost.
 //!
+//! The longest timeout setting the kit takes, [`MAX_DURATION`], and the parser of timeout
+//! settings for the command-line tools, [`parse_duration`], live here too.
+//!
 //! ```
 //! use std::time::Duration;
 //! use rpckit_proto::timer::Sleep;
@@ -38,6 +41,9 @@ struct Wheel {
     inner: Mutex<Inner>,
     /// Wakes the timer thread when a timer is due before the one it sleeps for.
     wake_thread: Condvar,
+    /// Signalled each time the timer thread goes to sleep (tests wait on it).
+    #[cfg(test)]
+    thread_slept: Condvar,
 }
 
 struct Inner {
@@ -70,6 +76,8 @@ impl Wheel {
                 waits: 0,
             }),
             wake_thread: Condvar::new(),
+            #[cfg(test)]
+            thread_slept: Condvar::new(),
         }));
         std::thread::Builder::new()
             .name("rpckit-timer".into())
@@ -109,6 +117,7 @@ impl Wheel {
             #[cfg(test)]
             {
                 inner.waits += 1;
+                self.thread_slept.notify_all();
             }
             inner = match next {
                 Some(at) => {
@@ -162,6 +171,30 @@ enum Waiting {
 /// configurations cut longer ones to it, and the command-line tools refuse them. A deadline
 /// that far off is as good as none, and instants computed from it cannot overflow the clock.
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Parses a duration written for people (`10s`, `500ms`, `2m`, `1h 30m`), as the command-line
+/// tools take their timeouts, and refuses one longer than [`MAX_DURATION`]. The error says
+/// what is wrong, with examples.
+///
+/// ```
+/// use std::time::Duration;
+/// use rpckit_proto::timer::parse_duration;
+///
+/// assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+/// assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+/// assert!(parse_duration("101 years").is_err());
+/// assert!(parse_duration("soon").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{text} is longer than the longest allowed, 100 years"
+        ));
+    }
+    Ok(d)
+}
 
 /// A future that completes at a given instant; it can be moved with [`Sleep::set_at`].
 ///
@@ -438,21 +471,16 @@ mod tests {
         let (long_waker, _long) = channel_waker();
         let long_at = Instant::now() + Duration::from_secs(3600);
         wheel.register(None, long_at, &long_waker);
-        // Wait until the thread sleeps for the long timer (bounded: at most 10 s).
-        let started = Instant::now();
-        loop {
-            {
-                let inner = wheel.lock();
-                if inner.waits > 0 && inner.thread_wakes_at == Some(long_at) {
-                    break;
-                }
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the timer thread never slept"
-            );
-            std::thread::yield_now();
-        }
+        // Wait until the thread sleeps for the long timer: it signals each time it goes to
+        // sleep (the lock is released while it sleeps, so it is asleep once we hold it).
+        let (inner, waited) = wheel
+            .thread_slept
+            .wait_timeout_while(wheel.lock(), Duration::from_secs(10), |inner| {
+                !(inner.waits > 0 && inner.thread_wakes_at == Some(long_at))
+            })
+            .expect("the timer lock is not poisoned");
+        assert!(!waited.timed_out(), "the timer thread never slept");
+        drop(inner);
         // The short one must not wait for it.
         let (short_waker, short) = channel_waker();
         wheel.register(

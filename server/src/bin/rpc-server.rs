@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_lite::StreamExt;
 use rpckit_proto::keyring::{self, KeyId, Keyring};
+use rpckit_proto::timer::parse_duration;
 use rpckit_server::{DemoService, Server, ServerConfig};
 use tracing::{error, info, warn};
 
@@ -58,17 +59,6 @@ enum LogFormat {
     Json,
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
-    let d =
-        humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))?;
-    if d > rpckit_proto::timer::MAX_DURATION {
-        return Err(format!(
-            "{text} is longer than the longest allowed, 100 years"
-        ));
-    }
-    Ok(d)
-}
-
 #[derive(Args, Debug)]
 struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (printed in the ready line).
@@ -87,7 +77,7 @@ struct ServeArgs {
     #[arg(long, env = "RPC_LOG_LEVEL", default_value = "info")]
     log_level: String,
     /// Deadline for the whole handshake.
-    #[arg(long, env = "RPC_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "RPC_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     handshake_timeout: Duration,
     /// Largest frame accepted or sent, in bytes.
     #[arg(long, env = "RPC_MAX_FRAME", default_value_t = rpckit_proto::DEFAULT_MAX_FRAME)]
@@ -108,28 +98,28 @@ struct ServeArgs {
     #[arg(long, env = "RPC_MAX_QUEUED", default_value_t = 1024)]
     max_queued: usize,
     /// Time a write may take to make progress before the client is dropped.
-    #[arg(long, env = "RPC_WRITE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "RPC_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     write_timeout: Duration,
     /// Close connections with no call for this long.
-    #[arg(long, env = "RPC_IDLE_TIMEOUT", default_value = "300s", value_parser = duration)]
+    #[arg(long, env = "RPC_IDLE_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
     idle_timeout: Duration,
     /// Ping a client after this long without traffic from it.
-    #[arg(long, env = "RPC_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "RPC_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     keepalive_interval: Duration,
     /// Drop a client that does not answer a ping within this time.
-    #[arg(long, env = "RPC_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "RPC_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     keepalive_timeout: Duration,
     /// On SIGTERM/SIGINT, time calls in flight get to finish.
-    #[arg(long, env = "RPC_GRACE_PERIOD", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "RPC_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
     grace_period: Duration,
     /// Failed handshakes from one address (within --auth-failure-window) before it is refused for --auth-penalty; 0 disables.
     #[arg(long, env = "RPC_AUTH_FAILURE_LIMIT", default_value_t = 5)]
     auth_failure_limit: u32,
     /// Window over which failed handshakes are counted.
-    #[arg(long, env = "RPC_AUTH_FAILURE_WINDOW", default_value = "60s", value_parser = duration)]
+    #[arg(long, env = "RPC_AUTH_FAILURE_WINDOW", default_value = "60s", value_parser = parse_duration)]
     auth_failure_window: Duration,
     /// How long a penalised address is refused.
-    #[arg(long, env = "RPC_AUTH_PENALTY", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "RPC_AUTH_PENALTY", default_value = "30s", value_parser = parse_duration)]
     auth_penalty: Duration,
 }
 

@@ -9,7 +9,9 @@ use rpckit_client::{CallError, Client, ClientConfig, ConnectError};
 use rpckit_proto::demo::{Request, Response};
 use rpckit_proto::RpcError;
 
-use crate::{duration, keys, Target};
+use rpckit_proto::timer::parse_duration;
+
+use crate::{keys, Target};
 
 /// Exit code: a local error (key file, arguments).
 pub const EXIT_LOCAL: u8 = 1;
@@ -35,7 +37,7 @@ pub struct CallArgs {
     #[arg(long)]
     json: bool,
     /// Time allowed for the call, also sent to the server as its deadline.
-    #[arg(long, env = "RPC_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "RPC_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
 }
 

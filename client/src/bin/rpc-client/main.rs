@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use rpckit_proto::timer::parse_duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,20 +48,8 @@ pub struct Target {
     #[arg(long, global = true, env = "RPC_KEY_ID")]
     pub key_id: Option<String>,
     /// Time allowed for TCP connect plus handshake.
-    #[arg(long, global = true, env = "RPC_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration)]
+    #[arg(long, global = true, env = "RPC_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-}
-
-/// Parses `10s`, `500ms`, `2m`.
-pub fn duration(text: &str) -> Result<Duration, String> {
-    let d =
-        humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))?;
-    if d > rpckit_proto::timer::MAX_DURATION {
-        return Err(format!(
-            "{text} is longer than the longest allowed, 100 years"
-        ));
-    }
-    Ok(d)
 }
 
 #[derive(Subcommand, Debug)]
