@@ -7,7 +7,14 @@
 //! connection dies, every call in flight ends at once with a typed [`CallError`], and the next
 //! call reconnects with backoff.
 //!
-//! The [`bench`] module is the load generator behind `rpc-client bench`.
+//! Where to call from: each connection's answers are read by a task on the async-std executor
+//! and handed to their callers. A caller that is itself a task on that executor
+//! (`async_std::task::spawn`) is resumed on the same thread; a caller blocked in `block_on` on
+//! a thread of its own is woken across threads for every answer, which in a one-call-at-a-time
+//! loop cost a quarter of the calls per second here (docs/PERFORMANCE.md, "Where to call
+//! from"). For a single call it does not matter.
+//!
+//! The [`bench`](mod@bench) module is the load generator behind `rpc-client bench`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
