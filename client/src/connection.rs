@@ -348,10 +348,9 @@ where
     ) -> Result<Self, ConnectError> {
         let stream = connect_within(addr, config.connect_timeout).await?;
         let hs = handshake_config(config);
-        let (session, ()) =
-            handshake::connect_pipelined(stream.reader(), &stream, key_id, key, &hs, |_| ())
-                .await
-                .map_err(|e| handshake_error(addr, e))?;
+        let session = handshake::connect(stream.reader(), &stream, key_id, key, &hs)
+            .await
+            .map_err(|e| handshake_error(addr, e))?;
         Ok(Self::start(session, &stream, config, Calls::new(), 1))
     }
 

@@ -53,9 +53,10 @@ struct Inner {
     next_id: u64,
     /// When the timer thread will next look at the map on its own (`None`: only when woken).
     thread_wakes_at: Option<Instant>,
-    /// How often the timer thread has gone to sleep (tests wait for it to be asleep).
+    /// What the timer thread planned to wake for when it last went to sleep, unlike
+    /// `thread_wakes_at`, which `register` also sets (tests wait for it to be asleep).
     #[cfg(test)]
-    waits: u64,
+    slept_for: Option<Instant>,
 }
 
 impl Wheel {
@@ -73,7 +74,7 @@ impl Wheel {
                 next_id: 0,
                 thread_wakes_at: None,
                 #[cfg(test)]
-                waits: 0,
+                slept_for: None,
             }),
             wake_thread: Condvar::new(),
             #[cfg(test)]
@@ -116,7 +117,7 @@ impl Wheel {
             inner.thread_wakes_at = next;
             #[cfg(test)]
             {
-                inner.waits += 1;
+                inner.slept_for = next;
                 self.thread_slept.notify_all();
             }
             inner = match next {
@@ -472,11 +473,12 @@ mod tests {
         let long_at = Instant::now() + Duration::from_secs(3600);
         wheel.register(None, long_at, &long_waker);
         // Wait until the thread sleeps for the long timer: it signals each time it goes to
-        // sleep (the lock is released while it sleeps, so it is asleep once we hold it).
+        // sleep, and notes what for (the lock is released while it sleeps, so it is asleep
+        // once we hold it; `register` has already set `thread_wakes_at`, awake or not).
         let (inner, waited) = wheel
             .thread_slept
             .wait_timeout_while(wheel.lock(), Duration::from_secs(10), |inner| {
-                !(inner.waits > 0 && inner.thread_wakes_at == Some(long_at))
+                inner.slept_for != Some(long_at)
             })
             .expect("the timer lock is not poisoned");
         assert!(!waited.timed_out(), "the timer thread never slept");
