@@ -23,6 +23,11 @@ use rpckit_proto::Session;
 /// How long a server gets to print its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The most log lines one wait for a log event reads before giving up, whatever its time
+/// limit: a server that floods its log cannot keep a test waiting turn after turn. No test's
+/// server writes near this many lines.
+pub const MAX_LOG_LINES_PER_WAIT: usize = 1_000_000;
+
 /// Path of one of the workspace's binaries, next to the test executable's directory.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -193,15 +198,22 @@ impl ServerProcess {
     /// Waits for a log line containing `needle` that arrives after the lines already seen by
     /// earlier waits. Returns the line, or `None` after `timeout`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_for_line(timeout, |line| line.contains(needle))
+    }
+
+    /// Waits for the next log line (after those seen by earlier waits) that satisfies `wanted`.
+    /// `None` after `timeout`, or after [`MAX_LOG_LINES_PER_WAIT`] lines none of which did.
+    fn wait_for_line(&self, timeout: Duration, wanted: impl Fn(&str) -> bool) -> Option<String> {
         let end = Instant::now() + timeout;
-        loop {
+        for _ in 0..MAX_LOG_LINES_PER_WAIT {
             let left = end.checked_duration_since(Instant::now())?;
             match self.log_rx.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(line) if wanted(&line) => return Some(line),
                 Ok(_) => continue,
                 Err(_) => return None,
             }
         }
+        None
     }
 
     /// Whether any log line so far contains `needle`.
@@ -369,32 +381,25 @@ impl ServerProcess {
     /// Waits for a log line containing any of `needles` (after the lines already seen by
     /// earlier waits). Returns the line, or `None` after `timeout`.
     pub fn wait_for_log_any(&self, needles: &[&str], timeout: Duration) -> Option<String> {
-        let end = Instant::now() + timeout;
-        loop {
-            let left = end.checked_duration_since(Instant::now())?;
-            match self.log_rx.recv_timeout(left) {
-                Ok(line) if needles.iter().any(|n| line.contains(n)) => return Some(line),
-                Ok(_) => continue,
-                Err(_) => return None,
-            }
-        }
+        self.wait_for_line(timeout, |line| needles.iter().any(|n| line.contains(n)))
     }
 
-    /// Waits until at least `n` log lines so far contain `needle`; `false` after `timeout`.
-    /// Woken by each new log line, not by polling.
+    /// Waits until at least `n` log lines so far contain `needle`; `false` after `timeout` or
+    /// after [`MAX_LOG_LINES_PER_WAIT`] new lines. Woken by each new log line, not by polling.
     pub fn wait_for_log_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
         let end = Instant::now() + timeout;
-        loop {
+        for _ in 0..MAX_LOG_LINES_PER_WAIT {
             if self.log_count(needle) >= n {
                 return true;
             }
             let Some(left) = end.checked_duration_since(Instant::now()) else {
-                return self.log_count(needle) >= n;
+                break;
             };
             if self.log_rx.recv_timeout(left).is_err() {
-                return self.log_count(needle) >= n;
+                break;
             }
         }
+        self.log_count(needle) >= n
     }
 
     /// Waits (up to `timeout`) until `n` log lines contain `needle`, then asserts that exactly
