@@ -216,6 +216,47 @@ impl ServerProcess {
         None
     }
 
+    /// Waits for a log line containing any of `needles` (after the lines already seen by
+    /// earlier waits). Returns the line, or `None` after `timeout`.
+    pub fn wait_for_log_any(&self, needles: &[&str], timeout: Duration) -> Option<String> {
+        self.wait_for_line(timeout, |line| needles.iter().any(|n| line.contains(n)))
+    }
+
+    /// Waits until at least `n` log lines so far contain `needle`; `false` after `timeout` or
+    /// after [`MAX_LOG_LINES_PER_WAIT`] new lines. Woken by each new log line, not by polling.
+    pub fn wait_for_log_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        for _ in 0..MAX_LOG_LINES_PER_WAIT {
+            if self.log_count(needle) >= n {
+                return true;
+            }
+            let Some(left) = end.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            if self.log_rx.recv_timeout(left).is_err() {
+                break;
+            }
+        }
+        self.log_count(needle) >= n
+    }
+
+    /// Waits (up to `timeout`) until `n` log lines contain `needle`, then asserts that exactly
+    /// `n` do; panics with the log otherwise. The log is filled by another thread, so a line
+    /// the server has written may not be in it yet: count only after waiting.
+    pub fn expect_log_count(&self, needle: &str, n: usize, timeout: Duration) {
+        assert!(
+            self.wait_for_log_count(needle, n, timeout),
+            "fewer than {n} log lines with {needle:?}:\n{}",
+            self.log_text()
+        );
+        assert_eq!(
+            self.log_count(needle),
+            n,
+            "log lines with {needle:?}:\n{}",
+            self.log_text()
+        );
+    }
+
     /// Whether any log line so far contains `needle`.
     pub fn log_contains(&self, needle: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
@@ -263,6 +304,22 @@ impl ServerProcess {
                 Some(status)
             }
             _ => None,
+        }
+    }
+
+    /// Whether the process has exited (without waiting).
+    pub fn has_exited(&mut self) -> bool {
+        if self.exited.is_some() {
+            return true;
+        }
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => {
+                self.exited = Some(status);
+                true
+            }
+            Some(_) => false,
+            // A waiter thread owns the child: look at /proc instead.
+            None => !Path::new(&format!("/proc/{}", self.pid)).exists(),
         }
     }
 
@@ -375,65 +432,6 @@ pub fn connect_from(
     socket.bind(&SocketAddr::new(from, 0).into())?;
     socket.connect(&addr.into())?;
     Ok(socket.into())
-}
-
-impl ServerProcess {
-    /// Waits for a log line containing any of `needles` (after the lines already seen by
-    /// earlier waits). Returns the line, or `None` after `timeout`.
-    pub fn wait_for_log_any(&self, needles: &[&str], timeout: Duration) -> Option<String> {
-        self.wait_for_line(timeout, |line| needles.iter().any(|n| line.contains(n)))
-    }
-
-    /// Waits until at least `n` log lines so far contain `needle`; `false` after `timeout` or
-    /// after [`MAX_LOG_LINES_PER_WAIT`] new lines. Woken by each new log line, not by polling.
-    pub fn wait_for_log_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
-        let end = Instant::now() + timeout;
-        for _ in 0..MAX_LOG_LINES_PER_WAIT {
-            if self.log_count(needle) >= n {
-                return true;
-            }
-            let Some(left) = end.checked_duration_since(Instant::now()) else {
-                break;
-            };
-            if self.log_rx.recv_timeout(left).is_err() {
-                break;
-            }
-        }
-        self.log_count(needle) >= n
-    }
-
-    /// Waits (up to `timeout`) until `n` log lines contain `needle`, then asserts that exactly
-    /// `n` do; panics with the log otherwise. The log is filled by another thread, so a line
-    /// the server has written may not be in it yet: count only after waiting.
-    pub fn expect_log_count(&self, needle: &str, n: usize, timeout: Duration) {
-        assert!(
-            self.wait_for_log_count(needle, n, timeout),
-            "fewer than {n} log lines with {needle:?}:\n{}",
-            self.log_text()
-        );
-        assert_eq!(
-            self.log_count(needle),
-            n,
-            "log lines with {needle:?}:\n{}",
-            self.log_text()
-        );
-    }
-
-    /// Whether the process has exited (without waiting).
-    pub fn has_exited(&mut self) -> bool {
-        if self.exited.is_some() {
-            return true;
-        }
-        match self.child.as_mut().map(|c| c.try_wait()) {
-            Some(Ok(Some(status))) => {
-                self.exited = Some(status);
-                true
-            }
-            Some(_) => false,
-            // A waiter thread owns the child: look at /proc instead.
-            None => !Path::new(&format!("/proc/{}", self.pid)).exists(),
-        }
-    }
 }
 
 /// The next message from the server on a raw session, its response body decoded; panics (the
