@@ -12,10 +12,13 @@ use serde::Serialize;
 
 /// A service: decodes into `Request`, answers with `Response` or an [`RpcError`].
 ///
-/// Each call runs in its own task, so a slow handler does not hold up other calls on the same
-/// connection. A handler that blocks the thread (heavy CPU work, blocking I/O) should move
-/// that work off the executor, e.g. with `async_std::task::spawn_blocking`. A handler that
-/// panics fails only its own call, with [`RpcError::Internal`].
+/// The connection's task polls each call's handler once, in place: a handler that finishes
+/// then is answered without a task of its own. One that has to wait (it awaited something not
+/// yet ready) goes on in a task of its own, so a slow handler does not hold up other calls on
+/// the same connection. Work that does not await holds up its connection and its executor
+/// thread while it runs: a handler that blocks the thread (heavy CPU work, blocking I/O)
+/// should move that work off the executor, e.g. with `async_std::task::spawn_blocking`. A
+/// handler that panics fails only its own call, with [`RpcError::Internal`].
 ///
 /// ```
 /// use rpckit_server::{CallContext, Service};
