@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,13 +110,20 @@ pub(crate) async fn serve<S: Service>(
     let tasks = conn.done_rx.clone();
     drop(conn);
     while tasks.recv().await.is_ok() {}
-    // Whatever the loop queued last (a goodbye, the last answers) still goes out.
+    // Every call now has its one answer queued and no task is left to queue another: the
+    // goodbye is the last message (PROTOCOL.md §9.6).
+    if let Close::Goodbye(_) = reason {
+        let _ = outbox.push_server(&ServerMessage::<S::Response>::Goodbye);
+    }
+    // Whatever was queued last (the goodbye, the last answers) still goes out.
     let flushed = outbox.flush(|_| {}).await;
     outbox.close("connection closed");
     let _ = stream.shutdown(Shutdown::Both);
     match (reason, flushed) {
-        (Close::Clean(why), Ok(())) => info!(%peer, key_id = %key_id, "closed: {why}"),
-        (Close::Clean(why), Err(e)) => {
+        (Close::Clean(why) | Close::Goodbye(why), Ok(())) => {
+            info!(%peer, key_id = %key_id, "closed: {why}")
+        }
+        (Close::Clean(why) | Close::Goodbye(why), Err(e)) => {
             warn!(%peer, key_id = %key_id, "closed: {why}; last write: {e}")
         }
         (Close::Fault(why), _) => warn!(%peer, key_id = %key_id, "closed: {why}"),
@@ -166,8 +173,12 @@ impl Drop for AdoptedGauge<'_> {
 
 /// Why the read loop ended.
 enum Close {
-    /// An orderly end: goodbye, drain, idle timeout, peer closed at a frame boundary.
+    /// An orderly end the peer started: it said goodbye, or closed at a frame boundary.
     Clean(String),
+    /// An orderly end on the server's side (a drain is over, or the connection was idle):
+    /// every call has been answered or claimed for `ShuttingDown`. The server says goodbye
+    /// once the last call task has ended, so nothing follows the goodbye.
+    Goodbye(String),
     /// A fault: bad frame, bad tag, dead peer, client not reading.
     Fault(String),
 }
@@ -184,6 +195,10 @@ struct InFlight {
     token: u64,
     /// Dropping this cancels the call's task.
     _cancel: Sender<()>,
+    /// Set by whoever answers the call first: its task (with the handler's result) or the
+    /// read loop (`ShuttingDown` when the grace period is over). The loser sends nothing, so
+    /// a call racing the end of the grace period still gets exactly one answer.
+    answered: Arc<AtomicBool>,
     /// Keeps the server-wide in-flight gauge up while the call runs.
     _gauge: InFlightGauge,
 }
@@ -266,10 +281,7 @@ impl<S: Service> Connection<'_, S> {
                 self.finished(id, token);
             }
             if drain_until.is_some() && self.calls.is_empty() {
-                self.outbox
-                    .push_server(&ServerMessage::<S::Response>::Goodbye)
-                    .ok();
-                return Close::Clean(if reading {
+                return Close::Goodbye(if reading {
                     "drained for shutdown".into()
                 } else {
                     "peer closed its side; calls finished".into()
@@ -407,8 +419,14 @@ impl<S: Service> Connection<'_, S> {
                     let now = Instant::now();
                     if let Some(deadline) = drain_until {
                         if now >= deadline {
-                            let left = self.calls.len();
-                            for id in std::mem::take(&mut self.calls).into_keys() {
+                            let mut left = 0;
+                            for (id, call) in std::mem::take(&mut self.calls) {
+                                // A task that already answered (its `done` not read yet)
+                                // keeps its answer; one that finishes from now on sends none.
+                                if call.answered.swap(true, Ordering::AcqRel) {
+                                    continue;
+                                }
+                                left += 1;
                                 let _ =
                                     self.outbox
                                         .push_server(&ServerMessage::<S::Response>::Reply {
@@ -416,10 +434,7 @@ impl<S: Service> Connection<'_, S> {
                                             result: Err(RpcError::ShuttingDown),
                                         });
                             }
-                            let _ = self
-                                .outbox
-                                .push_server(&ServerMessage::<S::Response>::Goodbye);
-                            return Close::Clean(format!(
+                            return Close::Goodbye(format!(
                                 "grace period over; {left} calls answered ShuttingDown"
                             ));
                         }
@@ -444,10 +459,7 @@ impl<S: Service> Connection<'_, S> {
                         }
                     }
                     if self.calls.is_empty() && now >= last_call + config.idle_timeout {
-                        let _ = self
-                            .outbox
-                            .push_server(&ServerMessage::<S::Response>::Goodbye);
-                        return Close::Clean(format!("idle for {:?}", config.idle_timeout));
+                        return Close::Goodbye(format!("idle for {:?}", config.idle_timeout));
                     }
                 }
             }
@@ -523,11 +535,13 @@ impl<S: Service> Connection<'_, S> {
         let token = self.next_token;
         self.next_token += 1;
         let (cancel_tx, cancel_rx) = async_channel::bounded::<()>(1);
+        let answered = Arc::new(AtomicBool::new(false));
         self.calls.insert(
             id,
             InFlight {
                 token,
                 _cancel: cancel_tx,
+                answered: answered.clone(),
                 _gauge: InFlightGauge::new(&self.shared.stats),
             },
         );
@@ -547,10 +561,12 @@ impl<S: Service> Connection<'_, S> {
                 None
             };
             let result = work.or(cancelled).await;
-            // Queue the answer, free the call's slot, then write: the client cannot see the
-            // answer (and send its next call) before the slot is free, and a goodbye the read
-            // loop queues once the table is empty comes after the answer.
-            let queued = result.map(|result| reply(&outbox, id, result));
+            // Claim the call, queue its answer, free its slot, then write: the client cannot
+            // see the answer (and send its next call) before the slot is free. A call the read
+            // loop has already answered `ShuttingDown` (grace period over) gets nothing more.
+            let queued = result
+                .filter(|_| !answered.swap(true, Ordering::AcqRel))
+                .map(|result| reply(&outbox, id, result));
             let _ = done.try_send((id, token));
             let sent = match queued {
                 Some(Ok(())) => outbox.flush(|_| {}).await,
