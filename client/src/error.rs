@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rpckit_proto::{HandshakeError, RpcError};
+use rpckit_proto::{HandshakeError, Refusal, RpcError};
 
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -39,16 +39,22 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// Whether trying again later can help (it cannot for authentication failures).
+    /// Whether trying again later can help: the connection broke or timed out, or the server
+    /// refused for now (busy, shutting down, rate-limiting this address: statuses 5–7 of
+    /// PROTOCOL.md §4). Not for authentication failures, nor for a peer that is not an
+    /// rpckit server, speaks another version or suite, breaks the handshake, or refused our
+    /// hello (statuses 1–4) or with a status this client does not know.
     pub fn is_transient(&self) -> bool {
         match self {
             ConnectError::Io { .. } | ConnectError::Timeout { .. } => true,
-            ConnectError::Handshake(e) => !matches!(
-                e,
-                HandshakeError::BadMagic { .. }
-                    | HandshakeError::UnsupportedVersion { .. }
-                    | HandshakeError::UnsupportedSuite { .. }
-            ),
+            ConnectError::Handshake(e) => match e {
+                HandshakeError::Refused(refusal) => matches!(
+                    refusal,
+                    Refusal::Busy | Refusal::ShuttingDown | Refusal::RateLimited
+                ),
+                HandshakeError::Closed | HandshakeError::Io(_) | HandshakeError::Timeout(_) => true,
+                _ => false,
+            },
             ConnectError::Auth(_) | ConnectError::Closed => false,
         }
     }
@@ -80,4 +86,44 @@ pub enum CallError {
     /// The request could not be encoded (for example it is larger than the frame limit).
     #[error("request cannot be sent: {0}")]
     Encode(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handshake(e: HandshakeError) -> ConnectError {
+        ConnectError::Handshake(e)
+    }
+
+    #[test]
+    fn only_refusals_for_now_and_broken_connections_are_worth_retrying() {
+        for code in 0..=u8::MAX {
+            let refusal = Refusal::from_code(code);
+            let transient = handshake(HandshakeError::Refused(refusal)).is_transient();
+            assert_eq!(
+                transient,
+                (5..=7).contains(&code),
+                "status {code}: {refusal:?}"
+            );
+        }
+        assert!(handshake(HandshakeError::Closed).is_transient());
+        assert!(handshake(HandshakeError::Timeout(Duration::from_secs(1))).is_transient());
+        assert!(handshake(HandshakeError::Io(
+            std::io::ErrorKind::ConnectionReset.into()
+        ))
+        .is_transient());
+        assert!(!handshake(HandshakeError::BadMagic { got: *b"HTTP" }).is_transient());
+        assert!(!handshake(HandshakeError::UnsupportedVersion { got: 2 }).is_transient());
+        assert!(!handshake(HandshakeError::UnsupportedSuite { got: 9 }).is_transient());
+        assert!(!handshake(HandshakeError::Malformed("short")).is_transient());
+        assert!(!ConnectError::Auth(HandshakeError::BadServerProof).is_transient());
+        assert!(!ConnectError::Closed.is_transient());
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let io = ConnectError::Io {
+            addr: "127.0.0.1:1".into(),
+            source: refused,
+        };
+        assert!(io.is_transient());
+    }
 }
