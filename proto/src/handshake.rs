@@ -93,7 +93,7 @@ pub enum Refusal {
     Busy,
     /// Status 6: the server is shutting down.
     ShuttingDown,
-    /// Status 7: too many failed handshakes from this address; try later.
+    /// Status 7: too many failed authentications from this address; try later.
     RateLimited,
     /// Status 8: authentication failed (unknown key id or wrong key; the peer is not told which).
     AuthFailed,
@@ -142,7 +142,9 @@ impl std::fmt::Display for Refusal {
             Refusal::Malformed => f.write_str("malformed handshake"),
             Refusal::Busy => f.write_str("server busy: too many connections"),
             Refusal::ShuttingDown => f.write_str("server shutting down"),
-            Refusal::RateLimited => f.write_str("too many failed handshakes from this address"),
+            Refusal::RateLimited => {
+                f.write_str("too many failed authentications from this address")
+            }
             Refusal::AuthFailed => f.write_str("authentication failed"),
             Refusal::Other(code) => write!(f, "refused with unknown status {code}"),
         }
@@ -552,28 +554,31 @@ where
 async fn read_client_hello<R: AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
 ) -> Result<(KeyId, [u8; NONCE_LEN]), HandshakeError> {
-    // Check each field as soon as it arrives, so that an HTTP request or a stray client is
-    // refused after its first four bytes.
+    // Check each field as soon as its bytes have arrived (PROTOCOL.md §3.1), so that an HTTP
+    // request or a stray client is refused after its first four bytes, and a hello cut short
+    // after a bad field is refused without waiting for the rest.
     let magic = need(reader, 4).await?;
     if magic != MAGIC {
         let mut got = [0u8; 4];
         got.copy_from_slice(magic);
         return Err(HandshakeError::BadMagic { got });
     }
-    let head = need(reader, 6).await?;
-    if head[4] != VERSION {
-        return Err(HandshakeError::UnsupportedVersion { got: head[4] });
+    let version = need(reader, 5).await?[4];
+    if version != VERSION {
+        return Err(HandshakeError::UnsupportedVersion { got: version });
     }
-    if head[5] != TYPE_CLIENT_HELLO {
+    let kind = need(reader, 6).await?[5];
+    if kind != TYPE_CLIENT_HELLO {
         return Err(HandshakeError::UnexpectedMessage {
             expected: TYPE_CLIENT_HELLO,
-            got: head[5],
+            got: kind,
         });
     }
-    let fixed = need(reader, CLIENT_HELLO_FIXED).await?;
-    if fixed[6] != SUITE_HMAC_SHA256 {
-        return Err(HandshakeError::UnsupportedSuite { got: fixed[6] });
+    let suite = need(reader, 7).await?[6];
+    if suite != SUITE_HMAC_SHA256 {
+        return Err(HandshakeError::UnsupportedSuite { got: suite });
     }
+    let fixed = need(reader, CLIENT_HELLO_FIXED).await?;
     let id_len = usize::from(fixed[CLIENT_HELLO_FIXED - 1]);
     if id_len == 0 || id_len > MAX_KEY_ID_LEN {
         return Err(HandshakeError::Malformed("key id length must be 1 to 64"));

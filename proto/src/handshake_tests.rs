@@ -641,6 +641,33 @@ fn bad_magic_is_refused_after_four_bytes() {
 }
 
 #[test]
+fn each_bad_field_is_refused_as_soon_as_its_byte_has_arrived() {
+    run(async {
+        // A hello cut short right after the bad field, the connection kept open: the server
+        // must not wait for the rest of the hello (or its deadline) before refusing.
+        let cases: [(&[u8], Refusal); 3] = [
+            (b"RPCK\x02", Refusal::UnsupportedVersion),
+            (b"RPCK\x01\x03", Refusal::Malformed),
+            (b"RPCK\x01\x01\x02", Refusal::UnsupportedSuite),
+        ];
+        for (prefix, want) in cases {
+            let (result, sent) = server_vs_script(|c| async move {
+                write(&c, prefix).await;
+            })
+            .await;
+            let refused = match &result {
+                Err(HandshakeError::UnsupportedVersion { got: 2 }) => Refusal::UnsupportedVersion,
+                Err(HandshakeError::UnexpectedMessage { got: 3, .. }) => Refusal::Malformed,
+                Err(HandshakeError::UnsupportedSuite { got: 2 }) => Refusal::UnsupportedSuite,
+                other => panic!("{prefix:02x?}: got {other:?}"),
+            };
+            assert_eq!(refused, want, "{prefix:02x?}");
+            assert_eq!(sent, refusal(want), "{prefix:02x?}");
+        }
+    });
+}
+
+#[test]
 fn wrong_client_version_is_refused() {
     run(async {
         let (result, sent) = server_vs_script(|c| async move {
