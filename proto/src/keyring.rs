@@ -49,6 +49,14 @@ pub enum KeyError {
     /// The file or the keyring has no key with that id.
     #[error("no key with id {0:?} in the keyring")]
     NotFound(String),
+    /// The keyring file already has a key with that id.
+    #[error("{path}: already has a key with id {id:?}")]
+    DuplicateId {
+        /// The file.
+        path: String,
+        /// The key id.
+        id: String,
+    },
     /// The file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -329,6 +337,48 @@ pub fn write_new_key_file(path: &Path, id: &KeyId) -> Result<SecretKey, KeyError
     Ok(key)
 }
 
+/// Adds a fresh random key named `id` to the keyring file at `path` and returns it. A file
+/// that does not exist is created as by [`write_new_key_file`]. An existing file must parse
+/// (it may hold comments only) and have no key `id` yet; the new key is appended as one line,
+/// and nothing else in the file changes (its mode included).
+pub fn add_new_key(path: &Path, id: &KeyId) -> Result<SecretKey, KeyError> {
+    let origin = path.display().to_string();
+    let io_err = |source| KeyError::Io {
+        path: origin.clone(),
+        source,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return write_new_key_file(path, id),
+        Err(e) => return Err(io_err(e)),
+        Ok(text) => text,
+    };
+    match Keyring::parse(&text, &origin) {
+        Ok(ring) if ring.get(id).is_some() => {
+            return Err(KeyError::DuplicateId {
+                path: origin,
+                id: id.to_string(),
+            })
+        }
+        Ok(_) | Err(KeyError::Empty(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let key = SecretKey::generate();
+    let separator = if text.is_empty() || text.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
+    let line = format!("{separator}{id} {}\n", key.to_hex());
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io_err)?;
+    file.write_all(line.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io_err)?;
+    Ok(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,6 +445,47 @@ mod tests {
         assert!(!readable_by_others(&path));
         assert_eq!(Keyring::load(&path).unwrap().get(&id), Some(&key));
         assert!(write_new_key_file(&path, &id).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn keys_are_added_to_an_existing_file_once_per_id() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("rpckit-addkey-{}", std::process::id()));
+        let path = dir.join("keyring");
+        let (dev, billing) = (KeyId::new("dev").unwrap(), KeyId::new("billing").unwrap());
+        // Created when missing, private.
+        let first = add_new_key(&path, &dev).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A second id is appended; the first key is unchanged.
+        let second = add_new_key(&path, &billing).unwrap();
+        let ring = Keyring::load(&path).unwrap();
+        assert_eq!(ring.len(), 2);
+        assert_eq!(ring.get(&dev), Some(&first));
+        assert_eq!(ring.get(&billing), Some(&second));
+        // The same id again is refused, and the file is left as it was.
+        let before = std::fs::read(&path).unwrap();
+        assert!(matches!(
+            add_new_key(&path, &billing),
+            Err(KeyError::DuplicateId { .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        // A last line without its newline, and a file of comments only, are fine.
+        std::fs::write(&path, "# keys\ndev 000102030405060708090a0b0c0d0e0f").unwrap();
+        add_new_key(&path, &billing).unwrap();
+        assert_eq!(Keyring::load(&path).unwrap().len(), 2);
+        std::fs::write(&path, "# no keys yet\n").unwrap();
+        add_new_key(&path, &dev).unwrap();
+        assert_eq!(Keyring::load(&path).unwrap().len(), 1);
+        // A file that does not parse is not touched.
+        std::fs::write(&path, "not a keyring line\n").unwrap();
+        assert!(matches!(
+            add_new_key(&path, &dev),
+            Err(KeyError::Parse { .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), b"not a keyring line\n");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -34,16 +34,17 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Write a new random key to a keyring file (mode 0600), for the server and its clients.
+    /// Add a new random key to a keyring file (created with mode 0600 if missing), for the
+    /// server and its clients.
     Keygen(KeygenArgs),
 }
 
 #[derive(Args, Debug)]
 struct KeygenArgs {
-    /// Keyring file to create [default: $XDG_CONFIG_HOME/rpckit/keyring or ~/.config/rpckit/keyring]
+    /// Keyring file to add the key to, created if missing [default: $XDG_CONFIG_HOME/rpckit/keyring or ~/.config/rpckit/keyring]
     #[arg(long, env = "RPC_KEYRING")]
     keyring: Option<PathBuf>,
-    /// Id of the new key.
+    /// Id of the new key (refused if the keyring already has it).
     #[arg(long, env = "RPC_KEY_ID", default_value = "default")]
     key_id: String,
     /// Do nothing (and succeed) if the file already exists.
@@ -112,10 +113,10 @@ struct ServeArgs {
     /// On SIGTERM/SIGINT, time calls in flight get to finish.
     #[arg(long, env = "RPC_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
     grace_period: Duration,
-    /// Failed handshakes from one address (within --auth-failure-window) before it is refused for --auth-penalty; 0 disables.
+    /// Failed authentications (unknown key id or wrong key) from one address (within --auth-failure-window) before it is refused for --auth-penalty; 0 disables.
     #[arg(long, env = "RPC_AUTH_FAILURE_LIMIT", default_value_t = 5)]
     auth_failure_limit: u32,
-    /// Window over which failed handshakes are counted.
+    /// Window over which failed authentications are counted.
     #[arg(long, env = "RPC_AUTH_FAILURE_WINDOW", default_value = "60s", value_parser = parse_duration)]
     auth_failure_window: Duration,
     /// How long a penalised address is refused.
@@ -166,7 +167,18 @@ fn keygen(args: KeygenArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match keyring::write_new_key_file(&path, &id) {
+    let existed = path.exists();
+    match keyring::add_new_key(&path, &id) {
+        Ok(_) if existed => {
+            println!("added new key \"{id}\" to {}", path.display());
+            if keyring::readable_by_others(&path) {
+                eprintln!(
+                    "rpc-server: warning: {} is readable by group or others (chmod 600 it)",
+                    path.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
         Ok(_) => {
             println!("wrote new key \"{id}\" to {} (mode 0600)", path.display());
             ExitCode::SUCCESS

@@ -1,0 +1,84 @@
+//! `rpc-server keygen`: creates a private keyring file, adds one key per client service to it,
+//! refuses a key id it already has, leaves an existing file alone with `--if-missing`, and a
+//! server on that keyring accepts every key in it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use rpckit_integration_tests::{bin, cli, ServerProcess, TempDir};
+use rpckit_proto::keyring::Keyring;
+use rpckit_proto::KeyId;
+
+/// Runs `rpc-server keygen` on `keyring` with `args`, without any key from the environment.
+fn keygen(keyring: &Path, args: &[&str]) -> Output {
+    Command::new(bin("rpc-server"))
+        .arg("keygen")
+        .arg("--keyring")
+        .arg(keyring)
+        .args(args)
+        .env_remove("RPC_KEY")
+        .env_remove("RPC_KEY_ID")
+        .env_remove("RPC_KEYRING")
+        .output()
+        .expect("run rpc-server keygen")
+}
+
+#[track_caller]
+fn expect_code(out: &Output, want: i32) {
+    assert_eq!(out.status.code(), Some(want), "{out:?}");
+}
+
+#[test]
+fn keygen_creates_then_adds_keys_once_per_id() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("keygen");
+    let path = dir.path().join("etc").join("keyring");
+
+    // Created with its directory, private.
+    let out = keygen(&path, &["--key-id", "billing"]);
+    expect_code(&out, 0);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // A second client service gets its own key in the same file.
+    let out = keygen(&path, &["--key-id", "search"]);
+    expect_code(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("added new key \"search\""),
+        "{out:?}"
+    );
+    let ring = Keyring::load(&path).expect("keyring parses");
+    let ids: Vec<&str> = ring.ids().map(KeyId::as_str).collect();
+    assert_eq!(ids, ["billing", "search"]);
+    let before = std::fs::read(&path).unwrap();
+
+    // The same id again is refused in one line, and the file is unchanged.
+    let out = keygen(&path, &["--key-id", "billing"]);
+    expect_code(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already has a key with id \"billing\""),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+
+    // --if-missing leaves an existing file alone.
+    expect_code(&keygen(&path, &["--key-id", "other", "--if-missing"]), 0);
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+
+    // A server on that keyring accepts both clients, each with its own key id.
+    let server = ServerProcess::start(&path, &[]);
+    for id in ["billing", "search"] {
+        let out = cli(
+            server.addr,
+            &path,
+            &["--key-id", id, "call", "uppercase", id],
+        );
+        expect_code(&out, 0);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            id.to_uppercase()
+        );
+    }
+}
