@@ -40,10 +40,12 @@ pub struct ServerConfig {
     /// On shutdown, time calls in flight get to finish before they are answered
     /// `ShuttingDown`. Default 10 s.
     pub grace_period: Duration,
-    /// Failed handshakes from one IP address within `auth_failure_window` after which the
-    /// address is refused (`RateLimited`) for `auth_penalty`. Default 5.
+    /// Failed authentications (unknown key id or wrong key) from one IP address within
+    /// `auth_failure_window` after which the address is refused (`RateLimited`) for
+    /// `auth_penalty`. Other handshake failures (bad magic, a malformed hello, a timeout) do
+    /// not count. Default 5.
     pub auth_failure_limit: u32,
-    /// Window over which failed handshakes are counted. Default 60 s.
+    /// Window over which failed authentications are counted. Default 60 s.
     pub auth_failure_window: Duration,
     /// How long an address that hit `auth_failure_limit` is refused. Default 30 s.
     pub auth_penalty: Duration,

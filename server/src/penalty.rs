@@ -1,4 +1,4 @@
-//! Per-address penalties for failed handshakes: an address that fails authentication too
+//! Per-address penalties for failed authentications: an address that fails authentication too
 //! often within a window is refused for a while, so a password-guessing storm from one source
 //! costs it time and does not cost other clients anything.
 

@@ -164,10 +164,11 @@ impl<S: Service> Server<S> {
     ) {
         let shared = &self.shared;
         let stats = shared.stats.snapshot();
-        let refusal = if signal.fired() {
-            Some(Refusal::ShuttingDown)
-        } else if let Some(until) = shared.penalties.refused(peer.ip(), Instant::now()) {
-            warn!(%peer, secs_left = until.saturating_duration_since(Instant::now()).as_secs(), "refused: address penalised after failed handshakes");
+        // No `ShuttingDown` refusal here: the listener closes when the drain starts, so a
+        // connection made after that is refused by the OS and the port is free for a new
+        // instance at once.
+        let refusal = if let Some(until) = shared.penalties.refused(peer.ip(), Instant::now()) {
+            warn!(%peer, secs_left = until.saturating_duration_since(Instant::now()).as_secs(), "refused: address penalised after failed authentications");
             Some(Refusal::RateLimited)
         } else if stats.connections >= shared.config.max_connections {
             warn!(%peer, limit = shared.config.max_connections, "refused: connection limit reached");

@@ -9,7 +9,7 @@ use rpckit_client::{CallError, Client, ClientConfig, ConnectError};
 use rpckit_proto::demo::{Request, Response};
 use rpckit_proto::RpcError;
 
-use rpckit_proto::timer::parse_duration;
+use rpckit_proto::timer::{self, parse_duration};
 
 use crate::{keys, Target};
 
@@ -91,8 +91,15 @@ pub fn run(target: &Target, args: CallArgs) -> ExitCode {
         ..ClientConfig::default()
     };
     let outcome = async_std::task::block_on(async {
-        let client =
-            Client::<Request, Response>::connect(target.addr.clone(), key_id, key, config).await?;
+        // One deadline for TCP connect and handshake together, as `--connect-timeout` says.
+        let connecting =
+            Client::<Request, Response>::connect(target.addr.clone(), key_id, key, config);
+        let client = timer::within(target.connect_timeout, connecting)
+            .await
+            .ok_or_else(|| ConnectError::Timeout {
+                addr: target.addr.clone(),
+                after: target.connect_timeout,
+            })??;
         let answer = client.call(request).await;
         client.close().await;
         answer
