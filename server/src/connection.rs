@@ -102,7 +102,11 @@ pub(crate) async fn serve<S: Service>(
         next_token: 0,
     };
     let reason = conn.read_loop(&mut reader, shutdown).await;
-    conn.calls.clear();
+    // Calls still running are cancelled, and claimed so that none of them answers after the
+    // connection's end (a client's goodbye, a fault).
+    for (_, call) in conn.calls.drain() {
+        call.answered.store(true, Ordering::Release);
+    }
     // A call task frees its slot before it writes its answer, so it may still be writing
     // (and a flush here would return at once, leaving the rest to it). Each task holds a
     // `done` sender until its write is over (bounded by the write timeout; cancelled tasks
@@ -367,7 +371,10 @@ impl<S: Service> Connection<'_, S> {
                             self.on_call(id, deadline, request, drain_until.is_some())
                         }
                         ClientMessage::Cancel { id } => {
-                            if self.calls.remove(&id).is_some() {
+                            // Claimed, so that a handler finishing right now sends nothing:
+                            // the client may reuse the id for a new call.
+                            if let Some(call) = self.calls.remove(&id) {
+                                call.answered.store(true, Ordering::Release);
                                 debug!(peer = %self.peer, id, "call cancelled by client");
                             }
                             Ok(())
@@ -475,6 +482,11 @@ impl<S: Service> Connection<'_, S> {
         request: Result<S::Request, DecodeError>,
         draining: bool,
     ) -> Result<(), OutboxError> {
+        // Free the slots of calls that have answered, so that a client that sends its next
+        // call as soon as it sees an answer is not refused for a slot already free.
+        while let Ok((id, token)) = self.done_rx.try_recv() {
+            self.finished(id, token);
+        }
         let refusal = if draining {
             Some(RpcError::ShuttingDown)
         } else if self.calls.contains_key(&id) {
@@ -515,7 +527,7 @@ impl<S: Service> Connection<'_, S> {
         };
         let service = self.shared.service.clone();
         let mut handler: CallFuture<S::Response> =
-            Box::pin(async move { guarded(service.call(request, ctx)).await });
+            Box::pin(async move { guarded(async move { service.call(request, ctx).await }).await });
         // One poll in place. A handler that is not ready registers this no-op waker, and
         // registers its task's waker again at the task's first poll, so nothing is lost.
         let mut first = std::task::Context::from_waker(std::task::Waker::noop());
@@ -561,13 +573,13 @@ impl<S: Service> Connection<'_, S> {
                 None
             };
             let result = work.or(cancelled).await;
-            // Claim the call, queue its answer, free its slot, then write: the client cannot
-            // see the answer (and send its next call) before the slot is free. A call the read
-            // loop has already answered `ShuttingDown` (grace period over) gets nothing more.
-            let queued = result
-                .filter(|_| !answered.swap(true, Ordering::AcqRel))
-                .map(|result| reply(&outbox, id, result));
+            // Claim the call, free its slot, then queue its answer and write: the client cannot
+            // see the answer (and send its next call, maybe with the same id) before the slot
+            // is free. A call the read loop has claimed (cancelled, or answered
+            // `ShuttingDown` when the grace period was over) gets nothing more.
+            let result = result.filter(|_| !answered.swap(true, Ordering::AcqRel));
             let _ = done.try_send((id, token));
+            let queued = result.map(|result| reply(&outbox, id, result));
             let sent = match queued {
                 Some(Ok(())) => outbox.flush(|_| {}).await,
                 Some(Err(e)) => Err(e),

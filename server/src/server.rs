@@ -194,12 +194,13 @@ impl<S: Service> Server<S> {
         let shared = shared.clone();
         let signal = signal.clone();
         let done = done.clone();
-        // Count the connection before its task starts, so a burst of accepts sees it.
+        // Count the connection before its task starts, so a burst of accepts sees it; the
+        // count goes down when the task ends, even by a panic (in a user's serde code, say).
         shared.stats.connections.fetch_add(1, Ordering::Relaxed);
         shared.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
         async_std::task::spawn(async move {
+            let _counted = ConnectionCount(&shared.stats);
             connection::serve(stream, peer, &shared, signal).await;
-            shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
             drop(done);
         });
     }
@@ -226,6 +227,15 @@ impl<S: Service> Server<S> {
             let _ = stream.shutdown(std::net::Shutdown::Both);
             shared.refusals.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// Takes one connection off the server's count when dropped.
+struct ConnectionCount<'a>(&'a ServerStats);
+
+impl Drop for ConnectionCount<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -19,6 +19,8 @@ enum Req {
     Boom,
     /// Panics after waiting a little (in the call's own task).
     BoomLater,
+    /// Panics in `call` itself, before it returns its future.
+    BoomBeforeFuture,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -32,13 +34,23 @@ impl Service for Panicky {
     type Request = Req;
     type Response = Resp;
 
-    async fn call(&self, request: Req, _ctx: CallContext) -> Result<Resp, RpcError> {
-        match request {
-            Req::Fine(n) => Ok(Resp::Fine(n)),
-            Req::Boom => panic!("boom on purpose"),
-            Req::BoomLater => {
-                async_io::Timer::after(Duration::from_millis(20)).await;
-                panic!("later boom on purpose")
+    fn call(
+        &self,
+        request: Req,
+        _ctx: CallContext,
+    ) -> impl std::future::Future<Output = Result<Resp, RpcError>> + Send {
+        if let Req::BoomBeforeFuture = request {
+            panic!("boom on purpose, before the future");
+        }
+        async move {
+            match request {
+                Req::Fine(n) => Ok(Resp::Fine(n)),
+                Req::Boom => panic!("boom on purpose"),
+                Req::BoomLater => {
+                    async_io::Timer::after(Duration::from_millis(20)).await;
+                    panic!("later boom on purpose")
+                }
+                Req::BoomBeforeFuture => unreachable!("handled above"),
             }
         }
     }
@@ -89,15 +101,19 @@ fn case_37_panic_in_one_handler_fails_that_call_only_server_survives() {
     within(Duration::from_secs(30), async {
         let client = connect().await.expect("connect");
         // Panics and normal calls interleaved on one connection, all in flight together.
-        let (boom, (fine, (later, fine2))) = futures_lite::future::zip(
-            client.call(Req::Boom),
+        let ((boom, before), (fine, (later, fine2))) = futures_lite::future::zip(
+            futures_lite::future::zip(client.call(Req::Boom), client.call(Req::BoomBeforeFuture)),
             futures_lite::future::zip(
                 client.call(Req::Fine(7)),
                 futures_lite::future::zip(client.call(Req::BoomLater), client.call(Req::Fine(8))),
             ),
         )
         .await;
-        for (what, r) in [("Boom", boom), ("BoomLater", later)] {
+        for (what, r) in [
+            ("Boom", boom),
+            ("BoomBeforeFuture", before),
+            ("BoomLater", later),
+        ] {
             match r {
                 Err(CallError::Rpc(RpcError::Internal(why))) => {
                     assert!(why.contains("boom on purpose"), "{what}: {why}")
@@ -126,8 +142,9 @@ fn case_37_panic_in_one_handler_fails_that_call_only_server_survives() {
         "no call left counted in flight"
     );
 
-    // The server is alive and shuts down cleanly.
+    // The server is alive and shuts down cleanly, every connection counted out.
     drop(stop_tx);
     let result = running.join().expect("server thread did not panic");
     assert!(result.is_ok(), "{result:?}");
+    assert_eq!(stats.snapshot().connections, 0, "connections left counted");
 }

@@ -1,12 +1,15 @@
-//! A call that finishes just as the shutdown grace period ends gets exactly one answer, and
-//! the goodbye is the last message on the connection (PROTOCOL.md §9.1, §9.6).
+//! Every call gets at most one answer, and none after it was cancelled or after the goodbye
+//! (PROTOCOL.md §9.1, §9.3, §9.6), even when its handler finishes at the very moment the
+//! server ends the call another way:
 //!
-//! The race this pins down: when the grace period is over, the read loop answers every call
-//! still in its table with `ShuttingDown` and says goodbye, while a call task that finished at
-//! the same moment (on another executor thread, or woken by the same event) queues its own
-//! answer. This test makes the two meet every time, on any number of threads: its handler
-//! becomes ready without waking its task, so the task is polled again only when the read
-//! loop cancels it at the end of the grace period, and then finds its handler ready.
+//! - when the shutdown grace period ends, the read loop answers every call still in its table
+//!   `ShuttingDown` and says goodbye;
+//! - when the client cancels a call, the read loop drops it (and the client may reuse its id).
+//!
+//! A call task that finishes at the same moment (on another executor thread, or woken by the
+//! same event) would queue its own answer too. These tests make the two meet every time, on
+//! any number of threads: the handler becomes ready without waking its task, so the task is
+//! polled again only when the read loop cancels it, and then finds its handler ready.
 //!
 //! It runs `rpckit_server::Server` in-process (the stock demo service has no such handler)
 //! on 127.0.0.1:0 and speaks to it through a raw session, so it sees every message.
@@ -21,7 +24,8 @@ use std::time::Duration;
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_server;
 use rpckit_proto::{
-    ClientMessage, KeyId, Keyring, RpcError, SecretKey, ServerMessage, SessionReader,
+    ClientMessage, KeyId, Keyring, RpcError, SecretKey, ServerMessage, Session, SessionReader,
+    SessionWriter,
 };
 use rpckit_server::{CallContext, Server, ServerConfig, Service};
 use serde::{Deserialize, Serialize};
@@ -108,29 +112,23 @@ async fn next<R: futures_lite::io::AsyncRead + Unpin>(
     })
 }
 
-fn call(id: u64, request: Req) -> ClientMessage<Req> {
-    ClientMessage::Call {
-        id,
-        deadline: None,
-        request,
-    }
-}
-
-#[test]
-fn a_call_finishing_as_the_grace_period_ends_gets_one_answer_and_goodbye_comes_last() {
-    let id = KeyId::new("grace").unwrap();
+/// A server on 127.0.0.1:0 serving [`Holding`] with `config`, on a thread of its own, and a
+/// raw authenticated session to it. Dropping the returned sender stops the server.
+fn start(
+    release: &Arc<AtomicBool>,
+    config: ServerConfig,
+) -> (
+    async_std::channel::Sender<()>,
+    std::thread::JoinHandle<std::io::Result<()>>,
+    Session<async_std::net::TcpStream, async_std::net::TcpStream>,
+) {
+    let id = KeyId::new("one-answer").unwrap();
     let key = SecretKey::generate();
     let mut ring = Keyring::new();
     ring.insert(id.clone(), key.clone());
-    let release = Arc::new(AtomicBool::new(false));
-
     let listener =
         within(STEP, async_std::net::TcpListener::bind("127.0.0.1:0")).expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().unwrap();
-    let config = ServerConfig {
-        grace_period: GRACE,
-        ..ServerConfig::default()
-    };
     let server = Server::new(
         Holding {
             release: release.clone(),
@@ -144,34 +142,62 @@ fn a_call_finishing_as_the_grace_period_ends_gets_one_answer_and_goodbye_comes_l
             let _ = stop_rx.recv().await;
         }))
     });
-
-    let seen = within(STEP, async {
+    let session = within(STEP, async {
         let stream = async_std::net::TcpStream::connect(addr)
             .await
             .expect("connect");
-        let session = handshake::connect(
+        handshake::connect(
             stream.clone(),
-            stream.clone(),
+            stream,
             &id,
             &key,
             &HandshakeConfig::default(),
         )
         .await
-        .expect("handshake");
-        let (mut reader, mut writer) = session.split();
+        .expect("handshake")
+    });
+    (stop_tx, running, session)
+}
 
-        // The Ping's answer proves the server has read call 1, so that call waits in its own
-        // task (its handler was not ready on the first poll).
-        writer.push_client(&call(1, Req::Held)).unwrap();
-        writer.push_client(&call(2, Req::Ping)).unwrap();
-        writer.flush().await.unwrap();
-        assert_eq!(
-            next(&mut reader).await,
-            Some(ServerMessage::Reply {
-                id: 2,
-                result: Ok(Resp::Pong)
-            })
-        );
+/// Sends call 1 (`Held`) and call 2 (`Ping`); the Ping's answer proves the server has read
+/// call 1, so that call waits in its own task (its handler was not ready on the first poll).
+async fn hold_call_1<R, W>(reader: &mut SessionReader<R>, writer: &mut SessionWriter<W>)
+where
+    R: futures_lite::io::AsyncRead + Unpin,
+    W: futures_lite::io::AsyncWrite + Unpin,
+{
+    writer.push_client(&call(1, Req::Held)).unwrap();
+    writer.push_client(&call(2, Req::Ping)).unwrap();
+    writer.flush().await.unwrap();
+    assert_eq!(
+        next(reader).await,
+        Some(ServerMessage::Reply {
+            id: 2,
+            result: Ok(Resp::Pong)
+        })
+    );
+}
+
+fn call(id: u64, request: Req) -> ClientMessage<Req> {
+    ClientMessage::Call {
+        id,
+        deadline: None,
+        request,
+    }
+}
+
+#[test]
+fn a_call_finishing_as_the_grace_period_ends_gets_one_answer_and_goodbye_comes_last() {
+    let release = Arc::new(AtomicBool::new(false));
+    let config = ServerConfig {
+        grace_period: GRACE,
+        ..ServerConfig::default()
+    };
+    let (stop_tx, running, session) = start(&release, config);
+
+    let seen = within(STEP, async {
+        let (mut reader, mut writer) = session.split();
+        hold_call_1(&mut reader, &mut writer).await;
 
         // From now on the handler is ready, but nothing wakes its task until the grace
         // period is over and the read loop cancels it.
@@ -203,6 +229,61 @@ fn a_call_finishing_as_the_grace_period_ends_gets_one_answer_and_goodbye_comes_l
         ],
         "call 1 must be answered exactly once, and nothing may follow the goodbye"
     );
+    let result = running.join().expect("server thread did not panic");
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[test]
+fn a_call_finishing_as_it_is_cancelled_sends_nothing_and_its_id_can_be_reused() {
+    let release = Arc::new(AtomicBool::new(false));
+    let (stop_tx, running, session) = start(&release, ServerConfig::default());
+
+    let seen = within(STEP, async {
+        let (mut reader, mut writer) = session.split();
+        hold_call_1(&mut reader, &mut writer).await;
+
+        // The handler is ready from now on; the Cancel wakes its task. A new call with the
+        // same id goes in the same write.
+        release.store(true, Ordering::SeqCst);
+        writer
+            .push_client(&ClientMessage::<Req>::Cancel { id: 1 })
+            .unwrap();
+        writer.push_client(&call(1, Req::Ping)).unwrap();
+        writer.flush().await.unwrap();
+        // Call 3 is sent once the new call 1 is answered; everything up to its answer is kept.
+        let mut seen = Vec::new();
+        let mut sent_3 = false;
+        while let Some(message) = next(&mut reader).await {
+            let last = matches!(message, ServerMessage::Reply { id: 3, .. });
+            if !sent_3 && matches!(message, ServerMessage::Reply { id: 1, .. }) {
+                writer.push_client(&call(3, Req::Ping)).unwrap();
+                writer.flush().await.unwrap();
+                sent_3 = true;
+            }
+            seen.push(message);
+            assert!(seen.len() <= 8, "too many messages: {seen:?}");
+            if last {
+                break;
+            }
+        }
+        seen
+    });
+
+    assert_eq!(
+        seen,
+        vec![
+            ServerMessage::Reply {
+                id: 1,
+                result: Ok(Resp::Pong)
+            },
+            ServerMessage::Reply {
+                id: 3,
+                result: Ok(Resp::Pong)
+            },
+        ],
+        "the cancelled call 1 must send nothing; the new call 1 gets its own answer"
+    );
+    drop(stop_tx);
     let result = running.join().expect("server thread did not panic");
     assert!(result.is_ok(), "{result:?}");
 }
