@@ -3,10 +3,10 @@
 //! progress writes the buffer out and keeps writing until it is empty. Messages that are ready
 //! together leave in one write, and sending costs no task switch and no channel.
 //!
-//! The buffer is bounded: if `max_queued` messages pile up while a write cannot make progress,
-//! the peer is not reading, and the outbox fails. A write that makes no progress within the
-//! write timeout fails it too; after that, every push and flush returns the error and the
-//! caller closes the connection.
+//! The buffer is bounded: if `max_queued` messages pile up behind one write, the peer is not
+//! reading fast enough, and the outbox fails. A write that makes no progress within the write
+//! timeout fails it too; after that, every push and flush returns the error and the caller
+//! closes the connection.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -162,7 +162,8 @@ where
     }
 
     /// Writes everything sealed so far, unless a write is already under way (that writer picks
-    /// it up). Before each write, `taken` gets the marks of the messages in it.
+    /// it up). Before each write, `taken` gets the marks of the messages in it; it runs under
+    /// the outbox's lock, so it must not push, flush or close.
     ///
     /// Dropping this future in the middle of a write fails the outbox (part of a frame may
     /// have left): callers should let it finish; it is bounded by the write timeout.
@@ -182,11 +183,14 @@ where
                 let mut batch = std::mem::take(&mut st.spare);
                 std::mem::swap(&mut batch, &mut st.pending);
                 let spare_marks = std::mem::take(&mut st.spare_marks);
-                (batch, std::mem::replace(&mut st.marks, spare_marks))
+                let marks = std::mem::replace(&mut st.marks, spare_marks);
+                // Reported before the lock is let go: a `close` that comes after this batch
+                // was taken then finds its messages reported as (maybe) sent, never as unsent.
+                if !marks.is_empty() {
+                    taken(&marks);
+                }
+                (batch, marks)
             };
-            if !marks.is_empty() {
-                taken(&marks);
-            }
             // If this future is dropped mid-write, part of a frame may be on the wire: the
             // connection cannot go on.
             let mut interrupted = Interrupted(Some(self));
@@ -210,19 +214,25 @@ where
         }
     }
 
+    /// Writes all of `bytes`. The write timeout bounds each step, not the whole: a peer that
+    /// reads slowly but steadily is not cut off; one that takes nothing for that long is.
     async fn write(&self, bytes: &[u8]) -> Result<(), String> {
         let mut io = &self.io;
         let timeout = self.write_timeout;
-        let written = async {
-            io.write_all(bytes).await?;
-            io.flush().await
-        };
-        match crate::timer::within(timeout, written).await {
-            Some(Ok(())) => Ok(()),
+        let stalled = || format!("peer stopped reading: no write progress within {timeout:?}");
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match crate::timer::within(timeout, io.write(rest)).await {
+                None => return Err(stalled()),
+                Some(Err(e)) => return Err(format!("write failed: {e}")),
+                Some(Ok(0)) => return Err("write failed: the socket took no bytes".into()),
+                Some(Ok(n)) => rest = rest.get(n..).unwrap_or_default(),
+            }
+        }
+        match crate::timer::within(timeout, io.flush()).await {
+            None => Err(stalled()),
             Some(Err(e)) => Err(format!("write failed: {e}")),
-            None => Err(format!(
-                "peer stopped reading: no write progress within {timeout:?}"
-            )),
+            Some(Ok(())) => Ok(()),
         }
     }
 
