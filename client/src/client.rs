@@ -219,7 +219,11 @@ where
         if let Some(c) = self.lock_current().as_ref().filter(|c| c.usable()) {
             return Ok(Route::On(c.clone(), request));
         }
-        let connecting = self.connecting.lock().await;
+        // Another caller may be connecting (and backing off) under a deadline later than
+        // ours: wait for it no longer than our own.
+        let connecting = timer::until(deadline, self.connecting.lock())
+            .await
+            .ok_or(CallError::Timeout(timeout.unwrap_or_default()))?;
         if let Some(c) = self.lock_current().as_ref().filter(|c| c.usable()) {
             return Ok(Route::On(c.clone(), request));
         }

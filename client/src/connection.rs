@@ -169,9 +169,10 @@ impl<Resp> Calls<Resp> {
 
     /// Ends every call whose deadline is not after `now` with [`CallError::Timeout`], sets
     /// the alarm for the earliest deadline left, and returns the ids of the timed-out calls
-    /// that were written (the server should be told to cancel them).
+    /// (the server should be told to cancel them: even one not written yet is on its way,
+    /// since a queued frame cannot be taken back).
     fn expire(&mut self, now: Instant) -> Vec<u64> {
-        let mut written = Vec::new();
+        let mut expired = Vec::new();
         let due: Vec<u64> = self
             .by_id
             .iter()
@@ -182,9 +183,7 @@ impl<Resp> Calls<Resp> {
             let Some(call) = self.by_id.remove(&id) else {
                 continue;
             };
-            if call.written {
-                written.push(id);
-            }
+            expired.push(id);
             let left = call.deadline.map_or(Duration::ZERO, |d| d.left);
             call.reply
                 .send(Outcome::Done(Err(CallError::Timeout(left))));
@@ -197,7 +196,7 @@ impl<Resp> Calls<Resp> {
         if let Some(at) = earliest {
             self.alarm.ring_by(at);
         }
-        written
+        expired
     }
 }
 
@@ -280,8 +279,12 @@ impl<Resp> State<Resp> {
         let _ = self.outbox.io().shutdown(Shutdown::Both);
     }
 
-    /// Writes what is queued; marks the calls it writes as written; closes on failure.
+    /// Writes what is queued; marks the calls it writes as written; closes on failure, and
+    /// when this future is dropped in the middle of a write (part of a frame may have left,
+    /// so nothing more can be sent: the calls in flight end now rather than at their
+    /// deadlines).
     async fn flush(&self) -> Result<(), OutboxError> {
+        let mut interrupted = CloseOnDrop(Some(self));
         let flushed = self
             .outbox
             .flush(|ids| {
@@ -293,6 +296,7 @@ impl<Resp> State<Resp> {
                 }
             })
             .await;
+        interrupted.0 = None;
         if let Err(e) = &flushed {
             self.close(&e.to_string());
         }
@@ -318,6 +322,17 @@ impl<Resp> State<Resp> {
                 state.close("client closed the connection");
             }
         });
+    }
+}
+
+/// Closes the connection if dropped while armed: see [`State::flush`].
+struct CloseOnDrop<'a, Resp>(Option<&'a State<Resp>>);
+
+impl<Resp> Drop for CloseOnDrop<'_, Resp> {
+    fn drop(&mut self) {
+        if let Some(state) = self.0 {
+            state.close("a write was interrupted");
+        }
     }
 }
 
@@ -376,8 +391,10 @@ where
         let hs = handshake_config(config);
         let handshake =
             handshake::connect_pipelined(stream.reader(), &stream, key_id, key, &hs, |w| {
-                handed = true;
-                w.push_client(&call_message(ID, deadline, &request))
+                let pushed = w.push_client(&call_message(ID, deadline, &request));
+                // Not encodable (too large, say): nothing of it goes out.
+                handed = pushed.is_ok();
+                pushed
             })
             .await;
         let (session, pushed) = match handshake {
@@ -567,8 +584,9 @@ async fn wait<Req, Resp: Send + 'static>(
     }
 }
 
-/// Cancels a call whose caller stopped waiting: forgets it and, if it was already written,
-/// tells the server to stop its handler.
+/// Cancels a call whose caller stopped waiting: forgets it and tells the server to stop its
+/// handler. A call not written yet is queued and cannot be taken back, so it is told too (the
+/// Cancel follows the call on the wire).
 struct CancelGuard<'a, Resp: Send + 'static> {
     state: &'a Arc<State<Resp>>,
     id: u64,
@@ -581,7 +599,7 @@ impl<Resp: Send + 'static> Drop for CancelGuard<'_, Resp> {
             return;
         }
         let removed = self.state.calls().by_id.remove(&self.id);
-        if removed.is_some_and(|call| call.written) {
+        if removed.is_some() {
             self.state
                 .send_detached::<()>(ClientMessage::Cancel { id: self.id }, false);
         }

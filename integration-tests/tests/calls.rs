@@ -404,3 +404,80 @@ fn the_client_times_out_a_call_the_server_never_answers() {
         );
     });
 }
+
+/// A call dropped after its frame was queued but before it was written cannot be taken back
+/// (frames are sealed in sequence), so the client tells the server to cancel it: a `Cancel`
+/// follows it on the wire. Against a fake server that records what it reads.
+#[test]
+fn a_call_dropped_before_its_frame_is_written_is_cancelled_on_the_server() {
+    use rpckit_proto::handshake::{self, HandshakeConfig};
+    use rpckit_proto::message::decode_client;
+    use rpckit_proto::{ClientMessage, Keyring, ServerMessage};
+
+    let key = TestKey::new("drop-queued");
+    let mut keyring = Keyring::new();
+    keyring.insert(key.id.clone(), key.key.clone());
+    within(Duration::from_secs(20), async {
+        let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        // The fake server records the ids of the calls and cancels it reads, answers nothing
+        // but the call echoing "last", and stops there (at most 16 messages).
+        let server = async_std::task::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let mut session = handshake::accept(
+                stream.clone(),
+                stream.clone(),
+                &keyring,
+                &HandshakeConfig::default(),
+            )
+            .await
+            .expect("handshake");
+            let mut seen = Vec::new();
+            for _ in 0..16 {
+                let payload = session.reader.recv().await.expect("read").expect("a frame");
+                match decode_client::<Request>(payload).expect("decodable") {
+                    ClientMessage::Call {
+                        id,
+                        request: Ok(Request::Echo(text)),
+                        ..
+                    } if text == b"last" => {
+                        seen.push(format!("call {id}"));
+                        let reply = ServerMessage::Reply {
+                            id,
+                            result: Ok(Response::Echo(text)),
+                        };
+                        session.writer.push_server(&reply).expect("encode");
+                        session.writer.flush().await.expect("write");
+                        break;
+                    }
+                    ClientMessage::Call { id, .. } => seen.push(format!("call {id}")),
+                    ClientMessage::Cancel { id } => seen.push(format!("cancel {id}")),
+                    _ => {}
+                }
+            }
+            seen
+        });
+        let client: Client<Request, Response> = Client::connect(
+            addr.to_string(),
+            key.id.clone(),
+            key.key.clone(),
+            ClientConfig::default(),
+        )
+        .await
+        .expect("connect");
+        // Call 1 stays in flight (never answered), so that call 2 lets other callers queue
+        // their frames before it writes: polled once, its frame is queued, not written.
+        let mut first = Box::pin(client.call(Request::Echo(b"first".to_vec())));
+        assert!(future::poll_once(&mut first).await.is_none());
+        let mut second = Box::pin(client.call(Request::Echo(b"second".to_vec())));
+        assert!(future::poll_once(&mut second).await.is_none());
+        drop(second);
+        let last = client.call(Request::Echo(b"last".to_vec())).await;
+        assert_eq!(last.expect("last call"), Response::Echo(b"last".to_vec()));
+        let seen = server.await;
+        assert_eq!(seen, ["call 1", "call 2", "cancel 2", "call 3"], "{seen:?}");
+        drop(first);
+    });
+}

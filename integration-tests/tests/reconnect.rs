@@ -1,10 +1,11 @@
-//! Which failures to connect the client retries: a refusal for now (busy, shutting down,
-//! rate-limited: statuses 5–7) is tried again up to `reconnect_attempts` times; a refusal that
-//! cannot change by waiting (another version or suite, a malformed hello) fails the call at
-//! once (PROTOCOL.md §4).
+//! Connecting for a call. Which failures the client retries: a refusal for now (busy, shutting
+//! down, rate-limited: statuses 5–7) is tried again up to `reconnect_attempts` times; a
+//! refusal that cannot change by waiting (another version or suite, a malformed hello) fails
+//! the call at once (PROTOCOL.md §4). And a call whose connection is being made by another
+//! call waits for it no longer than its own timeout.
 //!
-//! Against a fake server on 127.0.0.1:0 that refuses every hello with one status and counts
-//! the connections it got.
+//! Against fake servers on 127.0.0.1:0: one that refuses every hello with one status and
+//! counts the connections it got, one that never answers.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -98,4 +99,52 @@ fn refusals_for_now_are_retried_and_the_others_fail_at_once() {
         other => panic!("AuthFailed: expected an authentication failure, got {other:?}"),
     }
     assert_eq!(answered.load(Ordering::SeqCst), 1, "AuthFailed: tries");
+}
+
+#[test]
+fn a_call_waiting_for_another_calls_connect_gives_up_at_its_own_deadline() {
+    let key = TestKey::new("reconnect-wait");
+    // A fake server that accepts, reports each connection, and never answers the hello.
+    let listener = within(STEP, TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let (accepted_tx, accepted_rx) = async_std::channel::bounded::<()>(4);
+    let silent = async_std::task::spawn(async move {
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let Ok((s, _)) = listener.accept().await else {
+                break;
+            };
+            held.push(s);
+            let _ = accepted_tx.send(()).await;
+        }
+        held
+    });
+    let config = ClientConfig {
+        handshake_timeout: Duration::from_secs(120),
+        call_timeout: Some(Duration::from_secs(120)),
+        ..ClientConfig::default()
+    };
+    let client: Client<Request, Response> =
+        Client::lazy(addr.to_string(), key.id.clone(), key.key.clone(), config);
+    within(STEP, async {
+        // Call A connects, and waits for a hello that never comes, for up to two minutes.
+        let slow = client.call(Request::Ping);
+        let quick = async {
+            // Once the server has A's connection, A holds the right to connect.
+            accepted_rx.recv().await.expect("A connected");
+            client
+                .call_with_timeout(Request::Ping, Some(Duration::from_millis(200)))
+                .await
+        };
+        // B must end, with its own timeout, while A is still waiting.
+        let first =
+            futures_lite::future::or(async { Err(quick.await) }, async { Ok(slow.await) }).await;
+        match first {
+            Err(Err(CallError::Timeout(t))) => assert_eq!(t, Duration::from_millis(200)),
+            Err(other) => panic!("B: expected its own timeout, got {other:?}"),
+            Ok(a) => panic!("A ended first ({a:?}): B waited for A's connect"),
+        }
+    });
+    drop(client);
+    within(STEP, silent.cancel());
 }
