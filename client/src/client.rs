@@ -178,7 +178,9 @@ where
     }
 
     /// Says goodbye and closes the connection, waiting (up to the write timeout) until the
-    /// goodbye is written. Calls in flight end with an error; a later call connects again.
+    /// goodbye is written. Calls in flight that were written end with an error
+    /// (`OutcomeUnknown`); those not written yet are sent again on a new connection, as is a
+    /// later call.
     pub async fn close(&self) {
         let connection = self.lock_current().take();
         if let Some(connection) = connection {

@@ -17,17 +17,20 @@ pub struct ClientConfig {
     /// Timeout of [`crate::Client::call`]; also sent to the server as the call's deadline.
     /// `None` waits for ever. Default 30 s.
     pub call_timeout: Option<Duration>,
-    /// Messages waiting to be written; callers wait when it is full. Default 1,024.
+    /// Messages that may pile up behind one write in progress; past that the server is taken
+    /// not to be reading, and the connection is closed (written calls end `OutcomeUnknown`,
+    /// the others are sent again on a new connection). Default 1,024.
     pub max_queued: usize,
     /// After this long without hearing from the server, ping it. Default 30 s.
     pub keepalive_interval: Duration,
     /// A ping not answered within this time means the server is dead: calls in flight fail
     /// with [`crate::CallError::OutcomeUnknown`]. Default 10 s.
     pub keepalive_timeout: Duration,
-    /// Time a write may take to make progress before the connection is declared dead.
-    /// Default 10 s.
+    /// Time a write may go without progress (the server taking no bytes) before the
+    /// connection is declared dead. Default 10 s.
     pub write_timeout: Duration,
-    /// Reconnect attempts per call after the connection is lost (0: never reconnect).
+    /// Further connection attempts a call makes after a failed one, when the failure can pass
+    /// (see [`crate::ConnectError::is_transient`]; 0: one attempt per call, no retries).
     /// Default 8.
     pub reconnect_attempts: u32,
     /// First reconnect delay; doubles on each attempt, with full jitter. Default 50 ms.

@@ -8,7 +8,8 @@ use rpckit_proto::{HandshakeError, Refusal, RpcError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// TCP connect failed (nothing listening, unreachable, refused).
+    /// TCP connect failed (nothing listening, unreachable, refused), an I/O error broke the
+    /// handshake, or a call gave up after its reconnect attempts.
     #[error("cannot connect to {addr}: {source}")]
     Io {
         /// The address tried.

@@ -3,7 +3,7 @@
 //! [`Client::connect`] opens a TCP connection, runs the mutual handshake (the server proves it
 //! holds the key too), and returns a client whose [`Client::call`] can be used from many tasks
 //! at once: calls are multiplexed over the one connection by id. Each call has a timeout that
-//! the server also enforces as a deadline; dropping a call cancels it on the server. If the
+//! the server also enforces as a deadline; dropping a call tells the server to cancel it. If the
 //! connection dies, every call in flight ends at once with a typed [`CallError`], and the next
 //! call reconnects with backoff.
 //!

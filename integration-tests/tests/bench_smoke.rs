@@ -124,6 +124,31 @@ fn bench_runs_against_the_kit_server() {
 }
 
 #[test]
+fn bench_arguments_out_of_range_are_a_local_error_before_any_connect() {
+    // Nothing listens at the address: a bad argument must be reported as such (exit 1), not as
+    // the failure to connect (exit 3) that trying would give.
+    let key = TestKey::new("bench-smoke");
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address")
+    };
+    for bad in [
+        &["--conns", "0"][..],
+        &["--depth", "0"][..],
+        &["--duration", "0"][..],
+        &["--payload", "100000000"][..],
+    ] {
+        let mut full = vec!["bench"];
+        full.extend_from_slice(bad);
+        let out = cli(dead, &key.path, &full);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("must"), "{bad:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{bad:?}: {stderr}");
+    }
+}
+
+#[test]
 fn bench_with_lazy_connections_still_fails_fast_without_a_server() {
     // With --pipeline-first-call nothing connects before the first call; the probe call made
     // before the clock starts finds the dead address, as a plain connect would.

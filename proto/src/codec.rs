@@ -7,9 +7,11 @@
 //! * enum variant indices as `u32`, `Option` as a `0x00`/`0x01` byte, strings and byte strings as
 //!   a `u64` length followed by the bytes (strings must be valid UTF-8),
 //! * trailing bytes after a message are rejected,
-//! * every decode carries a byte limit: the decoder never reads, and never allocates for, more
-//!   than the bytes that are actually present, so a length field of `2^64 - 1` inside a small
-//!   frame is a [`DecodeError`], not an allocation.
+//! * every decode carries a byte limit: the decoder never reads more than the bytes that are
+//!   actually present, and allocates for strings and byte strings only what is present, so a
+//!   length field of `2^64 - 1` inside a small frame is a [`DecodeError`], not an allocation.
+//!   (A sequence of other elements, `Vec<u64>` say, may reserve up to 1 MiB ahead of its
+//!   elements before they are found missing: serde's cautious size hint.)
 //!
 //! `docs/PROTOCOL.md` repeats these rules for implementers in other languages.
 

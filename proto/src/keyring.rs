@@ -293,7 +293,8 @@ pub fn default_keyring_path() -> std::path::PathBuf {
     std::path::PathBuf::from(".rpckit").join("keyring")
 }
 
-/// Whether a key file can be read by users other than its owner (Unix permission bits).
+/// Whether a key file has any permission bit for group or others (Unix mode `& 0o077`):
+/// readable, writable or executable by users other than its owner.
 pub fn readable_by_others(path: &Path) -> bool {
     #[cfg(unix)]
     {

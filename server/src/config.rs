@@ -28,7 +28,8 @@ pub struct ServerConfig {
     /// Messages waiting to be written to one connection; a client that sends calls but does
     /// not read the answers is disconnected when it fills up. Default 1,024.
     pub max_queued: usize,
-    /// Time a write may take to make progress before the peer is dropped. Default 10 s.
+    /// Time a write may go without progress (the peer taking no bytes) before the peer is
+    /// dropped. Default 10 s.
     pub write_timeout: Duration,
     /// A connection with no call in flight and no call received for this long is closed.
     /// Default 300 s.

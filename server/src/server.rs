@@ -96,9 +96,11 @@ impl<S: Service> Server<S> {
         self.shared.stats.clone()
     }
 
-    /// Serves connections from `listener` until `shutdown` completes; then stops accepting,
-    /// tells every client it is going away, lets calls in flight finish within the grace
-    /// period, and returns once every connection has closed.
+    /// Serves connections from `listener` until `shutdown` completes; then stops accepting
+    /// (the listener is closed), tells every client it is going away, lets calls in flight
+    /// finish within the grace period, and returns once every connection has closed, or after
+    /// the grace period plus the write timeout plus one second, whichever comes first (a
+    /// warning is logged if connections were left).
     pub async fn run(
         self,
         listener: TcpListener,

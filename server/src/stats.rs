@@ -11,11 +11,12 @@ pub struct ServerStats {
     pub(crate) unauthenticated: AtomicUsize,
     /// Calls whose handler is running, over all connections.
     pub(crate) calls_in_flight: AtomicUsize,
-    /// Calls answered or cancelled since start.
+    /// Calls whose handler ran, to an answer or cancelled, since start (calls refused before
+    /// their handler ran, such as `Overloaded` or an undecodable request, are not counted).
     pub(crate) calls_total: AtomicU64,
     /// Handshakes that failed since start.
     pub(crate) handshake_failures: AtomicU64,
-    /// Connections refused before the handshake (caps, penalties, shutdown) since start.
+    /// Connections refused before the handshake (caps, penalties) since start.
     pub(crate) refused: AtomicU64,
 }
 
@@ -28,7 +29,8 @@ pub struct StatsSnapshot {
     pub unauthenticated: usize,
     /// Calls whose handler is running.
     pub calls_in_flight: usize,
-    /// Calls answered or cancelled since start.
+    /// Calls whose handler ran, to an answer or cancelled, since start (calls refused before
+    /// their handler ran are not counted).
     pub calls_total: u64,
     /// Handshakes that failed since start.
     pub handshake_failures: u64,

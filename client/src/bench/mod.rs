@@ -318,9 +318,12 @@ pub trait Driver: Send + Sync + 'static {
 /// `call` takes `&self` and must allow that many calls in flight at once:
 /// pipelined in order on one socket, or multiplexed by tag.
 ///
-/// The engine never drops a `call` future before it completes except at the
-/// hard stop, after which the connection is dropped too. After a call returned
-/// an error the engine stops using the connection and opens a new one.
+/// The engine drops a `call` future before it completes only at the hard stop
+/// (after which the connection is dropped too) and when the probe call it makes
+/// before the clock starts takes longer than its timeout. After a call in the
+/// measured run returned an error, the engine stops using the connection and
+/// opens a new one; a probe that failed without a connection failure is only
+/// counted, and its connection is used for the run.
 pub trait Connection: Send + Sync + 'static {
     /// Sends `payload`, waits for and verifies the answer, and returns the
     /// number of payload bytes received.

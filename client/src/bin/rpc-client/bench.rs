@@ -48,6 +48,11 @@ pub fn run_bench(target: &Target, args: BenchArgs) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    // Out-of-range arguments are a local error (exit 1), not a failure to connect.
+    if let Err(e) = args.config.validate() {
+        eprintln!("rpc-client: bench: {e}");
+        return ExitCode::from(crate::call::EXIT_LOCAL);
+    }
     let result = if args.raw {
         async_std::task::block_on(run_raw(&target.addr, &args.config))
     } else {
