@@ -17,9 +17,9 @@ pub struct ClientConfig {
     /// Timeout of [`crate::Client::call`]; also sent to the server as the call's deadline.
     /// `None` waits for ever. Default 30 s.
     pub call_timeout: Option<Duration>,
-    /// Messages that may pile up behind one write in progress; past that the server is taken
-    /// not to be reading, and the connection is closed (written calls end `OutcomeUnknown`,
-    /// the others are sent again on a new connection). Default 1,024.
+    /// Calls that may wait behind one write in progress (a large request, a server reading
+    /// slowly); further callers wait until a writer takes them, no longer than their own
+    /// deadlines. Default 1,024.
     pub max_queued: usize,
     /// After this long without hearing from the server, ping it. Default 30 s.
     pub keepalive_interval: Duration,

@@ -30,8 +30,8 @@ use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_server;
 use rpckit_proto::timer::{self, Sleep};
 use rpckit_proto::{
-    ClientMessage, HandshakeError, KeyId, Outbox, OutboxError, SecretKey, ServerMessage, Session,
-    SessionError, SessionReader, SocketReader, TcpSocket,
+    ClientMessage, Flushed, HandshakeError, KeyId, Outbox, OutboxError, SecretKey, ServerMessage,
+    Session, SessionError, SessionReader, SocketReader, TcpSocket, Ticket,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -284,10 +284,30 @@ impl<Resp> State<Resp> {
     /// so nothing more can be sent: the calls in flight end now rather than at their
     /// deadlines).
     async fn flush(&self) -> Result<(), OutboxError> {
+        self.flush_until(Ticket::LAST).await.map(|_| ())
+    }
+
+    /// Like [`State::flush`], but stops once the message of `ticket` is written; what others
+    /// queued meanwhile is left to a task of its own. For callers that must not be held up
+    /// writing for others: a caller with a deadline, the reader task.
+    async fn flush_own(self: &Arc<Self>, ticket: Ticket) -> Result<(), OutboxError>
+    where
+        Resp: Send + 'static,
+    {
+        if self.flush_until(ticket).await? == Flushed::MoreQueued {
+            let state = self.clone();
+            async_std::task::spawn(async move {
+                let _ = state.flush().await;
+            });
+        }
+        Ok(())
+    }
+
+    async fn flush_until(&self, ticket: Ticket) -> Result<Flushed, OutboxError> {
         let mut interrupted = CloseOnDrop(Some(self));
         let flushed = self
             .outbox
-            .flush(|ids| {
+            .flush_until(ticket, |ids| {
                 let mut calls = self.calls();
                 for id in ids {
                     if let Some(call) = calls.by_id.get_mut(id) {
@@ -517,21 +537,33 @@ where
             id,
             armed: true,
         };
-        match state
-            .outbox
-            .push_client(&call_message(id, deadline, &request), Some(id))
-        {
-            Ok(()) => {}
-            Err(OutboxError::Encode(e)) => {
-                guard.armed = false;
-                state.calls().by_id.remove(&id);
-                return Err(Failure::Error(CallError::Encode(e)));
+        let message = call_message(id, deadline, &request);
+        let ticket = loop {
+            match state.outbox.push_client(&message, Some(id)) {
+                Ok(ticket) => break Some(ticket),
+                Err(OutboxError::Full(_)) => {
+                    // `max_queued` calls wait behind a write in progress: wait until a writer
+                    // takes them, no longer than this call's deadline.
+                    let room = state.outbox.room();
+                    if timer::until(deadline.map(|d| d.at), room).await.is_none() {
+                        guard.armed = false;
+                        state.calls().by_id.remove(&id);
+                        let left = deadline.map_or(Duration::ZERO, |d| d.left);
+                        return Err(Failure::Error(CallError::Timeout(left)));
+                    }
+                }
+                Err(OutboxError::Encode(e)) => {
+                    guard.armed = false;
+                    state.calls().by_id.remove(&id);
+                    return Err(Failure::Error(CallError::Encode(e)));
+                }
+                Err(e) => {
+                    // Closing answers every call in flight, this one included (not sent).
+                    state.close(&e.to_string());
+                    break None;
+                }
             }
-            Err(e) => {
-                // Closing answers every call in flight, this one included (not sent).
-                state.close(&e.to_string());
-            }
-        }
+        };
         // Become the writer if no one is writing. This is not raced against the timeout: a
         // write cut short would break the connection; it is bounded by the write timeout. A
         // failure closes the connection, which answers this call.
@@ -541,7 +573,9 @@ where
             // write carries them all.
             futures_lite::future::yield_now().await;
         }
-        let _ = state.flush().await;
+        if let Some(ticket) = ticket {
+            let _ = state.flush_own(ticket).await;
+        }
         wait(guard, answer, request).await
     }
 
@@ -610,7 +644,7 @@ impl<Resp: Send + 'static> Drop for CancelGuard<'_, Resp> {
 /// whether the server said `Goodbye` (so no unanswered call ran).
 async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
     mut reader: SessionReader<SocketReader>,
-    state: &State<Resp>,
+    state: &Arc<State<Resp>>,
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
 ) -> (String, bool) {
@@ -673,10 +707,13 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
                         }
                     }
                     ServerMessage::Ping { nonce } => {
+                        // Written up to the pong only: this task must get back to reading.
                         let pong = ClientMessage::<()>::Pong { nonce };
-                        if state.outbox.push_client(&pong, None).is_err()
-                            || state.flush().await.is_err()
-                        {
+                        let sent = match state.outbox.push_client(&pong, None) {
+                            Ok(ticket) => state.flush_own(ticket).await,
+                            Err(e) => Err(e),
+                        };
+                        if sent.is_err() {
                             return ("cannot answer the server's ping".into(), false);
                         }
                     }
@@ -698,13 +735,19 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
                 let now = Instant::now();
                 let timed_out = state.calls().expire(now);
                 if !timed_out.is_empty() {
+                    let mut last = None;
                     for id in timed_out {
                         let cancel = ClientMessage::<()>::Cancel { id };
-                        if state.outbox.push_client(&cancel, None).is_err() {
-                            return ("cannot cancel a call that timed out".into(), false);
+                        match state.outbox.push_client(&cancel, None) {
+                            Ok(ticket) => last = Some(ticket),
+                            Err(_) => return ("cannot cancel a call that timed out".into(), false),
                         }
                     }
-                    if state.flush().await.is_err() {
+                    let sent = match last {
+                        Some(ticket) => state.flush_own(ticket).await,
+                        None => Ok(()),
+                    };
+                    if sent.is_err() {
                         return ("cannot cancel a call that timed out".into(), false);
                     }
                 }
@@ -716,9 +759,11 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
                         nonce += 1;
                         ping_sent = Some(now);
                         let ping = ClientMessage::<()>::Ping { nonce };
-                        if state.outbox.push_client(&ping, None).is_err()
-                            || state.flush().await.is_err()
-                        {
+                        let sent = match state.outbox.push_client(&ping, None) {
+                            Ok(ticket) => state.flush_own(ticket).await,
+                            Err(e) => Err(e),
+                        };
+                        if sent.is_err() {
                             return ("cannot send keepalive".into(), false);
                         }
                     }

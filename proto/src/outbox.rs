@@ -1,12 +1,14 @@
 //! The outgoing side of a connection, shared by every task that sends on it. Whoever produces
 //! a message encodes and tags it straight into one buffer; whoever then finds no write in
-//! progress writes the buffer out and keeps writing until it is empty. Messages that are ready
-//! together leave in one write, and sending costs no task switch and no channel.
+//! progress writes the buffer out ([`Outbox::flush`] until it is empty, [`Outbox::flush_until`]
+//! until its own message is out). Messages that are ready together leave in one write, and
+//! sending costs no task switch and no channel.
 //!
-//! The buffer is bounded: if `max_queued` messages pile up behind one write, the peer is not
-//! reading fast enough, and the outbox fails. A write that makes no progress within the write
-//! timeout fails it too; after that, every push and flush returns the error and the caller
-//! closes the connection.
+//! The buffer is bounded: while `max_queued` messages wait behind one write, a server's
+//! answers fail the outbox (the peer is not reading fast enough), and a client's calls are
+//! refused with [`OutboxError::Full`] until a writer takes the queue ([`Outbox::room`]). A
+//! write that makes no progress within the write timeout fails the outbox; after that, every
+//! push and flush returns the error and the caller closes the connection.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -40,6 +42,31 @@ pub enum OutboxError {
     /// outbox is unharmed.
     #[error("cannot encode message: {0}")]
     Encode(String),
+    /// A call was not queued: `max_queued` messages already wait behind a write in progress.
+    /// The outbox is unharmed; wait for [`Outbox::room`] and push again.
+    #[error("{0} messages already wait to be written")]
+    Full(usize),
+}
+
+/// A message's place in the outbox's order, from [`Outbox::push_client`]: hand it to
+/// [`Outbox::flush_until`] to write up to that message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket(u64);
+
+impl Ticket {
+    /// After every message: [`Outbox::flush_until`] with it writes until the queue is empty.
+    pub const LAST: Ticket = Ticket(u64::MAX);
+}
+
+/// What [`Outbox::flush_until`] left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// The message is written or taken by a writer still at work, and nothing else waits
+    /// without a writer.
+    Done,
+    /// The message is written, and more was queued meanwhile that no one is writing: the
+    /// caller should have it written ([`Outbox::flush`], from a task that can wait).
+    MoreQueued,
 }
 
 #[derive(Debug)]
@@ -56,6 +83,9 @@ struct State {
     spare: Vec<u8>,
     /// Messages in `pending`.
     queued: usize,
+    /// Messages pushed since the start, and of those, taken by writers (see [`Ticket`]).
+    pushed: u64,
+    taken: u64,
     /// Whether a writer is writing.
     writing: bool,
     /// Set once the outbox can no longer send.
@@ -66,6 +96,8 @@ struct State {
 #[derive(Debug)]
 pub struct Outbox<W> {
     state: Mutex<State>,
+    /// Notified whenever a writer takes the queue, a write ends, or the outbox fails.
+    changed: event_listener::Event,
     io: W,
     write_timeout: Duration,
     max_queued: usize,
@@ -92,9 +124,12 @@ where
                 spare_marks: Vec::new(),
                 spare: Vec::new(),
                 queued: 0,
+                pushed: 0,
+                taken: 0,
                 writing: false,
                 failed: None,
             }),
+            changed: event_listener::Event::new(),
             io,
             write_timeout,
             max_queued: max_queued.max(1),
@@ -109,17 +144,26 @@ where
     fn push(
         &self,
         mark: Option<u64>,
+        when_full: WhenFull,
         seal: impl FnOnce(&mut FrameSealer, &mut Vec<u8>) -> Result<(), SessionError>,
-    ) -> Result<(), OutboxError> {
+    ) -> Result<Ticket, OutboxError> {
         let mut guard = self.state();
         let st = &mut *guard;
         if let Some(failed) = &st.failed {
             return Err(failed.clone());
         }
         if st.queued >= self.max_queued {
-            let error = OutboxError::NotReading(st.queued);
-            st.failed = Some(error.clone());
-            return Err(error);
+            match when_full {
+                WhenFull::Fail => {
+                    let error = OutboxError::NotReading(st.queued);
+                    st.failed = Some(error.clone());
+                    drop(guard);
+                    self.changed.notify(usize::MAX);
+                    return Err(error);
+                }
+                WhenFull::Refuse => return Err(OutboxError::Full(st.queued)),
+                WhenFull::Take => {}
+            }
         }
         match seal(&mut st.sealer, &mut st.pending) {
             Ok(()) => {}
@@ -131,29 +175,68 @@ where
             }
         }
         st.queued += 1;
+        st.pushed += 1;
         if let Some(mark) = mark {
             st.marks.push(mark);
         }
-        Ok(())
+        Ok(Ticket(st.pushed))
     }
 
-    /// Seals a server message into the buffer; it leaves on the next flush.
+    /// Seals a server message into the buffer; it leaves on the next flush. While
+    /// `max_queued` messages wait behind a write, the peer is taken not to be reading: the
+    /// outbox fails with [`OutboxError::NotReading`].
     pub fn push_server<Resp: Serialize>(
         &self,
         msg: &ServerMessage<Resp>,
     ) -> Result<(), OutboxError> {
-        self.push(None, |sealer, out| sealer.push_server(out, msg))
+        self.push(None, WhenFull::Fail, |sealer, out| {
+            sealer.push_server(out, msg)
+        })
+        .map(|_| ())
     }
 
     /// Seals a client message into the buffer; it leaves on the next flush. A `mark` (a call
     /// id, say) is handed to the `taken` callback of the flush that writes this message, so
-    /// the caller knows which messages may have reached the peer.
+    /// the caller knows which messages may have reached the peer. A marked message (a call)
+    /// is refused with [`OutboxError::Full`] while `max_queued` messages wait behind a write;
+    /// an unmarked one (a control message: there are few) is always taken.
     pub fn push_client<Req: Serialize>(
         &self,
         msg: &ClientMessage<Req>,
         mark: Option<u64>,
-    ) -> Result<(), OutboxError> {
-        self.push(mark, |sealer, out| sealer.push_client(out, msg))
+    ) -> Result<Ticket, OutboxError> {
+        let when_full = if mark.is_some() {
+            WhenFull::Refuse
+        } else {
+            WhenFull::Take
+        };
+        self.push(mark, when_full, |sealer, out| sealer.push_client(out, msg))
+    }
+
+    /// Waits until a call may be queued again (a writer took the queue) or the outbox failed.
+    pub async fn room(&self) {
+        self.wait_for(|st| st.failed.is_some() || st.queued < self.max_queued)
+            .await
+    }
+
+    /// Waits until fewer than `bytes` wait to be written, no write is under way (so a flush
+    /// would write them), or the outbox failed: lets a producer keep pace with the writes.
+    pub async fn drained_below(&self, bytes: usize) {
+        self.wait_for(|st| st.failed.is_some() || !st.writing || st.pending.len() < bytes)
+            .await
+    }
+
+    async fn wait_for(&self, ready: impl Fn(&State) -> bool) {
+        loop {
+            if ready(&self.state()) {
+                return;
+            }
+            let listener = self.changed.listen();
+            if ready(&self.state()) {
+                return;
+            }
+            listener.await;
+        }
     }
 
     /// Bytes waiting to be written.
@@ -167,7 +250,18 @@ where
     ///
     /// Dropping this future in the middle of a write fails the outbox (part of a frame may
     /// have left): callers should let it finish; it is bounded by the write timeout.
-    pub async fn flush(&self, mut taken: impl FnMut(&[u64])) -> Result<(), OutboxError> {
+    pub async fn flush(&self, taken: impl FnMut(&[u64])) -> Result<(), OutboxError> {
+        self.flush_until(Ticket::LAST, taken).await.map(|_| ())
+    }
+
+    /// Like [`Outbox::flush`], but stops writing once the message of `ticket` is written (or
+    /// taken by another writer): a caller with a deadline does not stay on writing what
+    /// others queued after it. [`Flushed::MoreQueued`] says it left such messages unwritten.
+    pub async fn flush_until(
+        &self,
+        ticket: Ticket,
+        mut taken: impl FnMut(&[u64]),
+    ) -> Result<Flushed, OutboxError> {
         loop {
             let (mut batch, mut marks) = {
                 let mut guard = self.state();
@@ -176,10 +270,14 @@ where
                     return Err(failed.clone());
                 }
                 if st.writing || st.pending.is_empty() {
-                    return Ok(());
+                    return Ok(Flushed::Done);
+                }
+                if st.taken >= ticket.0 {
+                    return Ok(Flushed::MoreQueued);
                 }
                 st.writing = true;
                 st.queued = 0;
+                st.taken = st.pushed;
                 let mut batch = std::mem::take(&mut st.spare);
                 std::mem::swap(&mut batch, &mut st.pending);
                 let spare_marks = std::mem::take(&mut st.spare_marks);
@@ -191,6 +289,8 @@ where
                 }
                 (batch, marks)
             };
+            // A call refused for want of room may go in now.
+            self.changed.notify(usize::MAX);
             // If this future is dropped mid-write, part of a frame may be on the wire: the
             // connection cannot go on.
             let mut interrupted = Interrupted(Some(self));
@@ -206,9 +306,14 @@ where
             if marks.capacity() <= KEEP_MARKS {
                 st.spare_marks = marks;
             }
-            if let Err(e) = written {
+            let failed = written.err().map(|e| {
                 let error = OutboxError::WriteFailed(e);
                 st.failed = Some(error.clone());
+                error
+            });
+            drop(st);
+            self.changed.notify(usize::MAX);
+            if let Some(error) = failed {
                 return Err(error);
             }
         }
@@ -229,7 +334,12 @@ where
                 Some(Ok(n)) => rest = rest.get(n..).unwrap_or_default(),
             }
         }
-        match crate::timer::within(timeout, io.flush()).await {
+        // Sockets flush at once: no timer (and no clock read) unless this one has to wait.
+        let flushed = match futures_lite::future::poll_once(io.flush()).await {
+            Some(done) => Some(done),
+            None => crate::timer::within(timeout, io.flush()).await,
+        };
+        match flushed {
             None => Err(stalled()),
             Some(Err(e)) => Err(format!("write failed: {e}")),
             Some(Ok(())) => Ok(()),
@@ -242,6 +352,8 @@ where
         if st.failed.is_none() {
             st.failed = Some(OutboxError::Closed(reason.to_owned()));
         }
+        drop(st);
+        self.changed.notify(usize::MAX);
     }
 
     /// Whether the outbox has failed or been closed.
@@ -255,6 +367,17 @@ where
     }
 }
 
+/// What a push does while `max_queued` messages wait behind a write.
+#[derive(Clone, Copy)]
+enum WhenFull {
+    /// Fail the outbox: the peer is not reading.
+    Fail,
+    /// Refuse this message with [`OutboxError::Full`].
+    Refuse,
+    /// Take it anyway.
+    Take,
+}
+
 /// Fails the outbox if a flush is dropped in the middle of a write.
 struct Interrupted<'a, W>(Option<&'a Outbox<W>>);
 
@@ -265,6 +388,8 @@ impl<W> Drop for Interrupted<'_, W> {
             st.writing = false;
             st.failed
                 .get_or_insert(OutboxError::WriteFailed("a write was interrupted".into()));
+            drop(st);
+            outbox.changed.notify(usize::MAX);
         }
     }
 }
@@ -283,6 +408,133 @@ mod tests {
         let (sealer, _, unwritten) = writer.into_parts();
         let outbox = Outbox::new(sealer, ours, unwritten, Duration::from_secs(5), 16);
         (outbox, peer)
+    }
+
+    /// A call big enough that writing it blocks until the peer reads (socket buffers are far
+    /// smaller).
+    fn big_call(id: u64) -> ClientMessage<serde_bytes::ByteBuf> {
+        ClientMessage::Call {
+            id,
+            deadline: None,
+            request: serde_bytes::ByteBuf::from(vec![7u8; 4 << 20]),
+        }
+    }
+
+    /// Reads and discards everything from `peer` until it closes (in a thread of its own).
+    fn drain(peer: UnixStream) -> std::thread::JoinHandle<usize> {
+        std::thread::spawn(move || {
+            futures_lite::future::block_on(async {
+                let mut total = 0;
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut peer = &peer;
+                while let Ok(n @ 1..) =
+                    futures_lite::io::AsyncReadExt::read(&mut peer, &mut buf).await
+                {
+                    total += n;
+                }
+                total
+            })
+        })
+    }
+
+    #[test]
+    fn flush_until_stops_after_its_own_message_and_says_what_it_left() {
+        futures_lite::future::block_on(async {
+            let (outbox, peer) = outbox();
+            let first = outbox.push_client(&big_call(1), Some(1)).unwrap();
+            let mut flushing = Box::pin(outbox.flush_until(first, |_| {}));
+            // The peer reads nothing yet: the write is under way and blocked.
+            assert!(futures_lite::future::poll_once(&mut flushing)
+                .await
+                .is_none());
+            // Queued behind it; another caller's flush returns at once (a writer is at work).
+            let second = outbox.push_client(&big_call(2), Some(2)).unwrap();
+            assert_eq!(
+                outbox.flush_until(second, |_| {}).await.unwrap(),
+                Flushed::Done
+            );
+            let reader = drain(peer);
+            assert_eq!(flushing.await.unwrap(), Flushed::MoreQueued);
+            assert!(
+                outbox.pending_bytes() > 4 << 20,
+                "the second call is left queued"
+            );
+            // A plain flush writes everything.
+            outbox.flush(|_| {}).await.unwrap();
+            assert_eq!(outbox.pending_bytes(), 0);
+            drop(outbox);
+            assert!(reader.join().unwrap() > 8 << 20);
+        });
+    }
+
+    #[test]
+    fn calls_wait_for_room_behind_a_stuck_write_while_control_messages_go_in() {
+        futures_lite::future::block_on(async {
+            let (ours, peer) = UnixStream::pair().unwrap();
+            let writer =
+                SessionWriter::new(Vec::<u8>::new(), &[1; 32], DEFAULT_MAX_FRAME, Vec::new());
+            let (sealer, _, unwritten) = writer.into_parts();
+            let outbox = Outbox::new(sealer, ours, unwritten, Duration::from_secs(5), 2);
+            let first = outbox.push_client(&big_call(1), Some(1)).unwrap();
+            let mut flushing = Box::pin(outbox.flush_until(first, |_| {}));
+            assert!(futures_lite::future::poll_once(&mut flushing)
+                .await
+                .is_none());
+            outbox.push_client(&big_call(2), Some(2)).unwrap();
+            outbox.push_client(&big_call(3), Some(3)).unwrap();
+            // Two wait behind the write: a third call is refused, the outbox unharmed.
+            assert!(matches!(
+                outbox.push_client(&big_call(4), Some(4)),
+                Err(OutboxError::Full(2))
+            ));
+            assert!(!outbox.is_closed());
+            // A control message still goes in.
+            outbox
+                .push_client(&ClientMessage::<()>::Cancel { id: 3 }, None)
+                .unwrap();
+            let mut room = Box::pin(outbox.room());
+            assert!(futures_lite::future::poll_once(&mut room).await.is_none());
+            // Once its own call is written, the first writer leaves the rest; a new writer
+            // takes the queue, and there is room again.
+            let reader = drain(peer);
+            assert_eq!(flushing.await.unwrap(), Flushed::MoreQueued);
+            let mut rest = Box::pin(outbox.flush(|_| {}));
+            // Polled once, the new writer has taken the queue: room is there.
+            let _ = futures_lite::future::poll_once(&mut rest).await;
+            room.await;
+            outbox.push_client(&big_call(4), Some(4)).unwrap();
+            rest.await.unwrap();
+            outbox.flush(|_| {}).await.unwrap();
+            drop(outbox);
+            assert!(reader.join().unwrap() > 16 << 20);
+        });
+    }
+
+    #[test]
+    fn server_answers_piling_up_behind_a_stuck_write_fail_the_outbox() {
+        futures_lite::future::block_on(async {
+            let (ours, _peer) = UnixStream::pair().unwrap();
+            let writer =
+                SessionWriter::new(Vec::<u8>::new(), &[1; 32], DEFAULT_MAX_FRAME, Vec::new());
+            let (sealer, _, unwritten) = writer.into_parts();
+            let outbox = Outbox::new(sealer, ours, unwritten, Duration::from_secs(5), 2);
+            let big = ServerMessage::Reply {
+                id: 1,
+                result: Ok(serde_bytes::ByteBuf::from(vec![7u8; 4 << 20])),
+            };
+            outbox.push_server(&big).unwrap();
+            let mut flushing = Box::pin(outbox.flush(|_| {}));
+            assert!(futures_lite::future::poll_once(&mut flushing)
+                .await
+                .is_none());
+            outbox.push_server(&big).unwrap();
+            outbox.push_server(&big).unwrap();
+            assert!(matches!(
+                outbox.push_server(&big),
+                Err(OutboxError::NotReading(2))
+            ));
+            assert!(outbox.is_closed());
+        });
     }
 
     #[test]

@@ -397,6 +397,15 @@ impl<S: Service> Connection<'_, S> {
                         if let Err(e) = self.outbox.flush(|_| {}).await {
                             return e.into();
                         }
+                        // A call task may be the one writing: read no more until it has taken
+                        // what piled up, so answers made here cannot outrun a client that
+                        // reads slowly (each wait is bounded by the write's progress).
+                        while self.outbox.pending_bytes() >= FLUSH_BYTES {
+                            self.outbox.drained_below(FLUSH_BYTES).await;
+                            if let Err(e) = self.outbox.flush(|_| {}).await {
+                                return e.into();
+                            }
+                        }
                     }
                 }
                 Event::Frame(Ok(None)) => {
