@@ -135,7 +135,9 @@ where
     /// is also the deadline the server enforces. Dropping the returned future cancels the call
     /// on the server; if it is dropped while it is itself writing to the socket (rare: writes
     /// are short), part of a frame may have left, and the connection is closed — other calls on
-    /// it then end as if the connection had died.
+    /// it then end as if the connection had died. For the same reason, await the future (or
+    /// spawn it) rather than hold it unpolled: while it writes a large request to a server
+    /// that reads slowly, the connection's other writes wait for it.
     pub async fn call_with_timeout(
         &self,
         request: Req,

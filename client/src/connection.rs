@@ -501,16 +501,23 @@ where
 
     /// Sends a goodbye and waits until the connection has closed, for at most `limit`.
     pub(crate) async fn goodbye(&self, limit: Duration) {
-        if self
-            .state
+        let state = &self.state;
+        if state
             .outbox
             .push_client::<()>(&ClientMessage::Goodbye, None)
             .is_ok()
         {
-            let _ = self.state.flush().await;
+            // Another task may be the writer: wait until it (or we) took the goodbye, since
+            // closing the outbox stops a writer before its next batch.
+            let written = async {
+                while state.flush().await.is_ok() && state.outbox.pending_bytes() > 0 {
+                    state.outbox.drained_below(1).await;
+                }
+            };
+            timer::within(limit, written).await;
         }
-        self.state.close("client said goodbye");
-        timer::within(limit, self.state.wait_dead()).await;
+        state.close("client said goodbye");
+        timer::within(limit, state.wait_dead()).await;
     }
 
     /// Makes one call; the time `deadline` leaves also travels to the server as the call's

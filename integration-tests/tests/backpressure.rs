@@ -5,6 +5,7 @@
 //!
 //! Against a fake server on 127.0.0.1:0 that starts reading only when the test says so.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::future;
@@ -100,5 +101,73 @@ fn calls_wait_for_room_behind_a_blocked_write_and_all_are_answered() {
             );
         }
         assert_eq!(server.await, 1 + SMALL);
+    });
+}
+
+#[test]
+fn close_while_another_call_is_writing_still_says_goodbye() {
+    let key = TestKey::new("backpressure-bye");
+    let mut keyring = Keyring::new();
+    keyring.insert(key.id.clone(), key.key.clone());
+    within(STEP, async {
+        let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (go_tx, go_rx) = async_std::channel::bounded::<()>(1);
+        // The fake server: handshake, then nothing until `go`; then it reads to the end of
+        // the stream (at most 64 messages) and says what it got.
+        let server = async_std::task::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let mut session = handshake::accept(
+                stream.clone(),
+                stream.clone(),
+                &keyring,
+                &HandshakeConfig::default(),
+            )
+            .await
+            .expect("handshake");
+            go_rx.recv().await.expect("go");
+            let mut seen = Vec::new();
+            for _ in 0..64 {
+                match session.reader.recv().await {
+                    Ok(Some(payload)) => match decode_client::<Request>(payload) {
+                        Ok(ClientMessage::Call { id, .. }) => seen.push(format!("call {id}")),
+                        Ok(ClientMessage::Goodbye) => seen.push("goodbye".to_owned()),
+                        Ok(_) => {}
+                        Err(e) => panic!("undecodable: {e}"),
+                    },
+                    _ => break,
+                }
+            }
+            seen
+        });
+        let client: Arc<Client<Request, Response>> = Arc::new(
+            Client::connect(
+                addr.to_string(),
+                key.id.clone(),
+                key.key.clone(),
+                ClientConfig::default(),
+            )
+            .await
+            .expect("connect"),
+        );
+        // The big call's write starts and blocks (polled once here, it is the writer); a
+        // task of its own then keeps it going.
+        let caller = client.clone();
+        let mut big = Box::pin(async move { caller.call(Request::Echo(vec![1; BIG])).await });
+        assert!(future::poll_once(&mut big).await.is_none());
+        let big = async_std::task::spawn(big);
+        // The client is closed while that write is under way.
+        let mut closing = Box::pin(client.close());
+        assert!(future::poll_once(&mut closing).await.is_none());
+        go_tx.send(()).await.expect("server waiting");
+        closing.await;
+        assert_eq!(server.await, ["call 1", "goodbye"]);
+        // The big call was written and never answered: its outcome is unknown.
+        assert!(
+            matches!(big.await, Err(CallError::OutcomeUnknown(_))),
+            "the big call should end OutcomeUnknown"
+        );
     });
 }
