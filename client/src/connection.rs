@@ -5,9 +5,10 @@
 //! The reader task also keeps the calls' timeouts: one timer per connection, set for the
 //! earliest of the next keepalive check and the earliest call deadline, instead of one timer
 //! per call (a per-call timer costs an insertion into and a removal from the process-wide
-//! timer table, under its lock, on every call). While the reader task is itself writing (a
-//! pong, or cancels for calls that timed out) to a server that does not read, a timeout can
-//! come late by up to the write timeout, as a caller's own write can.
+//! timer table, under its lock, on every call). Neither the reader task nor a caller waits
+//! on a slow socket: each writes what the socket takes at once, and leaves the rest of a
+//! write to a task of its own, so answers are read and deadlines kept while a large write
+//! drags on.
 //!
 //! When the connection dies every call in flight ends at once: a call already handed to the
 //! socket gets [`CallError::OutcomeUnknown`]; a call that never left this process comes back
@@ -287,20 +288,42 @@ impl<Resp> State<Resp> {
         self.flush_until(Ticket::LAST).await.map(|_| ())
     }
 
-    /// Like [`State::flush`], but stops once the message of `ticket` is written; what others
-    /// queued meanwhile is left to a task of its own. For callers that must not be held up
-    /// writing for others: a caller with a deadline, the reader task.
+    /// Has the message of `ticket` written without holding up the caller: writes it here if
+    /// the socket takes it at once (the usual case), and otherwise leaves the write, and
+    /// whatever others queued meanwhile, to a task of its own. A caller with a deadline thus
+    /// never waits on a slow socket (its deadline is the reader task's to keep), and a call
+    /// future held without being polled holds up no one's writes.
     async fn flush_own(self: &Arc<Self>, ticket: Ticket) -> Result<(), OutboxError>
     where
         Resp: Send + 'static,
     {
-        if self.flush_until(ticket).await? == Flushed::MoreQueued {
-            let state = self.clone();
-            async_std::task::spawn(async move {
+        let state = self.clone();
+        let mut writing = Box::pin(async move {
+            let flushed = state.flush_until(ticket).await;
+            if let Ok(Flushed::MoreQueued) = flushed {
                 let _ = state.flush().await;
-            });
+            }
+            flushed.map(|_| ())
+        });
+        match futures_lite::future::poll_once(&mut writing).await {
+            Some(done) => done,
+            None => {
+                async_std::task::spawn(writing);
+                Ok(())
+            }
         }
-        Ok(())
+    }
+
+    /// Writes what is queued from a task of its own (for the reader task, which must go
+    /// back to reading).
+    fn flush_detached(self: &Arc<Self>)
+    where
+        Resp: Send + 'static,
+    {
+        let state = self.clone();
+        async_std::task::spawn(async move {
+            let _ = state.flush().await;
+        });
     }
 
     async fn flush_until(&self, ticket: Ticket) -> Result<Flushed, OutboxError> {
@@ -502,19 +525,18 @@ where
     /// Sends a goodbye and waits until the connection has closed, for at most `limit`.
     pub(crate) async fn goodbye(&self, limit: Duration) {
         let state = &self.state;
-        if state
+        // No call may follow the goodbye (the server reads nothing after it): later callers
+        // get theirs back as not sent, for a new connection.
+        state.outbox.stop_calls();
+        if let Ok(ticket) = state
             .outbox
             .push_client::<()>(&ClientMessage::Goodbye, None)
-            .is_ok()
         {
-            // Another task may be the writer: wait until it (or we) took the goodbye, since
-            // closing the outbox stops a writer before its next batch.
-            let written = async {
-                while state.flush().await.is_ok() && state.outbox.pending_bytes() > 0 {
-                    state.outbox.drained_below(1).await;
-                }
-            };
-            timer::within(limit, written).await;
+            // Closing stops writing: wait until the goodbye is out (another task may be the
+            // writer).
+            if state.flush_own(ticket).await.is_ok() {
+                timer::within(limit, state.outbox.written(ticket)).await;
+            }
         }
         state.close("client said goodbye");
         timer::within(limit, state.wait_dead()).await;
@@ -544,20 +566,50 @@ where
             id,
             armed: true,
         };
-        let message = call_message(id, deadline, &request);
+        let mut deadline = deadline;
         let ticket = loop {
-            match state.outbox.push_client(&message, Some(id)) {
+            match state
+                .outbox
+                .push_client(&call_message(id, deadline, &request), Some(id))
+            {
                 Ok(ticket) => break Some(ticket),
                 Err(OutboxError::Full(_)) => {
                     // `max_queued` calls wait behind a write in progress: wait until a writer
-                    // takes them, no longer than this call's deadline.
+                    // takes them, no longer than this call's deadline. Out of the table
+                    // meanwhile, so that the reader's expiry neither times it out nor
+                    // cancels it on the server while it is not sent.
+                    let Some(parked) = state.calls().by_id.remove(&id) else {
+                        break None; // the connection closed: its outcome is waiting
+                    };
                     let room = state.outbox.room();
-                    if timer::until(deadline.map(|d| d.at), room).await.is_none() {
+                    let waited = timer::until(deadline.map(|d| d.at), room).await;
+                    let now = Instant::now();
+                    // Time left for the server too, now that it starts later.
+                    let left = match deadline {
+                        Some(d) => match d.at.checked_duration_since(now) {
+                            Some(left) if waited.is_some() && !left.is_zero() => {
+                                Some(Deadline { at: d.at, left })
+                            }
+                            _ => {
+                                guard.armed = false;
+                                return Err(Failure::Error(CallError::Timeout(d.left)));
+                            }
+                        },
+                        None => None,
+                    };
+                    let mut calls = state.calls();
+                    if calls.closed.is_some() {
                         guard.armed = false;
-                        state.calls().by_id.remove(&id);
-                        let left = deadline.map_or(Duration::ZERO, |d| d.left);
-                        return Err(Failure::Error(CallError::Timeout(left)));
+                        return Err(Failure::NotSent(request));
                     }
+                    calls.add(id, parked.reply, false, left);
+                    deadline = left;
+                }
+                Err(OutboxError::Closing) => {
+                    // The connection is saying goodbye: this call goes to a new one.
+                    guard.armed = false;
+                    state.calls().by_id.remove(&id);
+                    return Err(Failure::NotSent(request));
                 }
                 Err(OutboxError::Encode(e)) => {
                     guard.armed = false;
@@ -571,9 +623,9 @@ where
                 }
             }
         };
-        // Become the writer if no one is writing. This is not raced against the timeout: a
-        // write cut short would break the connection; it is bounded by the write timeout. A
-        // failure closes the connection, which answers this call.
+        // Become the writer if no one is writing: what the socket takes at once is written
+        // here, the rest by a task (`flush_own`). A failure closes the connection, which
+        // answers this call.
         if others_in_flight {
             // Other callers on this connection are likely about to send too (answers arrive
             // in batches and wake them together): let them queue their frames first, so one
@@ -714,15 +766,12 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
                         }
                     }
                     ServerMessage::Ping { nonce } => {
-                        // Written up to the pong only: this task must get back to reading.
+                        // Written by a task of its own: this one must get back to reading.
                         let pong = ClientMessage::<()>::Pong { nonce };
-                        let sent = match state.outbox.push_client(&pong, None) {
-                            Ok(ticket) => state.flush_own(ticket).await,
-                            Err(e) => Err(e),
-                        };
-                        if sent.is_err() {
+                        if state.outbox.push_client(&pong, None).is_err() {
                             return ("cannot answer the server's ping".into(), false);
                         }
+                        state.flush_detached();
                     }
                     ServerMessage::Pong { .. } => {}
                     ServerMessage::GoingAway { grace } => {
@@ -742,21 +791,13 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
                 let now = Instant::now();
                 let timed_out = state.calls().expire(now);
                 if !timed_out.is_empty() {
-                    let mut last = None;
                     for id in timed_out {
                         let cancel = ClientMessage::<()>::Cancel { id };
-                        match state.outbox.push_client(&cancel, None) {
-                            Ok(ticket) => last = Some(ticket),
-                            Err(_) => return ("cannot cancel a call that timed out".into(), false),
+                        if state.outbox.push_client(&cancel, None).is_err() {
+                            return ("cannot cancel a call that timed out".into(), false);
                         }
                     }
-                    let sent = match last {
-                        Some(ticket) => state.flush_own(ticket).await,
-                        None => Ok(()),
-                    };
-                    if sent.is_err() {
-                        return ("cannot cancel a call that timed out".into(), false);
-                    }
+                    state.flush_detached();
                 }
                 match ping_sent {
                     Some(sent) if now >= sent + keepalive_timeout => {
@@ -766,13 +807,10 @@ async fn read_loop<Resp: DeserializeOwned + Send + 'static>(
                         nonce += 1;
                         ping_sent = Some(now);
                         let ping = ClientMessage::<()>::Ping { nonce };
-                        let sent = match state.outbox.push_client(&ping, None) {
-                            Ok(ticket) => state.flush_own(ticket).await,
-                            Err(e) => Err(e),
-                        };
-                        if sent.is_err() {
+                        if state.outbox.push_client(&ping, None).is_err() {
                             return ("cannot send keepalive".into(), false);
                         }
+                        state.flush_detached();
                     }
                     _ => {}
                 }

@@ -1,13 +1,18 @@
 //! A server that reads slowly holds up the client's writes. Calls made meanwhile queue behind
 //! the write in progress; once `max_queued` of them wait, further callers wait for room (no
 //! longer than their own deadlines) instead of the connection being given up as "not
-//! reading", and every call is answered once the server reads again.
+//! reading"; a large call's write goes on in a task of its own, so a call future held
+//! without being polled stalls no one; a goodbye still leaves after what was queued before
+//! it; and every call is answered once the server reads again.
 //!
 //! Against a fake server on 127.0.0.1:0 that starts reading only when the test says so.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_std::channel::Sender;
+use async_std::task::JoinHandle;
 use futures_lite::future;
 use rpckit_client::{CallError, Client, ClientConfig};
 use rpckit_integration_tests::{within, TestKey};
@@ -21,40 +26,41 @@ const STEP: Duration = Duration::from_secs(30);
 const BIG: usize = 4 << 20;
 /// Small calls made while the big one is being written (more than `max_queued`).
 const SMALL: usize = 12;
+/// The most messages the fake server reads.
+const MAX_MESSAGES: usize = 256;
 
-#[test]
-fn calls_wait_for_room_behind_a_blocked_write_and_all_are_answered() {
-    let key = TestKey::new("backpressure");
+/// A fake server on 127.0.0.1:0: it completes the handshake, then reads nothing until `go`;
+/// then it reads until the end of the stream, answering the first `answers` calls (each
+/// with its payload). Returns what it read, in order: `call N`, `cancel N`, `goodbye`.
+fn slow_server(key: &TestKey, answers: usize) -> (SocketAddr, Sender<()>, JoinHandle<Vec<String>>) {
     let mut keyring = Keyring::new();
     keyring.insert(key.id.clone(), key.key.clone());
-    within(STEP, async {
-        let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let (go_tx, go_rx) = async_std::channel::bounded::<()>(1);
-        // The fake server: handshake, then nothing until `go`; then it answers every call
-        // with its own payload, until it has answered 1 + SMALL of them.
-        let server = async_std::task::spawn(async move {
-            let (stream, _) = listener.accept().await.expect("accept");
-            let mut session = handshake::accept(
-                stream.clone(),
-                stream.clone(),
-                &keyring,
-                &HandshakeConfig::default(),
-            )
-            .await
-            .expect("handshake");
-            go_rx.recv().await.expect("go");
-            let mut answered = 0;
-            while answered < 1 + SMALL {
-                let payload = session.reader.recv().await.expect("read").expect("a frame");
-                if let ClientMessage::Call {
+    let listener = within(STEP, async_std::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (go_tx, go_rx) = async_std::channel::bounded::<()>(1);
+    let server = async_std::task::spawn(async move {
+        let (stream, _) = listener.accept().await.expect("accept");
+        let mut session = handshake::accept(
+            stream.clone(),
+            stream.clone(),
+            &keyring,
+            &HandshakeConfig::default(),
+        )
+        .await
+        .expect("handshake");
+        go_rx.recv().await.expect("go");
+        let (mut seen, mut answered) = (Vec::new(), 0);
+        while seen.len() < MAX_MESSAGES {
+            let Ok(Some(payload)) = session.reader.recv().await else {
+                break;
+            };
+            match decode_client::<Request>(payload).expect("decodable") {
+                ClientMessage::Call {
                     id,
                     request: Ok(Request::Echo(bytes)),
                     ..
-                } = decode_client::<Request>(payload).expect("decodable")
-                {
+                } if answered < answers => {
+                    seen.push(format!("call {id}"));
                     let reply = ServerMessage::Reply {
                         id,
                         result: Ok(Response::Echo(bytes)),
@@ -63,21 +69,50 @@ fn calls_wait_for_room_behind_a_blocked_write_and_all_are_answered() {
                     session.writer.flush().await.expect("write");
                     answered += 1;
                 }
+                ClientMessage::Call { id, .. } => seen.push(format!("call {id}")),
+                ClientMessage::Cancel { id } => seen.push(format!("cancel {id}")),
+                ClientMessage::Goodbye => seen.push("goodbye".to_owned()),
+                _ => {}
             }
-            answered
-        });
+        }
+        seen
+    });
+    (addr, go_tx, server)
+}
 
+async fn connect(
+    addr: SocketAddr,
+    key: &TestKey,
+    config: ClientConfig,
+) -> Arc<Client<Request, Response>> {
+    let client = Client::connect(addr.to_string(), key.id.clone(), key.key.clone(), config)
+        .await
+        .expect("connect");
+    Arc::new(client)
+}
+
+/// The big call, polled once here: its write has started and blocks (the server reads
+/// nothing yet). The future is returned unpolled from then on.
+async fn start_big(
+    client: &Arc<Client<Request, Response>>,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = Result<Response, CallError>>>> {
+    let caller = client.clone();
+    let mut big = Box::pin(async move { caller.call(Request::Echo(vec![1; BIG])).await });
+    assert!(future::poll_once(&mut big).await.is_none());
+    big
+}
+
+#[test]
+fn calls_wait_for_room_behind_a_blocked_write_and_all_are_answered() {
+    let key = TestKey::new("backpressure");
+    let (addr, go, server) = slow_server(&key, 1 + SMALL);
+    within(STEP, async {
         let config = ClientConfig {
             max_queued: 2,
             ..ClientConfig::default()
         };
-        let client: Client<Request, Response> =
-            Client::connect(addr.to_string(), key.id.clone(), key.key.clone(), config)
-                .await
-                .expect("connect");
-        // The big call's write starts and blocks: the server reads nothing yet.
-        let mut big = Box::pin(client.call(Request::Echo(vec![1; BIG])));
-        assert!(future::poll_once(&mut big).await.is_none());
+        let client = connect(addr, &key, config).await;
+        let big = start_big(&client).await;
         // Every small call is started (each queues or waits for room), none answered.
         let mut small: Vec<_> = (0..SMALL)
             .map(|i| Box::pin(client.call(Request::Echo(format!("small {i}").into_bytes()))))
@@ -87,7 +122,7 @@ fn calls_wait_for_room_behind_a_blocked_write_and_all_are_answered() {
         }
         assert!(client.is_connected(), "the connection was given up");
 
-        go_tx.send(()).await.expect("server waiting");
+        go.send(()).await.expect("server waiting");
         let big = big.await;
         assert!(
             matches!(&big, Ok(Response::Echo(b)) if b.len() == BIG),
@@ -100,68 +135,89 @@ fn calls_wait_for_room_behind_a_blocked_write_and_all_are_answered() {
                 Response::Echo(format!("small {i}").into_bytes())
             );
         }
-        assert_eq!(server.await, 1 + SMALL);
+        client.close().await;
+        assert_eq!(
+            server.await.len(),
+            1 + SMALL + 1,
+            "the calls and the goodbye"
+        );
+    });
+}
+
+#[test]
+fn a_call_waiting_for_room_gives_up_at_its_deadline_and_is_never_sent() {
+    let key = TestKey::new("backpressure-late");
+    let (addr, go, server) = slow_server(&key, 3);
+    within(STEP, async {
+        let config = ClientConfig {
+            max_queued: 2,
+            ..ClientConfig::default()
+        };
+        let client = connect(addr, &key, config).await;
+        let big = start_big(&client).await;
+        // Calls 2 and 3 fill the queue behind the big call's write.
+        let mut queued: Vec<_> = (2..4)
+            .map(|i| Box::pin(client.call(Request::Echo(format!("queued {i}").into_bytes()))))
+            .collect();
+        for call in &mut queued {
+            assert!(future::poll_once(call).await.is_none());
+        }
+        // Call 4 finds no room, and its deadline passes while it waits.
+        let late = client
+            .call_with_timeout(
+                Request::Echo(b"late".to_vec()),
+                Some(Duration::from_millis(100)),
+            )
+            .await;
+        assert!(matches!(late, Err(CallError::Timeout(_))), "{late:?}");
+
+        go.send(()).await.expect("server waiting");
+        big.await.expect("big call answered");
+        for call in queued {
+            call.await.expect("queued call answered");
+        }
+        client.close().await;
+        // The late call never left the client, and there was nothing to cancel.
+        assert_eq!(server.await, ["call 1", "call 2", "call 3", "goodbye"]);
+    });
+}
+
+#[test]
+fn a_large_call_held_unpolled_does_not_stall_the_connection() {
+    let key = TestKey::new("backpressure-held");
+    let (addr, go, server) = slow_server(&key, 2);
+    within(STEP, async {
+        let client = connect(addr, &key, ClientConfig::default()).await;
+        // Polled once, then held: its write must go on without it.
+        let big = start_big(&client).await;
+        go.send(()).await.expect("server waiting");
+        assert_eq!(
+            client
+                .call(Request::Echo(b"small".to_vec()))
+                .await
+                .expect("small call"),
+            Response::Echo(b"small".to_vec())
+        );
+        assert!(
+            matches!(big.await, Ok(Response::Echo(b)) if b.len() == BIG),
+            "big call"
+        );
+        client.close().await;
+        assert_eq!(server.await, ["call 1", "call 2", "goodbye"]);
     });
 }
 
 #[test]
 fn close_while_another_call_is_writing_still_says_goodbye() {
     let key = TestKey::new("backpressure-bye");
-    let mut keyring = Keyring::new();
-    keyring.insert(key.id.clone(), key.key.clone());
+    let (addr, go, server) = slow_server(&key, 0);
     within(STEP, async {
-        let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let (go_tx, go_rx) = async_std::channel::bounded::<()>(1);
-        // The fake server: handshake, then nothing until `go`; then it reads to the end of
-        // the stream (at most 64 messages) and says what it got.
-        let server = async_std::task::spawn(async move {
-            let (stream, _) = listener.accept().await.expect("accept");
-            let mut session = handshake::accept(
-                stream.clone(),
-                stream.clone(),
-                &keyring,
-                &HandshakeConfig::default(),
-            )
-            .await
-            .expect("handshake");
-            go_rx.recv().await.expect("go");
-            let mut seen = Vec::new();
-            for _ in 0..64 {
-                match session.reader.recv().await {
-                    Ok(Some(payload)) => match decode_client::<Request>(payload) {
-                        Ok(ClientMessage::Call { id, .. }) => seen.push(format!("call {id}")),
-                        Ok(ClientMessage::Goodbye) => seen.push("goodbye".to_owned()),
-                        Ok(_) => {}
-                        Err(e) => panic!("undecodable: {e}"),
-                    },
-                    _ => break,
-                }
-            }
-            seen
-        });
-        let client: Arc<Client<Request, Response>> = Arc::new(
-            Client::connect(
-                addr.to_string(),
-                key.id.clone(),
-                key.key.clone(),
-                ClientConfig::default(),
-            )
-            .await
-            .expect("connect"),
-        );
-        // The big call's write starts and blocks (polled once here, it is the writer); a
-        // task of its own then keeps it going.
-        let caller = client.clone();
-        let mut big = Box::pin(async move { caller.call(Request::Echo(vec![1; BIG])).await });
-        assert!(future::poll_once(&mut big).await.is_none());
-        let big = async_std::task::spawn(big);
-        // The client is closed while that write is under way.
+        let client = connect(addr, &key, ClientConfig::default()).await;
+        let big = async_std::task::spawn(start_big(&client).await);
+        // The client is closed while the big call's write is under way.
         let mut closing = Box::pin(client.close());
         assert!(future::poll_once(&mut closing).await.is_none());
-        go_tx.send(()).await.expect("server waiting");
+        go.send(()).await.expect("server waiting");
         closing.await;
         assert_eq!(server.await, ["call 1", "goodbye"]);
         // The big call was written and never answered: its outcome is unknown.

@@ -46,6 +46,9 @@ pub enum OutboxError {
     /// The outbox is unharmed; wait for [`Outbox::room`] and push again.
     #[error("{0} messages already wait to be written")]
     Full(usize),
+    /// A call was not queued: the connection is saying goodbye ([`Outbox::stop_calls`]).
+    #[error("the connection is saying goodbye")]
+    Closing,
 }
 
 /// A message's place in the outbox's order, from [`Outbox::push_client`]: hand it to
@@ -61,8 +64,8 @@ impl Ticket {
 /// What [`Outbox::flush_until`] left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flushed {
-    /// The message is written or taken by a writer still at work, and nothing else waits
-    /// without a writer.
+    /// The message is written, or left to a writer still at work (which takes it, or hands
+    /// it on), and nothing else waits without a writer.
     Done,
     /// The message is written, and more was queued meanwhile that no one is writing: the
     /// caller should have it written ([`Outbox::flush`], from a task that can wait).
@@ -83,9 +86,13 @@ struct State {
     spare: Vec<u8>,
     /// Messages in `pending`.
     queued: usize,
-    /// Messages pushed since the start, and of those, taken by writers (see [`Ticket`]).
+    /// Messages pushed since the start; of those, taken by writers, and written (see
+    /// [`Ticket`]).
     pushed: u64,
     taken: u64,
+    written: u64,
+    /// Set by [`Outbox::stop_calls`]: calls are refused from now on.
+    closing: bool,
     /// Whether a writer is writing.
     writing: bool,
     /// Set once the outbox can no longer send.
@@ -126,6 +133,8 @@ where
                 queued: 0,
                 pushed: 0,
                 taken: 0,
+                written: 0,
+                closing: false,
                 writing: false,
                 failed: None,
             }),
@@ -152,6 +161,9 @@ where
         if let Some(failed) = &st.failed {
             return Err(failed.clone());
         }
+        if st.closing && mark.is_some() {
+            return Err(OutboxError::Closing);
+        }
         if st.queued >= self.max_queued {
             match when_full {
                 WhenFull::Fail => {
@@ -171,6 +183,8 @@ where
             Err(e) => {
                 let error = OutboxError::Closed(e.to_string());
                 st.failed = Some(error.clone());
+                drop(guard);
+                self.changed.notify(usize::MAX);
                 return Err(error);
             }
         }
@@ -213,6 +227,24 @@ where
         self.push(mark, when_full, |sealer, out| sealer.push_client(out, msg))
     }
 
+    /// Refuses calls (marked messages) from now on with [`OutboxError::Closing`]; control
+    /// messages still go in. For a goodbye: nothing may follow it that the peer would not read.
+    pub fn stop_calls(&self) {
+        self.state().closing = true;
+    }
+
+    /// Waits until the message of `ticket` has been written (`Ok`), or the outbox has failed.
+    /// It does not write: someone must be flushing.
+    pub async fn written(&self, ticket: Ticket) -> Result<(), OutboxError> {
+        self.wait_for(|st| st.failed.is_some() || st.written >= ticket.0)
+            .await;
+        let st = self.state();
+        match &st.failed {
+            Some(failed) if st.written < ticket.0 => Err(failed.clone()),
+            _ => Ok(()),
+        }
+    }
+
     /// Waits until a call may be queued again (a writer took the queue) or the outbox failed.
     pub async fn room(&self) {
         self.wait_for(|st| st.failed.is_some() || st.queued < self.max_queued)
@@ -249,7 +281,8 @@ where
     /// the outbox's lock, so it must not push, flush or close.
     ///
     /// Dropping this future in the middle of a write fails the outbox (part of a frame may
-    /// have left): callers should let it finish; it is bounded by the write timeout.
+    /// have left): callers should let it finish; it lasts while the write makes progress
+    /// (each step bounded by the write timeout).
     pub async fn flush(&self, taken: impl FnMut(&[u64])) -> Result<(), OutboxError> {
         self.flush_until(Ticket::LAST, taken).await.map(|_| ())
     }
@@ -263,7 +296,7 @@ where
         mut taken: impl FnMut(&[u64]),
     ) -> Result<Flushed, OutboxError> {
         loop {
-            let (mut batch, mut marks) = {
+            let (mut batch, mut marks, through) = {
                 let mut guard = self.state();
                 let st = &mut *guard;
                 if let Some(failed) = &st.failed {
@@ -278,6 +311,7 @@ where
                 st.writing = true;
                 st.queued = 0;
                 st.taken = st.pushed;
+                let through = st.taken;
                 let mut batch = std::mem::take(&mut st.spare);
                 std::mem::swap(&mut batch, &mut st.pending);
                 let spare_marks = std::mem::take(&mut st.spare_marks);
@@ -287,7 +321,7 @@ where
                 if !marks.is_empty() {
                     taken(&marks);
                 }
-                (batch, marks)
+                (batch, marks, through)
             };
             // A call refused for want of room may go in now.
             self.changed.notify(usize::MAX);
@@ -306,11 +340,17 @@ where
             if marks.capacity() <= KEEP_MARKS {
                 st.spare_marks = marks;
             }
-            let failed = written.err().map(|e| {
-                let error = OutboxError::WriteFailed(e);
-                st.failed = Some(error.clone());
-                error
-            });
+            let failed = match written {
+                Ok(()) => {
+                    st.written = through;
+                    None
+                }
+                Err(e) => {
+                    let error = OutboxError::WriteFailed(e);
+                    st.failed = Some(error.clone());
+                    Some(error)
+                }
+            };
             drop(st);
             self.changed.notify(usize::MAX);
             if let Some(error) = failed {
@@ -507,6 +547,36 @@ mod tests {
             outbox.flush(|_| {}).await.unwrap();
             drop(outbox);
             assert!(reader.join().unwrap() > 16 << 20);
+        });
+    }
+
+    #[test]
+    fn after_stop_calls_only_control_messages_go_in_and_written_waits_for_the_write() {
+        futures_lite::future::block_on(async {
+            let (outbox, peer) = outbox();
+            outbox.push_client(&big_call(1), Some(1)).unwrap();
+            outbox.stop_calls();
+            assert!(matches!(
+                outbox.push_client(&big_call(2), Some(2)),
+                Err(OutboxError::Closing)
+            ));
+            let bye = outbox
+                .push_client(&ClientMessage::<()>::Goodbye, None)
+                .unwrap();
+            // Not written yet: `written` waits.
+            let mut written = Box::pin(outbox.written(bye));
+            assert!(futures_lite::future::poll_once(&mut written)
+                .await
+                .is_none());
+            let mut flushing = Box::pin(outbox.flush(|_| {}));
+            assert!(futures_lite::future::poll_once(&mut flushing)
+                .await
+                .is_none());
+            let reader = drain(peer);
+            flushing.await.unwrap();
+            written.await.unwrap();
+            drop(outbox);
+            assert!(reader.join().unwrap() > 4 << 20);
         });
     }
 

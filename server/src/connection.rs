@@ -109,7 +109,7 @@ pub(crate) async fn serve<S: Service>(
     }
     // A call task frees its slot before it writes its answer, so it may still be writing
     // (and a flush here would return at once, leaving the rest to it). Each task holds a
-    // `done` sender until its write is over (bounded by the write timeout; cancelled tasks
+    // `done` sender until its write is over (bounded while it makes progress; cancelled tasks
     // end at once): wait for all of them before the last flush and the close.
     let tasks = conn.done_rx.clone();
     drop(conn);
@@ -399,7 +399,8 @@ impl<S: Service> Connection<'_, S> {
                         }
                         // A call task may be the one writing: read no more until it has taken
                         // what piled up, so answers made here cannot outrun a client that
-                        // reads slowly (each wait is bounded by the write's progress).
+                        // reads slowly (each wait lasts while the write makes progress; the
+                        // shutdown signal and the timers are seen once it is over).
                         while self.outbox.pending_bytes() >= FLUSH_BYTES {
                             self.outbox.drained_below(FLUSH_BYTES).await;
                             if let Err(e) = self.outbox.flush(|_| {}).await {
