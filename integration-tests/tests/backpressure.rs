@@ -22,8 +22,10 @@ use rpckit_proto::message::decode_client;
 use rpckit_proto::{ClientMessage, Keyring, ServerMessage};
 
 const STEP: Duration = Duration::from_secs(30);
-/// The big call's payload: far more than the socket buffers hold, so its write blocks.
-const BIG: usize = 4 << 20;
+/// The big call's payload: more than the socket buffers hold (a TCP send buffer grows to at
+/// most 4 MiB by default on Linux, `net.ipv4.tcp_wmem`), so its write blocks; within the
+/// 8 MiB frame limit.
+const BIG: usize = 7 << 20;
 /// Small calls made while the big one is being written (more than `max_queued`).
 const SMALL: usize = 12;
 /// The most messages the fake server reads.

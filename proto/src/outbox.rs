@@ -10,6 +10,7 @@
 //! write that makes no progress within the write timeout fails the outbox; after that, every
 //! push and flush returns the error and the caller closes the connection.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -103,8 +104,12 @@ struct State {
 #[derive(Debug)]
 pub struct Outbox<W> {
     state: Mutex<State>,
-    /// Notified whenever a writer takes the queue, a write ends, or the outbox fails.
+    /// Notified whenever a writer takes the queue, a write ends, or the outbox fails, if
+    /// anyone waits ([`Outbox::wake`]).
     changed: event_listener::Event,
+    /// Tasks in [`Outbox::wait_for`]. The event allocates its state at its first use, and
+    /// most connections never wait: they never pay for it (W6 in docs/PERFORMANCE.md).
+    waiters: AtomicUsize,
     io: W,
     write_timeout: Duration,
     max_queued: usize,
@@ -139,6 +144,7 @@ where
                 failed: None,
             }),
             changed: event_listener::Event::new(),
+            waiters: AtomicUsize::new(0),
             io,
             write_timeout,
             max_queued: max_queued.max(1),
@@ -170,7 +176,7 @@ where
                     let error = OutboxError::NotReading(st.queued);
                     st.failed = Some(error.clone());
                     drop(guard);
-                    self.changed.notify(usize::MAX);
+                    self.wake();
                     return Err(error);
                 }
                 WhenFull::Refuse => return Err(OutboxError::Full(st.queued)),
@@ -184,7 +190,7 @@ where
                 let error = OutboxError::Closed(e.to_string());
                 st.failed = Some(error.clone());
                 drop(guard);
-                self.changed.notify(usize::MAX);
+                self.wake();
                 return Err(error);
             }
         }
@@ -259,10 +265,14 @@ where
     }
 
     async fn wait_for(&self, ready: impl Fn(&State) -> bool) {
+        if ready(&self.state()) {
+            return;
+        }
+        // Counted before listening, and the state checked after: a change made before the
+        // count was seen is found by the check; one made after it is notified.
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let _counted = Waiting(&self.waiters);
         loop {
-            if ready(&self.state()) {
-                return;
-            }
             let listener = self.changed.listen();
             if ready(&self.state()) {
                 return;
@@ -324,7 +334,7 @@ where
                 (batch, marks, through)
             };
             // A call refused for want of room may go in now.
-            self.changed.notify(usize::MAX);
+            self.wake();
             // If this future is dropped mid-write, part of a frame may be on the wire: the
             // connection cannot go on.
             let mut interrupted = Interrupted(Some(self));
@@ -352,7 +362,7 @@ where
                 }
             };
             drop(st);
-            self.changed.notify(usize::MAX);
+            self.wake();
             if let Some(error) = failed {
                 return Err(error);
             }
@@ -393,7 +403,7 @@ where
             st.failed = Some(OutboxError::Closed(reason.to_owned()));
         }
         drop(st);
-        self.changed.notify(usize::MAX);
+        self.wake();
     }
 
     /// Whether the outbox has failed or been closed.
@@ -404,6 +414,24 @@ where
     /// The stream it writes to.
     pub fn io(&self) -> &W {
         &self.io
+    }
+}
+
+impl<W> Outbox<W> {
+    /// Tells waiters the state changed; called after the state lock is let go.
+    fn wake(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.changed.notify(usize::MAX);
+        }
+    }
+}
+
+/// Takes a waiter off [`Outbox::waiters`] when its wait ends or is dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -429,7 +457,7 @@ impl<W> Drop for Interrupted<'_, W> {
             st.failed
                 .get_or_insert(OutboxError::WriteFailed("a write was interrupted".into()));
             drop(st);
-            outbox.changed.notify(usize::MAX);
+            outbox.wake();
         }
     }
 }
@@ -539,11 +567,15 @@ mod tests {
             let reader = drain(peer);
             assert_eq!(flushing.await.unwrap(), Flushed::MoreQueued);
             let mut rest = Box::pin(outbox.flush(|_| {}));
-            // Polled once, the new writer has taken the queue: room is there.
-            let _ = futures_lite::future::poll_once(&mut rest).await;
+            // Polled once, the new writer has taken the queue (and maybe written it): room.
+            let done = futures_lite::future::poll_once(&mut rest).await;
             room.await;
             outbox.push_client(&big_call(4), Some(4)).unwrap();
-            rest.await.unwrap();
+            match done {
+                Some(flushed) => flushed.unwrap(),
+                None => (&mut rest).await.unwrap(),
+            }
+            drop(rest);
             outbox.flush(|_| {}).await.unwrap();
             drop(outbox);
             assert!(reader.join().unwrap() > 16 << 20);
