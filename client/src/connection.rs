@@ -86,6 +86,9 @@ enum Outcome<Resp> {
 struct PendingCall<Resp> {
     /// Where its outcome goes.
     reply: oneshot::Sender<Outcome<Resp>>,
+    /// Whether its frame is in the outbox: only then is there anything for the server to
+    /// cancel (and a Cancel pushed now follows the call on the wire).
+    queued: bool,
     /// Whether its frame was handed to the socket (then its outcome is unknown if the
     /// connection dies).
     written: bool,
@@ -158,6 +161,7 @@ impl<Resp> Calls<Resp> {
             id,
             PendingCall {
                 reply,
+                queued: written,
                 written,
                 deadline,
             },
@@ -170,8 +174,9 @@ impl<Resp> Calls<Resp> {
 
     /// Ends every call whose deadline is not after `now` with [`CallError::Timeout`], sets
     /// the alarm for the earliest deadline left, and returns the ids of the timed-out calls
-    /// (the server should be told to cancel them: even one not written yet is on its way,
-    /// since a queued frame cannot be taken back).
+    /// whose frames are queued or written (the server should be told to cancel them: a
+    /// queued frame cannot be taken back). A call timed out before its caller queued it is
+    /// cancelled by that caller, after its frame.
     fn expire(&mut self, now: Instant) -> Vec<u64> {
         let mut expired = Vec::new();
         let due: Vec<u64> = self
@@ -184,7 +189,9 @@ impl<Resp> Calls<Resp> {
             let Some(call) = self.by_id.remove(&id) else {
                 continue;
             };
-            expired.push(id);
+            if call.queued {
+                expired.push(id);
+            }
             let left = call.deadline.map_or(Duration::ZERO, |d| d.left);
             call.reply
                 .send(Outcome::Done(Err(CallError::Timeout(left))));
@@ -355,13 +362,20 @@ impl<Resp> State<Resp> {
     ) where
         Resp: Send + 'static,
     {
-        if self.outbox.push_client(&message, None).is_err() {
-            return;
+        if then_close {
+            self.outbox.stop_calls();
         }
+        let Ok(ticket) = self.outbox.push_client(&message, None) else {
+            return;
+        };
         let state = self.clone();
         async_std::task::spawn(async move {
             let _ = state.flush().await;
             if then_close {
+                // Another task may be the writer: closing before the message is out would
+                // cut its write short.
+                let limit = state.outbox.write_timeout();
+                timer::within(limit, state.outbox.written(ticket)).await;
                 state.close("client closed the connection");
             }
         });
@@ -572,15 +586,34 @@ where
                 .outbox
                 .push_client(&call_message(id, deadline, &request), Some(id))
             {
-                Ok(ticket) => break Some(ticket),
+                Ok(ticket) => {
+                    let timed_out = match state.calls().by_id.get_mut(&id) {
+                        Some(call) => {
+                            call.queued = true;
+                            false
+                        }
+                        None => true,
+                    };
+                    if timed_out {
+                        // The reader timed the call out (or the connection closed) before
+                        // its frame was queued: cancel it, after the frame.
+                        let cancel = ClientMessage::<()>::Cancel { id };
+                        let _ = state.outbox.push_client(&cancel, None);
+                    }
+                    break Some(ticket);
+                }
                 Err(OutboxError::Full(_)) => {
                     // `max_queued` calls wait behind a write in progress: wait until a writer
                     // takes them, no longer than this call's deadline. Out of the table
                     // meanwhile, so that the reader's expiry neither times it out nor
                     // cancels it on the server while it is not sent.
                     let Some(parked) = state.calls().by_id.remove(&id) else {
-                        break None; // the connection closed: its outcome is waiting
+                        // Timed out or the connection closed: its outcome is waiting.
+                        break None;
                     };
+                    // The queue must be on its way even if every caller that queued a frame
+                    // is held unpolled before writing it.
+                    state.flush_detached();
                     let room = state.outbox.room();
                     let waited = timer::until(deadline.map(|d| d.at), room).await;
                     let now = Instant::now();
@@ -692,7 +725,7 @@ impl<Resp: Send + 'static> Drop for CancelGuard<'_, Resp> {
             return;
         }
         let removed = self.state.calls().by_id.remove(&self.id);
-        if removed.is_some() {
+        if removed.is_some_and(|call| call.queued) {
             self.state
                 .send_detached::<()>(ClientMessage::Cancel { id: self.id }, false);
         }

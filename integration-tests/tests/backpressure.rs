@@ -22,9 +22,8 @@ use rpckit_proto::message::decode_client;
 use rpckit_proto::{ClientMessage, Keyring, ServerMessage};
 
 const STEP: Duration = Duration::from_secs(30);
-/// The big call's payload: more than the socket buffers hold (a TCP send buffer grows to at
-/// most 4 MiB by default on Linux, `net.ipv4.tcp_wmem`), so its write blocks; within the
-/// 8 MiB frame limit.
+/// The big call's payload: far more than the fake server's small receive window and the
+/// client's send buffer hold, so its write blocks; within the 8 MiB frame limit.
 const BIG: usize = 7 << 20;
 /// Small calls made while the big one is being written (more than `max_queued`).
 const SMALL: usize = 12;
@@ -37,7 +36,16 @@ const MAX_MESSAGES: usize = 256;
 fn slow_server(key: &TestKey, answers: usize) -> (SocketAddr, Sender<()>, JoinHandle<Vec<String>>) {
     let mut keyring = Keyring::new();
     keyring.insert(key.id.clone(), key.key.clone());
-    let listener = within(STEP, async_std::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+    // A small receive buffer (inherited by the accepted socket) keeps the client's send
+    // window small, so the big call's write blocks however the kernel's buffers are tuned.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    socket.listen(16).expect("listen");
+    let listener = async_std::net::TcpListener::from(std::net::TcpListener::from(socket));
     let addr = listener.local_addr().expect("address");
     let (go_tx, go_rx) = async_std::channel::bounded::<()>(1);
     let server = async_std::task::spawn(async move {

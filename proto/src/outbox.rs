@@ -281,6 +281,11 @@ where
         }
     }
 
+    /// The write timeout it was made with.
+    pub fn write_timeout(&self) -> Duration {
+        self.write_timeout
+    }
+
     /// Bytes waiting to be written.
     pub fn pending_bytes(&self) -> usize {
         self.state().pending.len()
@@ -595,13 +600,18 @@ mod tests {
             let bye = outbox
                 .push_client(&ClientMessage::<()>::Goodbye, None)
                 .unwrap();
-            // Not written yet: `written` waits.
+            // Not written yet: `written` waits, also once a writer has taken it and is
+            // still writing.
             let mut written = Box::pin(outbox.written(bye));
             assert!(futures_lite::future::poll_once(&mut written)
                 .await
                 .is_none());
             let mut flushing = Box::pin(outbox.flush(|_| {}));
             assert!(futures_lite::future::poll_once(&mut flushing)
+                .await
+                .is_none());
+            assert_eq!(outbox.pending_bytes(), 0, "taken by the writer");
+            assert!(futures_lite::future::poll_once(&mut written)
                 .await
                 .is_none());
             let reader = drain(peer);
