@@ -410,6 +410,27 @@ pub async fn raw_session(
     (stream, session)
 }
 
+/// The server side of a fake server: accepts one connection on `listener` and runs the
+/// handshake with a keyring holding the key `id`/`secret`, for tests that script what the
+/// server sends.
+pub async fn accept_raw_session(
+    listener: &async_std::net::TcpListener,
+    id: &KeyId,
+    secret: &SecretKey,
+) -> Session<async_std::net::TcpStream, async_std::net::TcpStream> {
+    let mut keyring = Keyring::new();
+    keyring.insert(id.clone(), secret.clone());
+    let (stream, _) = listener.accept().await.expect("accept");
+    handshake::accept(
+        stream.clone(),
+        stream,
+        &keyring,
+        &HandshakeConfig::default(),
+    )
+    .await
+    .expect("handshake")
+}
+
 /// Runs `fut` on async-std, failing the test if it takes longer than `limit`.
 pub fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> T {
     async_std::task::block_on(async {

@@ -15,11 +15,10 @@ use async_std::channel::Sender;
 use async_std::task::JoinHandle;
 use futures_lite::future;
 use rpckit_client::{CallError, Client, ClientConfig};
-use rpckit_integration_tests::{within, TestKey};
+use rpckit_integration_tests::{accept_raw_session, within, TestKey};
 use rpckit_proto::demo::{Request, Response};
-use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_client;
-use rpckit_proto::{ClientMessage, Keyring, ServerMessage};
+use rpckit_proto::{ClientMessage, ServerMessage};
 
 const STEP: Duration = Duration::from_secs(30);
 /// The big call's payload: far more than the fake server's small receive window and the
@@ -34,8 +33,7 @@ const MAX_MESSAGES: usize = 256;
 /// then it reads until the end of the stream, answering the first `answers` calls (each
 /// with its payload). Returns what it read, in order: `call N`, `cancel N`, `goodbye`.
 fn slow_server(key: &TestKey, answers: usize) -> (SocketAddr, Sender<()>, JoinHandle<Vec<String>>) {
-    let mut keyring = Keyring::new();
-    keyring.insert(key.id.clone(), key.key.clone());
+    let (id, secret) = (key.id.clone(), key.key.clone());
     // A small receive buffer (inherited by the accepted socket) keeps the client's send
     // window small, so the big call's write blocks however the kernel's buffers are tuned.
     let socket =
@@ -49,15 +47,7 @@ fn slow_server(key: &TestKey, answers: usize) -> (SocketAddr, Sender<()>, JoinHa
     let addr = listener.local_addr().expect("address");
     let (go_tx, go_rx) = async_std::channel::bounded::<()>(1);
     let server = async_std::task::spawn(async move {
-        let (stream, _) = listener.accept().await.expect("accept");
-        let mut session = handshake::accept(
-            stream.clone(),
-            stream.clone(),
-            &keyring,
-            &HandshakeConfig::default(),
-        )
-        .await
-        .expect("handshake");
+        let mut session = accept_raw_session(&listener, &id, &secret).await;
         go_rx.recv().await.expect("go");
         let (mut seen, mut answered) = (Vec::new(), 0);
         while seen.len() < MAX_MESSAGES {

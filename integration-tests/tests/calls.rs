@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_lite::future;
 use rpckit_client::{CallError, Client, ClientConfig};
-use rpckit_integration_tests::{client, within, ServerProcess, TestKey};
+use rpckit_integration_tests::{accept_raw_session, client, within, ServerProcess, TestKey};
 use rpckit_proto::demo::{Request, Response};
 use rpckit_proto::RpcError;
 
@@ -274,13 +274,11 @@ fn calls_after_an_idle_close_reconnect_by_themselves() {
 /// sends it again on a new connection instead of failing it with `OutcomeUnknown`.
 #[test]
 fn a_call_unanswered_at_goodbye_is_sent_again_on_a_new_connection() {
-    use rpckit_proto::handshake::{self, HandshakeConfig};
     use rpckit_proto::message::decode_client;
-    use rpckit_proto::{ClientMessage, Keyring, ServerMessage};
+    use rpckit_proto::{ClientMessage, ServerMessage};
 
     let key = TestKey::new("goodbye");
-    let mut keyring = Keyring::new();
-    keyring.insert(key.id.clone(), key.key.clone());
+    let (id, secret) = (key.id.clone(), key.key.clone());
     within(Duration::from_secs(20), async {
         let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -290,15 +288,7 @@ fn a_call_unanswered_at_goodbye_is_sent_again_on_a_new_connection() {
         let server = async_std::task::spawn(async move {
             let mut seen = Vec::new();
             for connection in 0..2 {
-                let (stream, _) = listener.accept().await.expect("accept");
-                let mut session = handshake::accept(
-                    stream.clone(),
-                    stream.clone(),
-                    &keyring,
-                    &HandshakeConfig::default(),
-                )
-                .await
-                .expect("handshake");
+                let mut session = accept_raw_session(&listener, &id, &secret).await;
                 let payload = session.reader.recv().await.expect("read").expect("a frame");
                 let Ok(ClientMessage::Call {
                     id,
@@ -410,13 +400,11 @@ fn the_client_times_out_a_call_the_server_never_answers() {
 /// follows it on the wire. Against a fake server that records what it reads.
 #[test]
 fn a_call_dropped_before_its_frame_is_written_is_cancelled_on_the_server() {
-    use rpckit_proto::handshake::{self, HandshakeConfig};
     use rpckit_proto::message::decode_client;
-    use rpckit_proto::{ClientMessage, Keyring, ServerMessage};
+    use rpckit_proto::{ClientMessage, ServerMessage};
 
     let key = TestKey::new("drop-queued");
-    let mut keyring = Keyring::new();
-    keyring.insert(key.id.clone(), key.key.clone());
+    let (id, secret) = (key.id.clone(), key.key.clone());
     within(Duration::from_secs(20), async {
         let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -425,15 +413,7 @@ fn a_call_dropped_before_its_frame_is_written_is_cancelled_on_the_server() {
         // The fake server records the ids of the calls and cancels it reads, answers nothing
         // but the call echoing "last", and stops there (at most 16 messages).
         let server = async_std::task::spawn(async move {
-            let (stream, _) = listener.accept().await.expect("accept");
-            let mut session = handshake::accept(
-                stream.clone(),
-                stream.clone(),
-                &keyring,
-                &HandshakeConfig::default(),
-            )
-            .await
-            .expect("handshake");
+            let mut session = accept_raw_session(&listener, &id, &secret).await;
             let mut seen = Vec::new();
             for _ in 0..16 {
                 let payload = session.reader.recv().await.expect("read").expect("a frame");

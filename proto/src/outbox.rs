@@ -476,10 +476,15 @@ mod tests {
 
     /// An outbox writing to one end of a socket pair, and the other end.
     fn outbox() -> (Outbox<UnixStream>, UnixStream) {
+        outbox_queuing(16)
+    }
+
+    /// Like [`outbox`], with `max_queued` messages allowed behind a write.
+    fn outbox_queuing(max_queued: usize) -> (Outbox<UnixStream>, UnixStream) {
         let (ours, peer) = UnixStream::pair().unwrap();
         let writer = SessionWriter::new(Vec::<u8>::new(), &[1; 32], DEFAULT_MAX_FRAME, Vec::new());
         let (sealer, _, unwritten) = writer.into_parts();
-        let outbox = Outbox::new(sealer, ours, unwritten, Duration::from_secs(5), 16);
+        let outbox = Outbox::new(sealer, ours, unwritten, Duration::from_secs(5), max_queued);
         (outbox, peer)
     }
 
@@ -543,11 +548,7 @@ mod tests {
     #[test]
     fn calls_wait_for_room_behind_a_stuck_write_while_control_messages_go_in() {
         futures_lite::future::block_on(async {
-            let (ours, peer) = UnixStream::pair().unwrap();
-            let writer =
-                SessionWriter::new(Vec::<u8>::new(), &[1; 32], DEFAULT_MAX_FRAME, Vec::new());
-            let (sealer, _, unwritten) = writer.into_parts();
-            let outbox = Outbox::new(sealer, ours, unwritten, Duration::from_secs(5), 2);
+            let (outbox, peer) = outbox_queuing(2);
             let first = outbox.push_client(&big_call(1), Some(1)).unwrap();
             let mut flushing = Box::pin(outbox.flush_until(first, |_| {}));
             assert!(futures_lite::future::poll_once(&mut flushing)
@@ -625,11 +626,7 @@ mod tests {
     #[test]
     fn server_answers_piling_up_behind_a_stuck_write_fail_the_outbox() {
         futures_lite::future::block_on(async {
-            let (ours, _peer) = UnixStream::pair().unwrap();
-            let writer =
-                SessionWriter::new(Vec::<u8>::new(), &[1; 32], DEFAULT_MAX_FRAME, Vec::new());
-            let (sealer, _, unwritten) = writer.into_parts();
-            let outbox = Outbox::new(sealer, ours, unwritten, Duration::from_secs(5), 2);
+            let (outbox, _peer) = outbox_queuing(2);
             let big = ServerMessage::Reply {
                 id: 1,
                 result: Ok(serde_bytes::ByteBuf::from(vec![7u8; 4 << 20])),

@@ -14,6 +14,8 @@
 //! It runs `rpckit_server::Server` in-process (the stock demo service has no such handler)
 //! on 127.0.0.1:0 and speaks to it through a raw session, so it sees every message.
 
+mod common;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use common::within;
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_server;
 use rpckit_proto::{
@@ -80,18 +83,6 @@ impl Service for Holding {
             }
         }
     }
-}
-
-/// Runs `fut`, failing the test if it takes longer than `limit`.
-fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
-    async_std::task::block_on(async {
-        futures_lite::future::or(async { Some(fut.await) }, async {
-            async_io::Timer::after(limit).await;
-            None
-        })
-        .await
-    })
-    .unwrap_or_else(|| panic!("test step did not finish within {limit:?}"))
 }
 
 /// The next message on the raw session, or `None` at a clean end of stream.

@@ -4,8 +4,11 @@
 //! The stock demo service has no method that panics, so this runs `rpckit_server::Server`
 //! in-process with a service of its own, on 127.0.0.1:0.
 
+mod common;
+
 use std::time::Duration;
 
+use common::within;
 use rpckit_client::{CallError, Client, ClientConfig};
 use rpckit_proto::{KeyId, Keyring, RpcError, SecretKey};
 use rpckit_server::{CallContext, Server, ServerConfig, Service};
@@ -54,18 +57,6 @@ impl Service for Panicky {
             }
         }
     }
-}
-
-/// Runs `fut`, failing the test if it takes longer than `limit`.
-fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> T {
-    async_std::task::block_on(async {
-        futures_lite::future::or(async { Some(fut.await) }, async {
-            async_io::Timer::after(limit).await;
-            None
-        })
-        .await
-    })
-    .unwrap_or_else(|| panic!("test step did not finish within {limit:?}"))
 }
 
 #[test]
