@@ -133,11 +133,9 @@ where
 
     /// Calls with `timeout` (`None`, or one too long to represent: wait for ever). The timeout
     /// is also the deadline the server enforces. Dropping the returned future cancels the call
-    /// on the server; if it is dropped while it is itself writing to the socket (rare: writes
-    /// are short), part of a frame may have left, and the connection is closed — other calls on
-    /// it then end as if the connection had died. For the same reason, await the future (or
-    /// spawn it) rather than hold it unpolled: while it writes a large request to a server
-    /// that reads slowly, the connection's other writes wait for it.
+    /// on the server. The future never holds a write half done: what the socket does not take
+    /// at once is written by a task of its own, so neither dropping the future nor holding it
+    /// unpolled holds up the connection.
     pub async fn call_with_timeout(
         &self,
         request: Req,
@@ -186,7 +184,7 @@ where
     pub async fn close(&self) {
         let connection = self.lock_current().take();
         if let Some(connection) = connection {
-            connection.goodbye(self.config.write_timeout).await;
+            connection.goodbye().await;
         }
     }
 
@@ -223,11 +221,13 @@ where
         if let Some(c) = self.lock_current().as_ref().filter(|c| c.usable()) {
             return Ok(Route::On(c.clone(), request));
         }
+        // Connecting counts against the call's timeout too.
+        let timed_out = || CallError::Timeout(timeout.unwrap_or_default());
         // Another caller may be connecting (and backing off) under a deadline later than
         // ours: wait for it no longer than our own.
         let connecting = timer::until(deadline, self.connecting.lock())
             .await
-            .ok_or(CallError::Timeout(timeout.unwrap_or_default()))?;
+            .ok_or_else(timed_out)?;
         if let Some(c) = self.lock_current().as_ref().filter(|c| c.usable()) {
             return Ok(Route::On(c.clone(), request));
         }
@@ -258,8 +258,6 @@ where
                 Sleep::after(delay).await;
             }
             *reconnects += 1;
-            // Connecting counts against the call's timeout too.
-            let timed_out = || CallError::Timeout(timeout.unwrap_or_default());
             let failed = if self.config.pipeline_first_call {
                 let this_try = this_try(deadline, timeout)?;
                 let (addr, id, key) = (&self.addr, &self.key_id, &self.key);

@@ -355,31 +355,96 @@ impl<Resp> State<Resp> {
 
     /// Queues a control message and writes it out in a task of its own (for callers that
     /// cannot wait, such as `Drop`).
-    fn send_detached<Req: Serialize>(
-        self: &Arc<Self>,
-        message: ClientMessage<Req>,
-        then_close: bool,
-    ) where
+    fn send_detached<Req: Serialize>(self: &Arc<Self>, message: ClientMessage<Req>)
+    where
         Resp: Send + 'static,
     {
-        if then_close {
-            self.outbox.stop_calls();
+        if self.outbox.push_client(&message, None).is_ok() {
+            self.flush_detached();
         }
-        let Ok(ticket) = self.outbox.push_client(&message, None) else {
-            return;
-        };
-        let state = self.clone();
-        async_std::task::spawn(async move {
-            let _ = state.flush().await;
-            if then_close {
-                // Another task may be the writer: closing before the message is out would
-                // cut its write short.
-                let limit = state.outbox.write_timeout();
-                timer::within(limit, state.outbox.written(ticket)).await;
-                state.close("client closed the connection");
-            }
-        });
     }
+
+    /// Says goodbye and closes: no call may follow the goodbye (the server reads nothing
+    /// after it; later callers get theirs back as not sent, for a new connection), and the
+    /// connection closes once the goodbye is written, or after the write timeout (another
+    /// task may be the writer, and closing stops it).
+    async fn say_goodbye(self: &Arc<Self>, reason: &str)
+    where
+        Resp: Send + 'static,
+    {
+        self.outbox.stop_calls();
+        if let Ok(ticket) = self.outbox.push_client::<()>(&ClientMessage::Goodbye, None) {
+            if self.flush_own(ticket).await.is_ok() {
+                let limit = self.outbox.write_timeout();
+                timer::within(limit, self.outbox.written(ticket)).await;
+            }
+        }
+        self.close(reason);
+    }
+
+    /// Notes that call `id`'s frame is in the outbox (from now on, cancelling it means telling
+    /// the server). If the reader timed the call out (or the connection closed) before, the
+    /// server is told to cancel it here, after the frame.
+    fn mark_queued(&self, id: u64) {
+        let gone = match self.calls().by_id.get_mut(&id) {
+            Some(call) => {
+                call.queued = true;
+                false
+            }
+            None => true,
+        };
+        if gone {
+            let _ = self
+                .outbox
+                .push_client(&ClientMessage::<()>::Cancel { id }, None);
+        }
+    }
+
+    /// Waits until call `id`, refused for want of room (`max_queued` calls wait behind a write
+    /// in progress), may be pushed again, no longer than its deadline. It leaves the table
+    /// meanwhile, so that the reader's expiry neither times it out nor cancels it on the
+    /// server while it is not sent, and comes back with the time it has left.
+    async fn wait_for_room(self: &Arc<Self>, id: u64, deadline: Option<Deadline>) -> Room
+    where
+        Resp: Send + 'static,
+    {
+        let Some(parked) = self.calls().by_id.remove(&id) else {
+            // Timed out or the connection closed: its outcome is waiting.
+            return Room::Answered;
+        };
+        // The queue must be on its way even if every caller that queued a frame is held
+        // unpolled before writing it.
+        self.flush_detached();
+        let waited = timer::until(deadline.map(|d| d.at), self.outbox.room()).await;
+        // Time left for the server too, now that it starts later.
+        let left = match deadline {
+            Some(d) => match d.at.checked_duration_since(Instant::now()) {
+                Some(left) if waited.is_some() && !left.is_zero() => {
+                    Some(Deadline { at: d.at, left })
+                }
+                _ => return Room::TimedOut(d.left),
+            },
+            None => None,
+        };
+        let mut calls = self.calls();
+        if calls.closed.is_some() {
+            return Room::Closed;
+        }
+        calls.add(id, parked.reply, false, left);
+        Room::Go(left)
+    }
+}
+
+/// How [`State::wait_for_room`] ended.
+enum Room {
+    /// The call is back in the table: push it again, with this deadline.
+    Go(Option<Deadline>),
+    /// Its outcome is already waiting for it (timed out, or the connection closed).
+    Answered,
+    /// Its deadline passed first (the time it had at its start).
+    TimedOut(Duration),
+    /// The connection closed meanwhile; nothing was sent.
+    Closed,
 }
 
 /// Closes the connection if dropped while armed: see [`State::flush`].
@@ -403,7 +468,10 @@ pub(crate) struct Connection<Resp: Send + 'static> {
 impl<Resp: Send + 'static> Drop for Connection<Resp> {
     fn drop(&mut self) {
         // Say goodbye and close; calls still waiting hold no reference to this handle.
-        self.state.send_detached::<()>(ClientMessage::Goodbye, true);
+        let state = self.state.clone();
+        async_std::task::spawn(async move {
+            state.say_goodbye("client closed the connection").await;
+        });
     }
 }
 
@@ -536,24 +604,10 @@ where
         !self.state.is_dead() && !self.state.going_away.load(Ordering::Relaxed)
     }
 
-    /// Sends a goodbye and waits until the connection has closed, for at most `limit`.
-    pub(crate) async fn goodbye(&self, limit: Duration) {
-        let state = &self.state;
-        // No call may follow the goodbye (the server reads nothing after it): later callers
-        // get theirs back as not sent, for a new connection.
-        state.outbox.stop_calls();
-        if let Ok(ticket) = state
-            .outbox
-            .push_client::<()>(&ClientMessage::Goodbye, None)
-        {
-            // Closing stops writing: wait until the goodbye is out (another task may be the
-            // writer).
-            if state.flush_own(ticket).await.is_ok() {
-                timer::within(limit, state.outbox.written(ticket)).await;
-            }
-        }
-        state.close("client said goodbye");
-        timer::within(limit, state.wait_dead()).await;
+    /// Says goodbye and closes the connection, waiting (up to the write timeout) until the
+    /// goodbye is written.
+    pub(crate) async fn goodbye(&self) {
+        self.state.say_goodbye("client said goodbye").await;
     }
 
     /// Makes one call; the time `deadline` leaves also travels to the server as the call's
@@ -587,66 +641,28 @@ where
                 .push_client(&call_message(id, deadline, &request), Some(id))
             {
                 Ok(ticket) => {
-                    let timed_out = match state.calls().by_id.get_mut(&id) {
-                        Some(call) => {
-                            call.queued = true;
-                            false
-                        }
-                        None => true,
-                    };
-                    if timed_out {
-                        // The reader timed the call out (or the connection closed) before
-                        // its frame was queued: cancel it, after the frame.
-                        let cancel = ClientMessage::<()>::Cancel { id };
-                        let _ = state.outbox.push_client(&cancel, None);
-                    }
+                    state.mark_queued(id);
                     break Some(ticket);
                 }
-                Err(OutboxError::Full(_)) => {
-                    // `max_queued` calls wait behind a write in progress: wait until a writer
-                    // takes them, no longer than this call's deadline. Out of the table
-                    // meanwhile, so that the reader's expiry neither times it out nor
-                    // cancels it on the server while it is not sent.
-                    let Some(parked) = state.calls().by_id.remove(&id) else {
-                        // Timed out or the connection closed: its outcome is waiting.
-                        break None;
-                    };
-                    // The queue must be on its way even if every caller that queued a frame
-                    // is held unpolled before writing it.
-                    state.flush_detached();
-                    let room = state.outbox.room();
-                    let waited = timer::until(deadline.map(|d| d.at), room).await;
-                    let now = Instant::now();
-                    // Time left for the server too, now that it starts later.
-                    let left = match deadline {
-                        Some(d) => match d.at.checked_duration_since(now) {
-                            Some(left) if waited.is_some() && !left.is_zero() => {
-                                Some(Deadline { at: d.at, left })
-                            }
-                            _ => {
-                                guard.armed = false;
-                                return Err(Failure::Error(CallError::Timeout(d.left)));
-                            }
-                        },
-                        None => None,
-                    };
-                    let mut calls = state.calls();
-                    if calls.closed.is_some() {
-                        guard.armed = false;
+                Err(OutboxError::Full(_)) => match state.wait_for_room(id, deadline).await {
+                    Room::Go(left) => deadline = left,
+                    Room::Answered => break None,
+                    Room::TimedOut(left) => {
+                        guard.forget();
+                        return Err(Failure::Error(CallError::Timeout(left)));
+                    }
+                    Room::Closed => {
+                        guard.forget();
                         return Err(Failure::NotSent(request));
                     }
-                    calls.add(id, parked.reply, false, left);
-                    deadline = left;
-                }
+                },
                 Err(OutboxError::Closing) => {
                     // The connection is saying goodbye: this call goes to a new one.
-                    guard.armed = false;
-                    state.calls().by_id.remove(&id);
+                    guard.forget();
                     return Err(Failure::NotSent(request));
                 }
                 Err(OutboxError::Encode(e)) => {
-                    guard.armed = false;
-                    state.calls().by_id.remove(&id);
+                    guard.forget();
                     return Err(Failure::Error(CallError::Encode(e)));
                 }
                 Err(e) => {
@@ -719,6 +735,14 @@ struct CancelGuard<'a, Resp: Send + 'static> {
     armed: bool,
 }
 
+impl<Resp: Send + 'static> CancelGuard<'_, Resp> {
+    /// Ends the call here, with nothing to cancel: it leaves the table, and the guard is off.
+    fn forget(&mut self) {
+        self.armed = false;
+        self.state.calls().by_id.remove(&self.id);
+    }
+}
+
 impl<Resp: Send + 'static> Drop for CancelGuard<'_, Resp> {
     fn drop(&mut self) {
         if !self.armed {
@@ -727,7 +751,7 @@ impl<Resp: Send + 'static> Drop for CancelGuard<'_, Resp> {
         let removed = self.state.calls().by_id.remove(&self.id);
         if removed.is_some_and(|call| call.queued) {
             self.state
-                .send_detached::<()>(ClientMessage::Cancel { id: self.id }, false);
+                .send_detached::<()>(ClientMessage::Cancel { id: self.id });
         }
     }
 }

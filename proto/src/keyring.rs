@@ -338,18 +338,33 @@ pub fn write_new_key_file(path: &Path, id: &KeyId) -> Result<SecretKey, KeyError
     Ok(key)
 }
 
+/// A key made by [`add_new_key`].
+#[derive(Debug)]
+pub struct AddedKey {
+    /// The new key.
+    pub key: SecretKey,
+    /// Whether the keyring file was made for it (else it was added to an existing one).
+    pub created_file: bool,
+}
+
 /// Adds a fresh random key named `id` to the keyring file at `path` and returns it. A file
 /// that does not exist is created as by [`write_new_key_file`]. An existing file must parse
 /// (it may hold comments only) and have no key `id` yet; the new key is appended as one line,
 /// and nothing else in the file changes (its mode included).
-pub fn add_new_key(path: &Path, id: &KeyId) -> Result<SecretKey, KeyError> {
+pub fn add_new_key(path: &Path, id: &KeyId) -> Result<AddedKey, KeyError> {
     let origin = path.display().to_string();
     let io_err = |source| KeyError::Io {
         path: origin.clone(),
         source,
     };
     let text = match std::fs::read_to_string(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return write_new_key_file(path, id),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = write_new_key_file(path, id)?;
+            return Ok(AddedKey {
+                key,
+                created_file: true,
+            });
+        }
         Err(e) => return Err(io_err(e)),
         Ok(text) => text,
     };
@@ -377,7 +392,10 @@ pub fn add_new_key(path: &Path, id: &KeyId) -> Result<SecretKey, KeyError> {
     file.write_all(line.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(io_err)?;
-    Ok(key)
+    Ok(AddedKey {
+        key,
+        created_file: false,
+    })
 }
 
 #[cfg(test)]
@@ -457,11 +475,11 @@ mod tests {
         let path = dir.join("keyring");
         let (dev, billing) = (KeyId::new("dev").unwrap(), KeyId::new("billing").unwrap());
         // Created when missing, private.
-        let first = add_new_key(&path, &dev).unwrap();
+        let first = add_new_key(&path, &dev).unwrap().key;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         // A second id is appended; the first key is unchanged.
-        let second = add_new_key(&path, &billing).unwrap();
+        let second = add_new_key(&path, &billing).unwrap().key;
         let ring = Keyring::load(&path).unwrap();
         assert_eq!(ring.len(), 2);
         assert_eq!(ring.get(&dev), Some(&first));

@@ -85,10 +85,8 @@ struct State {
     spare_marks: Vec<u64>,
     /// An empty buffer to swap in when a writer takes `pending`.
     spare: Vec<u8>,
-    /// Messages in `pending`.
-    queued: usize,
-    /// Messages pushed since the start; of those, taken by writers, and written (see
-    /// [`Ticket`]).
+    /// Messages pushed since the start; of those, taken by writers (the others are in
+    /// `pending`), and written (see [`Ticket`]).
     pushed: u64,
     taken: u64,
     written: u64,
@@ -98,6 +96,13 @@ struct State {
     writing: bool,
     /// Set once the outbox can no longer send.
     failed: Option<OutboxError>,
+}
+
+impl State {
+    /// Messages in `pending`.
+    fn queued(&self) -> usize {
+        usize::try_from(self.pushed - self.taken).unwrap_or(usize::MAX)
+    }
 }
 
 /// The outgoing side of one connection over `W` (shared writers such as `&TcpStream`).
@@ -135,7 +140,6 @@ where
                 marks: Vec::new(),
                 spare_marks: Vec::new(),
                 spare: Vec::new(),
-                queued: 0,
                 pushed: 0,
                 taken: 0,
                 written: 0,
@@ -149,11 +153,6 @@ where
             write_timeout,
             max_queued: max_queued.max(1),
         }
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while holding this lock; a poisoned lock still holds valid buffers.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn push(
@@ -170,16 +169,16 @@ where
         if st.closing && mark.is_some() {
             return Err(OutboxError::Closing);
         }
-        if st.queued >= self.max_queued {
+        if st.queued() >= self.max_queued {
             match when_full {
                 WhenFull::Fail => {
-                    let error = OutboxError::NotReading(st.queued);
+                    let error = OutboxError::NotReading(st.queued());
                     st.failed = Some(error.clone());
                     drop(guard);
                     self.wake();
                     return Err(error);
                 }
-                WhenFull::Refuse => return Err(OutboxError::Full(st.queued)),
+                WhenFull::Refuse => return Err(OutboxError::Full(st.queued())),
                 WhenFull::Take => {}
             }
         }
@@ -194,7 +193,6 @@ where
                 return Err(error);
             }
         }
-        st.queued += 1;
         st.pushed += 1;
         if let Some(mark) = mark {
             st.marks.push(mark);
@@ -253,7 +251,7 @@ where
 
     /// Waits until a call may be queued again (a writer took the queue) or the outbox failed.
     pub async fn room(&self) {
-        self.wait_for(|st| st.failed.is_some() || st.queued < self.max_queued)
+        self.wait_for(|st| st.failed.is_some() || st.queued() < self.max_queued)
             .await
     }
 
@@ -324,7 +322,6 @@ where
                     return Ok(Flushed::MoreQueued);
                 }
                 st.writing = true;
-                st.queued = 0;
                 st.taken = st.pushed;
                 let through = st.taken;
                 let mut batch = std::mem::take(&mut st.spare);
@@ -423,6 +420,11 @@ where
 }
 
 impl<W> Outbox<W> {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding this lock; a poisoned lock still holds valid buffers.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Tells waiters the state changed; called after the state lock is let go.
     fn wake(&self) {
         if self.waiters.load(Ordering::SeqCst) > 0 {
@@ -457,7 +459,7 @@ struct Interrupted<'a, W>(Option<&'a Outbox<W>>);
 impl<W> Drop for Interrupted<'_, W> {
     fn drop(&mut self) {
         if let Some(outbox) = self.0 {
-            let mut st = outbox.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = outbox.state();
             st.writing = false;
             st.failed
                 .get_or_insert(OutboxError::WriteFailed("a write was interrupted".into()));

@@ -102,11 +102,9 @@ pub(crate) async fn serve<S: Service>(
         next_token: 0,
     };
     let reason = conn.read_loop(&mut reader, shutdown).await;
-    // Calls still running are cancelled, and claimed so that none of them answers after the
-    // connection's end (a client's goodbye, a fault).
-    for (_, call) in conn.calls.drain() {
-        call.answered.store(true, Ordering::Release);
-    }
+    // Calls still running are cancelled, and none of them answers after the connection's end
+    // (a client's goodbye, a fault).
+    conn.calls.clear();
     // A call task frees its slot before it writes its answer, so it may still be writing
     // (and a flush here would return at once, leaving the rest to it). Each task holds a
     // `done` sender until its write is over (bounded while it makes progress; cancelled tasks
@@ -199,12 +197,21 @@ struct InFlight {
     token: u64,
     /// Dropping this cancels the call's task.
     _cancel: Sender<()>,
-    /// Set by whoever answers the call first: its task (with the handler's result) or the
-    /// read loop (`ShuttingDown` when the grace period is over). The loser sends nothing, so
-    /// a call racing the end of the grace period still gets exactly one answer.
+    /// Set by whoever ends the call first: its task (with the handler's result) or the read
+    /// loop (`ShuttingDown` when the grace period is over; and any call taken off the table,
+    /// see `Drop`). The loser sends nothing, so each call gets at most one answer.
     answered: Arc<AtomicBool>,
     /// Keeps the server-wide in-flight gauge up while the call runs.
     _gauge: InFlightGauge,
+}
+
+impl Drop for InFlight {
+    /// A call taken off the table (cancelled by the client, answered `ShuttingDown`, or left
+    /// at the connection's end) is claimed before its task is cancelled: a handler finishing
+    /// right now sends nothing (the client may reuse the id for a new call).
+    fn drop(&mut self) {
+        self.answered.store(true, Ordering::Release);
+    }
 }
 
 /// Counts a call in the server's in-flight gauge while it lives.
@@ -281,9 +288,7 @@ impl<S: Service> Connection<'_, S> {
         loop {
             // Take finished calls off the table first: a peer that keeps the socket busy must
             // not starve them (the select below prefers frames).
-            while let Ok((id, token)) = self.done_rx.try_recv() {
-                self.finished(id, token);
-            }
+            self.take_finished();
             if drain_until.is_some() && self.calls.is_empty() {
                 return Close::Goodbye(if reading {
                     "drained for shutdown".into()
@@ -371,10 +376,7 @@ impl<S: Service> Connection<'_, S> {
                             self.on_call(id, deadline, request, drain_until.is_some())
                         }
                         ClientMessage::Cancel { id } => {
-                            // Claimed, so that a handler finishing right now sends nothing:
-                            // the client may reuse the id for a new call.
-                            if let Some(call) = self.calls.remove(&id) {
-                                call.answered.store(true, Ordering::Release);
+                            if self.calls.remove(&id).is_some() {
                                 debug!(peer = %self.peer, id, "call cancelled by client");
                             }
                             Ok(())
@@ -494,9 +496,7 @@ impl<S: Service> Connection<'_, S> {
     ) -> Result<(), OutboxError> {
         // Free the slots of calls that have answered, so that a client that sends its next
         // call as soon as it sees an answer is not refused for a slot already free.
-        while let Ok((id, token)) = self.done_rx.try_recv() {
-            self.finished(id, token);
-        }
+        self.take_finished();
         let refusal = if draining {
             Some(RpcError::ShuttingDown)
         } else if self.calls.contains_key(&id) {
@@ -537,7 +537,7 @@ impl<S: Service> Connection<'_, S> {
         };
         let service = self.shared.service.clone();
         let mut handler: CallFuture<S::Response> =
-            Box::pin(async move { guarded(async move { service.call(request, ctx).await }).await });
+            Box::pin(guarded(async move { service.call(request, ctx).await }));
         // One poll in place. A handler that is not ready registers this no-op waker, and
         // registers its task's waker again at the task's first poll, so nothing is lost.
         let mut first = std::task::Context::from_waker(std::task::Waker::noop());
@@ -600,6 +600,13 @@ impl<S: Service> Connection<'_, S> {
                 let _ = outbox.io().shutdown(Shutdown::Both);
             }
         });
+    }
+
+    /// Takes every call whose task has reported its end off the table.
+    fn take_finished(&mut self) {
+        while let Ok((id, token)) = self.done_rx.try_recv() {
+            self.finished(id, token);
+        }
     }
 
     /// Takes a finished call off the table, unless its id was reused since.

@@ -167,9 +167,8 @@ fn keygen(args: KeygenArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let existed = path.exists();
     match keyring::add_new_key(&path, &id) {
-        Ok(_) if existed => {
+        Ok(added) if !added.created_file => {
             println!("added new key \"{id}\" to {}", path.display());
             if keyring::readable_by_others(&path) {
                 eprintln!(
