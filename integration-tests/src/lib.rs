@@ -287,6 +287,49 @@ impl ServerProcess {
         assert!(status.success(), "kill -{signal} failed");
     }
 
+    /// Stops the process with SIGSTOP and returns once every one of its threads is stopped.
+    ///
+    /// `kill` returns when the signal is sent, not when it has taken effect: on a busy
+    /// machine a thread of the server can go on running (and answer a call) for a while
+    /// after. /proc has no event to wait on, so this re-reads each thread's state a bounded
+    /// number of times (at most 10 s in all) and panics if the process never stops.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for _ in 0..10_000 {
+            if self.all_threads_stopped() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            std::thread::yield_now();
+            // Waits for any log line, at most 1 ms (a stopped server writes none).
+            let _ = self.wait_for_log("\u{0}never", Duration::from_millis(1));
+        }
+        panic!("rpc-server (pid {}) did not stop after SIGSTOP", self.pid);
+    }
+
+    /// Whether every thread of the process is in the stopped state (`T` in /proc).
+    fn all_threads_stopped(&self) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return false;
+        };
+        let mut seen = 0;
+        for task in tasks.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
+            if state != Some('T') {
+                return false;
+            }
+            seen += 1;
+        }
+        seen > 0
+    }
+
     /// Waits for the process to exit, up to `timeout` (woken by the exit itself, not by
     /// polling).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {

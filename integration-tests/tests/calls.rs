@@ -355,7 +355,7 @@ fn the_client_times_out_a_call_the_server_never_answers() {
         );
         // A stopped server reads nothing and answers nothing: only the client's own timer
         // can end these calls.
-        server.signal(libc::SIGSTOP);
+        server.freeze();
         let stopped = Stopped(&server);
         // A call with a long timeout goes first, so the connection's timer is set for it;
         // the short call after it must move the timer earlier.

@@ -201,9 +201,12 @@ impl<S: Service> Server<S> {
         shared.stats.connections.fetch_add(1, Ordering::Relaxed);
         shared.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
         async_std::task::spawn(async move {
+            // Locals drop in reverse order, on return and on unwind alike: the count goes
+            // down before `done` tells `run` this task has ended, so a drained server never
+            // reports a connection still counted.
+            let _done = done;
             let _counted = ConnectionCount(&shared.stats);
             connection::serve(stream, peer, &shared, signal).await;
-            drop(done);
         });
     }
 

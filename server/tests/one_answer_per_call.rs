@@ -8,8 +8,9 @@
 //!
 //! A call task that finishes at the same moment (on another executor thread, or woken by the
 //! same event) would queue its own answer too. These tests make the two meet every time, on
-//! any number of threads: the handler becomes ready without waking its task, so the task is
-//! polled again only when the read loop cancels it, and then finds its handler ready.
+//! any number of threads: once the call's own task has polled the handler and found it
+//! pending, the handler becomes ready without waking its task, so the task is polled again
+//! only when the read loop cancels it, and then finds its handler ready.
 //!
 //! It runs `rpckit_server::Server` in-process (the stock demo service has no such handler)
 //! on 127.0.0.1:0 and speaks to it through a raw session, so it sees every message.
@@ -51,16 +52,21 @@ enum Resp {
 }
 
 /// Ready once the flag is set, but never wakes its task: it is polled again only when its
-/// task is woken for another reason.
-struct Released(Arc<AtomicBool>);
+/// task is woken for another reason. Each poll that finds it pending is reported on the
+/// channel.
+struct Released {
+    release: Arc<AtomicBool>,
+    pending: async_std::channel::Sender<()>,
+}
 
 impl Future for Released {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
-        if self.0.load(Ordering::SeqCst) {
+        if self.release.load(Ordering::SeqCst) {
             Poll::Ready(())
         } else {
+            let _ = self.pending.try_send(());
             Poll::Pending
         }
     }
@@ -68,6 +74,7 @@ impl Future for Released {
 
 struct Holding {
     release: Arc<AtomicBool>,
+    pending: async_std::channel::Sender<()>,
 }
 
 impl Service for Holding {
@@ -78,7 +85,11 @@ impl Service for Holding {
         match request {
             Req::Ping => Ok(Resp::Pong),
             Req::Held => {
-                Released(self.release.clone()).await;
+                Released {
+                    release: self.release.clone(),
+                    pending: self.pending.clone(),
+                }
+                .await;
                 Ok(Resp::Released)
             }
         }
@@ -107,6 +118,7 @@ async fn next<R: futures_lite::io::AsyncRead + Unpin>(
 /// raw authenticated session to it. Dropping the returned sender stops the server.
 fn start(
     release: &Arc<AtomicBool>,
+    pending: &async_std::channel::Sender<()>,
     config: ServerConfig,
 ) -> (
     async_std::channel::Sender<()>,
@@ -123,6 +135,7 @@ fn start(
     let server = Server::new(
         Holding {
             release: release.clone(),
+            pending: pending.clone(),
         },
         ring,
         config,
@@ -150,10 +163,16 @@ fn start(
     (stop_tx, running, session)
 }
 
-/// Sends call 1 (`Held`) and call 2 (`Ping`); the Ping's answer proves the server has read
-/// call 1, so that call waits in its own task (its handler was not ready on the first poll).
-async fn hold_call_1<R, W>(reader: &mut SessionReader<R>, writer: &mut SessionWriter<W>)
-where
+/// Sends call 1 (`Held`) and call 2 (`Ping`), and returns once call 1 waits in its own task:
+/// the read loop polls a handler once in place and, if it is pending, gives it a task, whose
+/// first poll may come at any time after (late, on a busy machine). So this waits for two
+/// pending polls, the read loop's and the task's; from then on only a wake-up of the task
+/// polls the handler again.
+async fn hold_call_1<R, W>(
+    reader: &mut SessionReader<R>,
+    writer: &mut SessionWriter<W>,
+    pending: &async_std::channel::Receiver<()>,
+) where
     R: futures_lite::io::AsyncRead + Unpin,
     W: futures_lite::io::AsyncWrite + Unpin,
 {
@@ -167,6 +186,9 @@ where
             result: Ok(Resp::Pong)
         })
     );
+    for _ in 0..2 {
+        pending.recv().await.expect("the handler is polled");
+    }
 }
 
 fn call(id: u64, request: Req) -> ClientMessage<Req> {
@@ -180,15 +202,16 @@ fn call(id: u64, request: Req) -> ClientMessage<Req> {
 #[test]
 fn a_call_finishing_as_the_grace_period_ends_gets_one_answer_and_goodbye_comes_last() {
     let release = Arc::new(AtomicBool::new(false));
+    let (pending_tx, pending) = async_std::channel::unbounded();
     let config = ServerConfig {
         grace_period: GRACE,
         ..ServerConfig::default()
     };
-    let (stop_tx, running, session) = start(&release, config);
+    let (stop_tx, running, session) = start(&release, &pending_tx, config);
 
     let seen = within(STEP, async {
         let (mut reader, mut writer) = session.split();
-        hold_call_1(&mut reader, &mut writer).await;
+        hold_call_1(&mut reader, &mut writer, &pending).await;
 
         // From now on the handler is ready, but nothing wakes its task until the grace
         // period is over and the read loop cancels it.
@@ -227,11 +250,12 @@ fn a_call_finishing_as_the_grace_period_ends_gets_one_answer_and_goodbye_comes_l
 #[test]
 fn a_call_finishing_as_it_is_cancelled_sends_nothing_and_its_id_can_be_reused() {
     let release = Arc::new(AtomicBool::new(false));
-    let (stop_tx, running, session) = start(&release, ServerConfig::default());
+    let (pending_tx, pending) = async_std::channel::unbounded();
+    let (stop_tx, running, session) = start(&release, &pending_tx, ServerConfig::default());
 
     let seen = within(STEP, async {
         let (mut reader, mut writer) = session.split();
-        hold_call_1(&mut reader, &mut writer).await;
+        hold_call_1(&mut reader, &mut writer, &pending).await;
 
         // The handler is ready from now on; the Cancel wakes its task. A new call with the
         // same id goes in the same write.
