@@ -144,30 +144,32 @@ fn a_call_held_without_being_polled_does_not_stall_its_connection() {
     // unless the reader task can take the socket back (tried for W1; docs/PERFORMANCE.md).
     let key = TestKey::new("calls-held");
     let server = ServerProcess::start(&key.path, &[]);
+    // Pings every 100 ms; a pong may take up to 2 s (a busy machine can hold a round trip up
+    // for hundreds of milliseconds), so only pongs left unread end the connection.
     let config = ClientConfig {
         keepalive_interval: Duration::from_millis(100),
-        keepalive_timeout: Duration::from_millis(200),
+        keepalive_timeout: Duration::from_secs(2),
         ..ClientConfig::default()
     };
     let held = client(server.addr, &key, config);
     let other = client(server.addr, &key, ClientConfig::default());
 
     within(Duration::from_secs(30), async {
-        let mut sleep = Box::pin(held.call(Request::Sleep { ms: 1500 }));
+        let mut sleep = Box::pin(held.call(Request::Sleep { ms: 3000 }));
         assert!(future::poll_once(&mut sleep).await.is_none());
-        // Time passes on another connection, with the Sleep held and not polled: more than
-        // enough keepalive rounds (interval + timeout) to declare the server unresponsive if
-        // nobody read the pongs.
+        // Time passes on another connection, with the Sleep held and not polled: longer than
+        // interval + timeout (2.1 s), so the server would be declared unresponsive if nobody
+        // read the pongs.
         assert_eq!(
             other
-                .call(Request::Sleep { ms: 1000 })
+                .call(Request::Sleep { ms: 2500 })
                 .await
                 .expect("other"),
-            Response::Slept { ms: 1000 }
+            Response::Slept { ms: 2500 }
         );
         assert_eq!(
             sleep.await.expect("the held call is answered"),
-            Response::Slept { ms: 1500 }
+            Response::Slept { ms: 3000 }
         );
         assert_eq!(
             held.call(Request::Ping).await.expect("ping"),
@@ -248,7 +250,17 @@ fn calls_after_an_idle_close_reconnect_by_themselves() {
     const STEP: Duration = Duration::from_secs(10);
     let key = TestKey::new("idle");
     let server = ServerProcess::start(&key.path, &["--idle-timeout", "300ms"]);
-    let client = client(server.addr, &key, ClientConfig::default());
+    // Each call that opens a connection travels with the handshake's proof, so the server
+    // reads it before its idle clock can run out, however slowly the test itself runs.
+    let client: Client<Request, Response> = Client::lazy(
+        server.addr.to_string(),
+        key.id.clone(),
+        key.key.clone(),
+        ClientConfig {
+            pipeline_first_call: true,
+            ..ClientConfig::default()
+        },
+    );
     for round in 0..3 {
         let text = format!("round {round}");
         let answer = within(STEP, client.call(Request::Uppercase(text.clone())));
@@ -260,7 +272,8 @@ fn calls_after_an_idle_close_reconnect_by_themselves() {
             .wait_for_log("idle for", STEP)
             .unwrap_or_else(|| panic!("no idle close; log:\n{}", server.log_text()));
     }
-    // Three connections were authenticated: the first and one per idle close before a call.
+    // Three connections were authenticated: one per call, each after an idle close but the
+    // first.
     assert_eq!(
         server.log_count("authenticated"),
         3,

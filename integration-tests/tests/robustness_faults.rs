@@ -118,15 +118,20 @@ fn case_29_half_closed_socket_still_gets_its_answer_then_close() {
     within(STEP, async {
         let (stream, session) = raw_session(server.addr, &key).await;
         let (mut reader, mut writer) = session.split();
+        // The server is stopped while the calls and the FIN are sent, so it reads them
+        // together: the end of stream comes while the Sleep is running, however busy the
+        // machine.
+        server.freeze();
         send(
             &mut writer,
             &[
-                call(1, Request::Sleep { ms: 200 }),
+                call(1, Request::Sleep { ms: 1000 }),
                 call(2, Request::Uppercase("half".into())),
             ],
         )
         .await;
         stream.shutdown(Shutdown::Write).unwrap();
+        server.signal(libc::SIGCONT);
         let (got, end) = until_closed(&mut reader).await;
         assert_eq!(end, Ok(()));
         let mut answers = HashMap::new();
@@ -138,7 +143,7 @@ fn case_29_half_closed_socket_still_gets_its_answer_then_close() {
                 );
             }
         }
-        assert_eq!(answers[&1], Ok(Response::Slept { ms: 200 }));
+        assert_eq!(answers[&1], Ok(Response::Slept { ms: 1000 }));
         assert_eq!(answers[&2], Ok(Response::Uppercase("HALF".into())));
         assert_eq!(got.last(), Some(&ServerMessage::Goodbye), "{got:?}");
     });
@@ -254,15 +259,17 @@ fn case_30_idle_connection_is_closed_after_the_idle_timeout() {
     within(STEP, async {
         let (_s, session) = raw_session(server.addr, &key).await;
         let (mut reader, mut writer) = session.split();
+        // Taken before the call is sent: the server's idle clock starts when it reads the
+        // call, later, so the goodbye cannot come sooner than the idle timeout after this.
+        let started = Instant::now();
         send(&mut writer, &[call(1, Request::Ping)]).await;
         assert_eq!(reply_to(&mut reader, 1).await, Ok(Response::Pong));
-        let started = Instant::now();
         // Then nothing: the server says goodbye and closes at the idle timeout.
         let (got, end) = until_closed(&mut reader).await;
         assert_eq!(end, Ok(()));
         assert_eq!(got, vec![ServerMessage::Goodbye]);
         let took = started.elapsed();
-        assert!(took >= Duration::from_millis(450), "{took:?}");
+        assert!(took >= Duration::from_millis(500), "{took:?}");
     });
     let line = server
         .wait_for_log("idle for 500ms", STEP)
@@ -295,8 +302,10 @@ fn case_30_client_keepalive_detects_a_silent_server_outcome_unknown() {
             let _ = hold_rx.recv().await;
             drop(session);
         });
+        // The first ping goes 2 s after connecting, so the call below is written before it
+        // even on a busy machine; then 200 ms without a pong ends the connection.
         let config = ClientConfig {
-            keepalive_interval: Duration::from_millis(200),
+            keepalive_interval: Duration::from_secs(2),
             keepalive_timeout: Duration::from_millis(200),
             call_timeout: None,
             reconnect_attempts: 0,
@@ -440,6 +449,8 @@ fn case_33_sigterm_drains_calls_in_flight_and_exits_zero() {
 
     within(STEP, async {
         // Raw session: three sleeps, then a ping call whose answer proves they are running.
+        // Call 6 outlasts the grace period, so the connection is still draining (and reads
+        // call 5) however long the signal takes to arrive; it is answered `ShuttingDown`.
         let (_s, session) = raw_session(server.addr, &key).await;
         let (mut reader, mut writer) = session.split();
         send(
@@ -448,6 +459,7 @@ fn case_33_sigterm_drains_calls_in_flight_and_exits_zero() {
                 call(1, Request::Sleep { ms: 1000 }),
                 call(2, Request::Sleep { ms: 1000 }),
                 call(3, Request::Sleep { ms: 1000 }),
+                call(6, Request::Sleep { ms: 600_000 }),
                 call(4, Request::Ping),
             ],
         )
@@ -488,7 +500,8 @@ fn case_33_sigterm_drains_calls_in_flight_and_exits_zero() {
         }
         assert_eq!(outcomes[&4], vec![Ok(Response::Pong)]);
         assert_eq!(outcomes[&5], vec![Err(RpcError::ShuttingDown)]);
-        assert_eq!(outcomes.len(), 5, "every call exactly one outcome");
+        assert_eq!(outcomes[&6], vec![Err(RpcError::ShuttingDown)]);
+        assert_eq!(outcomes.len(), 6, "every call exactly one outcome");
     });
 
     let (sleeps, pong) = library.join().expect("library caller");

@@ -68,7 +68,10 @@ fn case_13_wrong_mac_is_closed_with_a_generic_failure() {
 #[test]
 fn case_14_proof_of_0_31_or_33_bytes_is_rejected_without_panic() {
     let key = TestKey::new("hs");
-    let server = server(&key, &["--handshake-timeout", "500ms"]);
+    // The steps that must finish the handshake run against the default timeout; only the
+    // ones waiting for the deadline use a server with a short one.
+    let short_deadline = server(&key, &["--handshake-timeout", "500ms"]);
+    let server = server(&key, &[]);
 
     // 0 and 31 proof bytes, then FIN: closed, nothing sent back.
     for n in [0usize, 31] {
@@ -81,7 +84,7 @@ fn case_14_proof_of_0_31_or_33_bytes_is_rejected_without_panic() {
     }
     // 0 and 31 proof bytes, connection left open: closed at the handshake deadline.
     for n in [0usize, 31] {
-        let mut s = tcp(server.addr);
+        let mut s = tcp(short_deadline.addr);
         let (nc, _) = hello(&key);
         hello_exchange(&mut s, &key, &nc);
         s.write_all(&proof_msg(&vec![0xAB; n])).unwrap();
@@ -228,12 +231,13 @@ fn case_17_request_before_authentication_is_closed_never_dispatched() {
 fn case_18_silent_peer_closed_at_handshake_deadline() {
     let key = TestKey::new("hs");
     let server = server(&key, &["--handshake-timeout", "500ms"]);
-    let mut s = tcp(server.addr);
+    // Before connecting: the server's deadline starts when it accepts, later.
     let started = Instant::now();
+    let mut s = tcp(server.addr);
     assert_eq!(rest(&mut s), b"", "closed without a word");
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(450),
+        took >= Duration::from_millis(500),
         "closed by the deadline, not before: {took:?}"
     );
     assert!(
@@ -250,6 +254,8 @@ fn case_19_handshake_dripped_one_byte_per_interval_is_closed_at_the_deadline() {
     // A long key id makes the hello 80 bytes: 8 s at one byte per 100 ms.
     let key = TestKey::new("slowloris-slowloris-slowloris-slowloris");
     let server = server(&key, &["--handshake-timeout", "1s"]);
+    // Before connecting: the server's deadline starts when it accepts, later.
+    let started = Instant::now();
     let mut s = tcp(server.addr);
     let (_, hello_bytes) = hello(&key);
     assert!(hello_bytes.len() >= 79);
@@ -259,7 +265,6 @@ fn case_19_handshake_dripped_one_byte_per_interval_is_closed_at_the_deadline() {
         let got = read_to_end(&mut reader, Duration::from_secs(30), 1 << 16);
         let _ = closed_tx.send((Instant::now(), got));
     });
-    let started = Instant::now();
     let mut sent = 0;
     let mut closed = None;
     for b in &hello_bytes {
@@ -287,7 +292,7 @@ fn case_19_handshake_dripped_one_byte_per_interval_is_closed_at_the_deadline() {
         "closed mid-hello, after {sent} bytes"
     );
     let took = at - started;
-    assert!(took >= Duration::from_millis(900), "{took:?}");
+    assert!(took >= Duration::from_secs(1), "{took:?}");
     // Not reset per byte: well before the whole hello (8 s) would have been dribbled.
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert!(server

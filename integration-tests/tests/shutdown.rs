@@ -46,8 +46,9 @@ fn sigterm_lets_a_slow_call_finish_then_exits_0() {
 
     within(STEP, async {
         // A slow call through the library; the Ping answered after it proves the server has
-        // read it, so it is running when the signal comes.
-        let mut slow = Box::pin(lib.call(Request::Sleep { ms: 2000 }));
+        // read it, so it is running when the signal comes (4 s leaves room for a busy machine
+        // between here and the signal).
+        let mut slow = Box::pin(lib.call(Request::Sleep { ms: 4000 }));
         assert!(future::poll_once(&mut slow).await.is_none());
         assert_eq!(lib.call(Request::Ping).await.expect("ping"), Response::Pong);
 
@@ -55,7 +56,7 @@ fn sigterm_lets_a_slow_call_finish_then_exits_0() {
         let (_stream, session) = raw_session(addr, &key).await;
         let (mut reader, mut writer) = session.split();
         writer
-            .push_client(&call(1, Request::Sleep { ms: 2000 }))
+            .push_client(&call(1, Request::Sleep { ms: 4000 }))
             .unwrap();
         writer
             .push_client(&ClientMessage::<Request>::Ping { nonce: 7 })
@@ -104,13 +105,13 @@ fn sigterm_lets_a_slow_call_finish_then_exits_0() {
         // Both slow calls finish with their answers.
         assert_eq!(
             slow.await.expect("slow call answered"),
-            Response::Slept { ms: 2000 }
+            Response::Slept { ms: 4000 }
         );
         assert_eq!(
             next_message(&mut reader).await,
             ServerMessage::Reply {
                 id: 1,
-                result: Ok(Response::Slept { ms: 2000 })
+                result: Ok(Response::Slept { ms: 4000 })
             }
         );
         assert_eq!(next_message(&mut reader).await, ServerMessage::Goodbye);

@@ -73,8 +73,6 @@ fn soak_with_faults_loses_no_call() {
         &[
             "--max-in-flight",
             "64",
-            "--handshake-timeout",
-            "1s",
             "--auth-failure-limit",
             "0",
             "--log-level",

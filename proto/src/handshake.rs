@@ -453,18 +453,30 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    accept_reporting(r, w, keyring, config, || {}).await
+    accept_reporting(r, w, keyring, config, |_| {}).await
 }
 
-/// Like [`accept`], and calls `on_auth_failure` when the client's proof fails (an unknown key
-/// id or a wrong key) *before* the refusal is sent: a server that counts failures per address
-/// has counted this one before the client can learn of it and try again.
+/// What the server made of the client's proof, reported by [`accept_reporting`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProofVerdict {
+    /// The proof is right for a key in the keyring: the client is authenticated.
+    Accepted,
+    /// An unknown key id or a wrong key: the client is refused `AuthFailed`.
+    Rejected,
+}
+
+/// Like [`accept`], and calls `on_verdict` once the client's proof is checked, *before* the
+/// peer is told the outcome (by the ServerProof or the refusal). A server that counts
+/// failures per address has counted this one before the client can learn of it and try
+/// again; one that counts connections still in their handshake has counted this one out
+/// before the client can open the next. Not called if the handshake ends before a proof
+/// arrives (a malformed hello, a timeout, a peer that leaves).
 pub async fn accept_reporting<R, W>(
     r: R,
     w: W,
     keyring: &Keyring,
     config: &HandshakeConfig,
-    on_auth_failure: impl FnOnce(),
+    on_verdict: impl FnOnce(ProofVerdict),
 ) -> Result<Session<R, W>, HandshakeError>
 where
     R: AsyncRead + Unpin,
@@ -472,7 +484,7 @@ where
 {
     with_timeout(
         config.timeout,
-        accept_with_nonce(r, w, keyring, config, nonce(), on_auth_failure),
+        accept_with_nonce(r, w, keyring, config, nonce(), on_verdict),
     )
     .await
 }
@@ -484,7 +496,7 @@ pub(crate) async fn accept_with_nonce<R, W>(
     keyring: &Keyring,
     config: &HandshakeConfig,
     nonce_s: [u8; NONCE_LEN],
-    on_auth_failure: impl FnOnce(),
+    on_verdict: impl FnOnce(ProofVerdict),
 ) -> Result<Session<R, W>, HandshakeError>
 where
     R: AsyncRead + Unpin,
@@ -524,7 +536,7 @@ where
         .is_ok();
     reader.consume(CLIENT_PROOF_LEN);
     if known.is_none() || !verified {
-        on_auth_failure();
+        on_verdict(ProofVerdict::Rejected);
         let _ = send(&mut w, &[TYPE_SERVER_PROOF, Refusal::AuthFailed.code()]).await;
         return Err(match known {
             None => HandshakeError::UnknownKeyId(key_id.as_str().to_owned()),
@@ -532,6 +544,7 @@ where
         });
     }
 
+    on_verdict(ProofVerdict::Accepted);
     let mut finish = vec![TYPE_SERVER_PROOF, STATUS_OK];
     finish.extend_from_slice(&server_proof(key, &key_id, &nonce_c, &nonce_s));
     // A client that sent frames with its proof gets our proof in front of the answers to

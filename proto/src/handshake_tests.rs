@@ -25,9 +25,9 @@ use crate::frame::{split_frame, FrameError, FrameLimits, DEFAULT_MAX_FRAME};
 use crate::handshake::{
     accept, accept_reporting, accept_with_nonce, client_hello, client_proof, connect,
     connect_pipelined_with_nonce, connect_with_nonce, derive_session_keys, nonce, os_random,
-    server_hello, server_proof, server_refusal, HandshakeConfig, HandshakeError, Refusal,
-    SessionKeys, MAGIC, NONCE_LEN, TYPE_CLIENT_HELLO, TYPE_CLIENT_PROOF, TYPE_SERVER_HELLO,
-    TYPE_SERVER_PROOF,
+    server_hello, server_proof, server_refusal, HandshakeConfig, HandshakeError, ProofVerdict,
+    Refusal, SessionKeys, MAGIC, NONCE_LEN, TYPE_CLIENT_HELLO, TYPE_CLIENT_PROOF,
+    TYPE_SERVER_HELLO, TYPE_SERVER_PROOF,
 };
 use crate::keyring::{KeyId, Keyring, SecretKey};
 use crate::message::{decode_client, decode_server, ClientMessage, ServerMessage};
@@ -163,7 +163,7 @@ where
         client
     };
     let (result, client) = zip(
-        accept_with_nonce(server, writer, &ring, &config, NONCE_S, || {}),
+        accept_with_nonce(server, writer, &ring, &config, NONCE_S, |_| {}),
         client_side,
     )
     .await;
@@ -312,7 +312,7 @@ async fn established() -> Established {
     let (ring, config) = (ring(), config());
     let (client, server) = zip(
         connect_with_nonce(a.clone(), a.clone(), &id(), &key(), &config, NONCE_C),
-        accept_with_nonce(b.clone(), b.clone(), &ring, &config, NONCE_S, || {}),
+        accept_with_nonce(b.clone(), b.clone(), &ring, &config, NONCE_S, |_| {}),
     )
     .await;
     Established {
@@ -328,33 +328,35 @@ async fn established() -> Established {
 // Success
 
 #[test]
-fn accept_reporting_reports_auth_failures_before_the_client_hears_of_them() {
+fn accept_reporting_reports_each_verdict_before_the_client_hears_of_it() {
     run(async {
         let (ring, config) = (ring(), config());
         let other_key = SecretKey::new(vec![9u8; 32]).unwrap();
         let unknown_id = KeyId::new("nobody").unwrap();
-        for (client_id, client_key, fails) in [
-            (id(), key(), false),
-            (id(), other_key.clone(), true),
-            (unknown_id, other_key, true),
+        for (client_id, client_key, verdict) in [
+            (id(), key(), ProofVerdict::Accepted),
+            (id(), other_key.clone(), ProofVerdict::Rejected),
+            (unknown_id, other_key, ProofVerdict::Rejected),
         ] {
             let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
             // A second handle on the client's socket, to see whether the refusal has arrived.
             let probe = a.try_clone().unwrap();
             probe.set_nonblocking(true).unwrap();
             let (a, b) = (UnixStream::from(a), UnixStream::from(b));
-            let reported = std::cell::Cell::new(false);
-            let server_side = accept_reporting(b.clone(), b.clone(), &ring, &config, || {
-                // The client has not been told yet: nothing waits unread on its socket.
+            let reported = std::cell::Cell::new(None);
+            let server_side = accept_reporting(b.clone(), b.clone(), &ring, &config, |v| {
+                // The client has not been told yet: after the ServerHello (read by the client
+                // before it sent its proof), nothing waits unread on its socket.
                 match std::io::Read::read(&mut &probe, &mut [0u8; 8]) {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     other => panic!("reported after the client heard: {other:?}"),
                 }
-                reported.set(true);
+                reported.set(Some(v));
             });
             let client_side = connect(a.clone(), a.clone(), &client_id, &client_key, &config);
             let (server, client) = zip(server_side, client_side).await;
-            assert_eq!(reported.get(), fails, "key id {client_id}");
+            assert_eq!(reported.get(), Some(verdict), "key id {client_id}");
+            let fails = verdict == ProofVerdict::Rejected;
             assert_eq!(server.is_err(), fails);
             assert_eq!(client.is_err(), fails);
         }
@@ -544,7 +546,7 @@ fn wrong_key_fails_on_both_sides() {
         let (ring, config) = (ring(), config());
         let (client, server) = zip(
             connect_with_nonce(a.clone(), a, &id(), &other_key(), &config, NONCE_C),
-            accept_with_nonce(b.clone(), b, &ring, &config, NONCE_S, || {}),
+            accept_with_nonce(b.clone(), b, &ring, &config, NONCE_S, |_| {}),
         )
         .await;
         let server = server.unwrap_err();
@@ -567,7 +569,7 @@ fn unknown_key_id_fails_on_both_sides() {
         let nobody = KeyId::new("nobody").unwrap();
         let (client, server) = zip(
             connect_with_nonce(a.clone(), a, &nobody, &key(), &config, NONCE_C),
-            accept_with_nonce(b.clone(), b, &ring, &config, NONCE_S, || {}),
+            accept_with_nonce(b.clone(), b, &ring, &config, NONCE_S, |_| {}),
         )
         .await;
         assert!(matches!(
@@ -1363,7 +1365,7 @@ fn frame_pipelined_with_the_proof_is_read_by_the_session() {
         let (a, b) = pair();
         write(&a, &all).await;
         let (w, log) = Recorder::new(b.clone());
-        let mut server = accept_with_nonce(b, w, &ring(), &config(), NONCE_S, || {})
+        let mut server = accept_with_nonce(b, w, &ring(), &config(), NONCE_S, |_| {})
             .await
             .unwrap();
         assert!(
@@ -1425,7 +1427,7 @@ fn connect_pipelined_sends_its_first_frames_in_the_proofs_write() {
         let (ring, config) = (ring(), config());
         let (w, log) = Recorder::new(a.clone());
         let server_side = async {
-            let mut server = accept_with_nonce(b.clone(), b, &ring, &config, NONCE_S, || {})
+            let mut server = accept_with_nonce(b.clone(), b, &ring, &config, NONCE_S, |_| {})
                 .await
                 .unwrap();
             // The server reads them as the session's first frames (sequence numbers 0 and 1).
@@ -1480,7 +1482,7 @@ fn connect_pipelined_against_a_wrong_key_fails_and_the_server_runs_nothing() {
                 NONCE_C,
                 |w| w.push_client(&call(7, "now")),
             ),
-            accept_with_nonce(b.clone(), b, &ring, &config, NONCE_S, || {}),
+            accept_with_nonce(b.clone(), b, &ring, &config, NONCE_S, |_| {}),
         )
         .await;
         assert!(matches!(

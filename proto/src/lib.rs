@@ -35,7 +35,7 @@ pub mod transport;
 
 pub use codec::{DecodeError, EncodeError};
 pub use frame::{BufferBudget, FrameError, FrameLimits, DEFAULT_MAX_FRAME};
-pub use handshake::{HandshakeConfig, HandshakeError, Refusal};
+pub use handshake::{HandshakeConfig, HandshakeError, ProofVerdict, Refusal};
 pub use keyring::{KeyError, KeyId, Keyring, SecretKey};
 pub use message::{ClientMessage, RpcError, ServerMessage};
 pub use outbox::{Flushed, Outbox, OutboxError, Ticket};

@@ -357,7 +357,7 @@ fn real_handshake_and_first_frames_write_exactly_the_vectors() {
                 &ring,
                 &config,
                 array32(NONCE_S),
-                || {},
+                |_| {},
             ),
         )
         .await;

@@ -19,7 +19,7 @@ use async_channel::{Receiver, Sender};
 use futures_lite::future;
 use futures_lite::io::AsyncReadExt;
 use futures_lite::{FutureExt, StreamExt};
-use rpckit_proto::handshake::{self, HandshakeConfig};
+use rpckit_proto::handshake::{self, HandshakeConfig, ProofVerdict};
 use rpckit_proto::message::decode_client;
 use rpckit_proto::timer::{self, Sleep};
 use rpckit_proto::{
@@ -48,22 +48,33 @@ pub(crate) async fn serve<S: Service>(
     shutdown: ShutdownSignal,
 ) {
     // The accept loop counted this connection as unauthenticated before spawning us.
-    let unauthenticated = AdoptedGauge(&shared.stats.unauthenticated);
+    let mut unauthenticated = Some(AdoptedGauge(&shared.stats.unauthenticated));
     let config = HandshakeConfig {
         timeout: shared.config.handshake_timeout,
         max_frame: shared.config.max_frame,
     };
-    // A failed proof is counted against the address before the refusal is sent, so that the
-    // client cannot come back before its failure counts.
+    // Both happen once the proof is checked, before the peer hears the verdict: a failed
+    // proof counts against the address, so the client cannot come back before its failure
+    // counts; and the connection leaves the unauthenticated count, so a client that has the
+    // server's proof can open its next connection without finding this one still counted.
     let mut penalised = false;
-    let session =
-        handshake::accept_reporting(stream.reader(), &stream, &shared.keyring, &config, || {
-            penalised = shared
-                .penalties
-                .record_failure(peer.ip(), Instant::now())
-                .is_some();
-        })
-        .await;
+    let session = handshake::accept_reporting(
+        stream.reader(),
+        &stream,
+        &shared.keyring,
+        &config,
+        |verdict| {
+            unauthenticated = None;
+            if verdict == ProofVerdict::Rejected {
+                penalised = shared
+                    .penalties
+                    .record_failure(peer.ip(), Instant::now())
+                    .is_some();
+            }
+        },
+    )
+    .await;
+    // A handshake that ended before its proof was checked leaves the count here.
     drop(unauthenticated);
     let session = match session {
         Ok(session) => session,
