@@ -11,45 +11,31 @@ mod common;
 
 use std::time::Duration;
 
-use common::within;
+use common::{within, InProcess};
 use rpckit_client::{Client, ClientConfig};
 use rpckit_proto::demo::{Request, Response};
-use rpckit_proto::{KeyId, Keyring, SecretKey};
-use rpckit_server::{DemoService, Server, ServerConfig};
+use rpckit_server::{DemoService, ServerConfig};
 
 const STEP: Duration = Duration::from_secs(30);
 
 #[test]
 fn a_connected_client_is_counted_authenticated_and_a_stopped_server_counts_none() {
     const CONNECTIONS: usize = 200;
-    let id = KeyId::new("counts").unwrap();
-    let key = SecretKey::generate();
-    let mut ring = Keyring::new();
-    ring.insert(id.clone(), key.clone());
-    let listener =
-        within(STEP, async_std::net::TcpListener::bind("127.0.0.1:0")).expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().unwrap();
     let config = ServerConfig {
         // One slot: a connection still counted after its handshake would refuse the next.
         max_unauthenticated: 1,
         ..ServerConfig::default()
     };
-    let server = Server::new(DemoService, ring, config);
-    let stats = server.stats();
-    let (stop_tx, stop_rx) = async_std::channel::bounded::<()>(1);
-    let running = std::thread::spawn(move || {
-        async_std::task::block_on(server.run(listener, async move {
-            let _ = stop_rx.recv().await;
-        }))
-    });
+    let server = InProcess::start("counts", DemoService, config);
+    let stats = server.stats.clone();
 
     let clients = within(STEP, async {
         let mut clients = Vec::new();
         for n in 1..=CONNECTIONS {
             let client = Client::<Request, Response>::connect(
-                addr.to_string(),
-                id.clone(),
-                key.clone(),
+                server.addr.to_string(),
+                server.id.clone(),
+                server.key.clone(),
                 ClientConfig {
                     reconnect_attempts: 0,
                     ..ClientConfig::default()
@@ -72,8 +58,7 @@ fn a_connected_client_is_counted_authenticated_and_a_stopped_server_counts_none(
         clients
     });
 
-    drop(stop_tx);
-    let result = running.join().expect("server thread did not panic");
+    let result = server.stop();
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(stats.snapshot().connections, 0, "connections left counted");
     drop(clients);

@@ -24,14 +24,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use common::within;
+use common::{within, InProcess};
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_server;
-use rpckit_proto::{
-    ClientMessage, KeyId, Keyring, RpcError, SecretKey, ServerMessage, Session, SessionReader,
-    SessionWriter,
-};
-use rpckit_server::{CallContext, Server, ServerConfig, Service};
+use rpckit_proto::{ClientMessage, RpcError, ServerMessage, Session, SessionReader, SessionWriter};
+use rpckit_server::{CallContext, ServerConfig, Service};
 use serde::{Deserialize, Serialize};
 
 const STEP: Duration = Duration::from_secs(30);
@@ -114,53 +111,36 @@ async fn next<R: futures_lite::io::AsyncRead + Unpin>(
     })
 }
 
-/// A server on 127.0.0.1:0 serving [`Holding`] with `config`, on a thread of its own, and a
-/// raw authenticated session to it. Dropping the returned sender stops the server.
+/// A server on 127.0.0.1:0 serving [`Holding`] with `config`, and a raw authenticated
+/// session to it.
 fn start(
     release: &Arc<AtomicBool>,
     pending: &async_std::channel::Sender<()>,
     config: ServerConfig,
 ) -> (
-    async_std::channel::Sender<()>,
-    std::thread::JoinHandle<std::io::Result<()>>,
+    InProcess,
     Session<async_std::net::TcpStream, async_std::net::TcpStream>,
 ) {
-    let id = KeyId::new("one-answer").unwrap();
-    let key = SecretKey::generate();
-    let mut ring = Keyring::new();
-    ring.insert(id.clone(), key.clone());
-    let listener =
-        within(STEP, async_std::net::TcpListener::bind("127.0.0.1:0")).expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().unwrap();
-    let server = Server::new(
-        Holding {
-            release: release.clone(),
-            pending: pending.clone(),
-        },
-        ring,
-        config,
-    );
-    let (stop_tx, stop_rx) = async_std::channel::bounded::<()>(1);
-    let running = std::thread::spawn(move || {
-        async_std::task::block_on(server.run(listener, async move {
-            let _ = stop_rx.recv().await;
-        }))
-    });
+    let holding = Holding {
+        release: release.clone(),
+        pending: pending.clone(),
+    };
+    let server = InProcess::start("one-answer", holding, config);
     let session = within(STEP, async {
-        let stream = async_std::net::TcpStream::connect(addr)
+        let stream = async_std::net::TcpStream::connect(server.addr)
             .await
             .expect("connect");
         handshake::connect(
             stream.clone(),
             stream,
-            &id,
-            &key,
+            &server.id,
+            &server.key,
             &HandshakeConfig::default(),
         )
         .await
         .expect("handshake")
     });
-    (stop_tx, running, session)
+    (server, session)
 }
 
 /// Sends call 1 (`Held`) and call 2 (`Ping`), and returns once call 1 waits in its own task:
@@ -207,7 +187,7 @@ fn a_call_finishing_as_the_grace_period_ends_gets_one_answer_and_goodbye_comes_l
         grace_period: GRACE,
         ..ServerConfig::default()
     };
-    let (stop_tx, running, session) = start(&release, &pending_tx, config);
+    let (server, session) = start(&release, &pending_tx, config);
 
     let seen = within(STEP, async {
         let (mut reader, mut writer) = session.split();
@@ -216,7 +196,7 @@ fn a_call_finishing_as_the_grace_period_ends_gets_one_answer_and_goodbye_comes_l
         // From now on the handler is ready, but nothing wakes its task until the grace
         // period is over and the read loop cancels it.
         release.store(true, Ordering::SeqCst);
-        stop_tx.send(()).await.expect("server still running");
+        server.shut_down();
         assert_eq!(
             next(&mut reader).await,
             Some(ServerMessage::GoingAway { grace: GRACE })
@@ -243,7 +223,7 @@ fn a_call_finishing_as_the_grace_period_ends_gets_one_answer_and_goodbye_comes_l
         ],
         "call 1 must be answered exactly once, and nothing may follow the goodbye"
     );
-    let result = running.join().expect("server thread did not panic");
+    let result = server.stop();
     assert!(result.is_ok(), "{result:?}");
 }
 
@@ -251,7 +231,7 @@ fn a_call_finishing_as_the_grace_period_ends_gets_one_answer_and_goodbye_comes_l
 fn a_call_finishing_as_it_is_cancelled_sends_nothing_and_its_id_can_be_reused() {
     let release = Arc::new(AtomicBool::new(false));
     let (pending_tx, pending) = async_std::channel::unbounded();
-    let (stop_tx, running, session) = start(&release, &pending_tx, ServerConfig::default());
+    let (server, session) = start(&release, &pending_tx, ServerConfig::default());
 
     let seen = within(STEP, async {
         let (mut reader, mut writer) = session.split();
@@ -298,7 +278,6 @@ fn a_call_finishing_as_it_is_cancelled_sends_nothing_and_its_id_can_be_reused() 
         ],
         "the cancelled call 1 must send nothing; the new call 1 gets its own answer"
     );
-    drop(stop_tx);
-    let result = running.join().expect("server thread did not panic");
+    let result = server.stop();
     assert!(result.is_ok(), "{result:?}");
 }

@@ -8,10 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::within;
+use common::{within, InProcess};
 use rpckit_client::{CallError, Client, ClientConfig};
-use rpckit_proto::{KeyId, Keyring, RpcError, SecretKey};
-use rpckit_server::{CallContext, Server, ServerConfig, Service};
+use rpckit_proto::RpcError;
+use rpckit_server::{CallContext, ServerConfig, Service};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -61,31 +61,12 @@ impl Service for Panicky {
 
 #[test]
 fn case_37_panic_in_one_handler_fails_that_call_only_server_survives() {
-    let id = KeyId::new("panic").unwrap();
-    let key = SecretKey::generate();
-    let mut ring = Keyring::new();
-    ring.insert(id.clone(), key.clone());
-
-    let listener = within(
-        Duration::from_secs(10),
-        async_std::net::TcpListener::bind("127.0.0.1:0"),
-    )
-    .expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().unwrap();
-    let server = Server::new(Panicky, ring, ServerConfig::default());
-    let stats = server.stats();
-    let (stop_tx, stop_rx) = async_std::channel::bounded::<()>(1);
-    let running = std::thread::spawn(move || {
-        async_std::task::block_on(server.run(listener, async move {
-            let _ = stop_rx.recv().await;
-        }))
-    });
-
+    let server = InProcess::start("panic", Panicky, ServerConfig::default());
     let connect = || {
         Client::<Req, Resp>::connect(
-            addr.to_string(),
-            id.clone(),
-            key.clone(),
+            server.addr.to_string(),
+            server.id.clone(),
+            server.key.clone(),
             ClientConfig::default(),
         )
     };
@@ -127,6 +108,7 @@ fn case_37_panic_in_one_handler_fails_that_call_only_server_survives() {
         client.close().await;
         other.close().await;
     });
+    let stats = server.stats.clone();
     assert_eq!(
         stats.snapshot().calls_in_flight,
         0,
@@ -134,8 +116,7 @@ fn case_37_panic_in_one_handler_fails_that_call_only_server_survives() {
     );
 
     // The server is alive and shuts down cleanly, every connection counted out.
-    drop(stop_tx);
-    let result = running.join().expect("server thread did not panic");
+    let result = server.stop();
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(stats.snapshot().connections, 0, "connections left counted");
 }

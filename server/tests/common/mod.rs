@@ -1,5 +1,8 @@
 //! Helpers shared by the server crate's in-process tests.
 
+// Each test crate includes this module and uses a part of it.
+#![allow(dead_code)]
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -13,4 +16,67 @@ pub fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
         .await
     })
     .unwrap_or_else(|| panic!("test step did not finish within {limit:?}"))
+}
+
+/// A `rpckit_server::Server` running in this process on 127.0.0.1:0, on a thread of its own,
+/// with a keyring of one fresh key.
+pub struct InProcess {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// The id of its one key.
+    pub id: rpckit_proto::KeyId,
+    /// Its one key.
+    pub key: rpckit_proto::SecretKey,
+    /// Its live counts.
+    pub stats: std::sync::Arc<rpckit_server::ServerStats>,
+    stop: async_std::channel::Sender<()>,
+    running: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl InProcess {
+    /// Starts `service` with `config` under the key id `label`.
+    pub fn start<S: rpckit_server::Service>(
+        label: &str,
+        service: S,
+        config: rpckit_server::ServerConfig,
+    ) -> Self {
+        let id = rpckit_proto::KeyId::new(label).unwrap();
+        let key = rpckit_proto::SecretKey::generate();
+        let mut ring = rpckit_proto::Keyring::new();
+        ring.insert(id.clone(), key.clone());
+        let listener = within(
+            Duration::from_secs(10),
+            async_std::net::TcpListener::bind("127.0.0.1:0"),
+        )
+        .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().unwrap();
+        let server = rpckit_server::Server::new(service, ring, config);
+        let stats = server.stats();
+        let (stop, stop_rx) = async_std::channel::bounded::<()>(1);
+        let running = std::thread::spawn(move || {
+            async_std::task::block_on(server.run(listener, async move {
+                let _ = stop_rx.recv().await;
+            }))
+        });
+        InProcess {
+            addr,
+            id,
+            key,
+            stats,
+            stop,
+            running,
+        }
+    }
+
+    /// Triggers the server's shutdown (as SIGTERM does for `rpc-server`), without waiting.
+    pub fn shut_down(&self) {
+        let _ = self.stop.try_send(());
+    }
+
+    /// Shuts the server down and returns what `Server::run` returned, failing the test if its
+    /// thread panicked.
+    pub fn stop(self) -> std::io::Result<()> {
+        drop(self.stop);
+        self.running.join().expect("server thread did not panic")
+    }
 }
