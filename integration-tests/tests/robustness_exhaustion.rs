@@ -448,6 +448,9 @@ fn case_27_concurrent_max_size_frames_are_bounded_by_the_global_buffer_budget() 
         CONNECTIONS - answered
     );
     // Their buffers went back to the budget when they closed: a max-size call fits again.
+    // Those answered, and the small call's connection, were closed by this side; the server
+    // gives a buffer back as soon as it has read the end of stream, before it logs the close.
+    assert!(server.wait_for_log_count("closed: peer closed the connection", answered + 1, STEP));
     within(STEP, async {
         let (_s, session) = raw_session(server.addr, &key).await;
         let (mut r, mut w) = session.split();

@@ -113,6 +113,9 @@ pub(crate) async fn serve<S: Service>(
         next_token: 0,
     };
     let reason = conn.read_loop(&mut reader, shutdown).await;
+    // Nothing more is read: the read buffer, and its charge to the shared budget, go back now
+    // rather than after the last writes (and before the close is logged).
+    drop(reader);
     // Calls still running are cancelled, and none of them answers after the connection's end
     // (a client's goodbye, a fault).
     conn.calls.clear();
