@@ -292,42 +292,56 @@ impl ServerProcess {
     /// `kill` returns when the signal is sent, not when it has taken effect: on a busy
     /// machine a thread of the server can go on running (and answer a call) for a while
     /// after. /proc has no event to wait on, so this re-reads each thread's state a bounded
-    /// number of times (at most 10 s in all) and panics if the process never stops.
+    /// number of times, 1 ms apart (at most 10 s in all), and panics if the process never
+    /// stops or has died.
     pub fn freeze(&self) {
         self.signal(libc::SIGSTOP);
         let deadline = Instant::now() + Duration::from_secs(10);
         for _ in 0..10_000 {
-            if self.all_threads_stopped() {
-                return;
+            match self.thread_states() {
+                Threads::Stopped => return,
+                Threads::Gone => panic!(
+                    "rpc-server (pid {}) is gone; log:
+{}",
+                    self.pid,
+                    self.log_text()
+                ),
+                Threads::Running => {}
             }
             if Instant::now() >= deadline {
                 break;
             }
-            std::thread::yield_now();
-            // Waits for any log line, at most 1 ms (a stopped server writes none).
-            let _ = self.wait_for_log("\u{0}never", Duration::from_millis(1));
+            // Not a wait for the log: that would take lines off it that a later wait expects.
+            std::thread::sleep(Duration::from_millis(1));
         }
         panic!("rpc-server (pid {}) did not stop after SIGSTOP", self.pid);
     }
 
-    /// Whether every thread of the process is in the stopped state (`T` in /proc).
-    fn all_threads_stopped(&self) -> bool {
+    /// Whether every thread of the process is stopped (`T`, or `t` under a debugger), some
+    /// still run, or the process is dead (`Z`/`X`, or no /proc entry).
+    fn thread_states(&self) -> Threads {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
-            return false;
+            return Threads::Gone;
         };
         let mut seen = 0;
         for task in tasks.flatten() {
             let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
             // The state follows the command name, which is in parentheses and may hold spaces.
-            let state = stat
+            match stat
                 .rsplit_once(") ")
-                .and_then(|(_, rest)| rest.chars().next());
-            if state != Some('T') {
-                return false;
+                .and_then(|(_, rest)| rest.chars().next())
+            {
+                Some('T' | 't') => seen += 1,
+                Some('Z' | 'X') => return Threads::Gone,
+                // Running, sleeping, or a thread that has just exited (no stat left).
+                _ => return Threads::Running,
             }
-            seen += 1;
         }
-        seen > 0
+        if seen > 0 {
+            Threads::Stopped
+        } else {
+            Threads::Gone
+        }
     }
 
     /// Waits for the process to exit, up to `timeout` (woken by the exit itself, not by
@@ -382,6 +396,16 @@ impl ServerProcess {
             .ok()
             .map(|d| d.count())
     }
+}
+
+/// What [`ServerProcess::freeze`] sees of the process's threads.
+enum Threads {
+    /// Every thread is stopped.
+    Stopped,
+    /// At least one is not stopped yet.
+    Running,
+    /// The process has exited.
+    Gone,
 }
 
 impl Drop for ServerProcess {

@@ -180,7 +180,8 @@ fn case_24_accept_failing_with_emfile_backs_off_and_recovers() {
 
     // No busy loop: each failure is followed by a backoff of 100 ms, so the 1st and the 6th
     // failure are at least 500 ms apart by the server's own clock (the time in its log lines;
-    // the test's clock would count the lag of the thread that reads the log too).
+    // the test's clock would count the lag of the thread that reads the log too). The log's
+    // clock is the wall clock, which NTP may slew a little: 450 ms is the bound.
     assert!(server.wait_for_log_count("accept failed; backing off", 6, STEP));
     let failures: Vec<f64> = server
         .log_text()
@@ -190,7 +191,7 @@ fn case_24_accept_failing_with_emfile_backs_off_and_recovers() {
         .collect();
     let apart = (failures[5] - failures[0]).rem_euclid(86_400.0);
     assert!(
-        apart >= 0.5,
+        apart >= 0.45,
         "accept loop spins: 6 failures within {apart:.3} s"
     );
     assert!(!server.has_exited(), "the server must not exit");

@@ -516,6 +516,10 @@ fn case_33_sigterm_drains_calls_in_flight_and_exits_zero() {
     }
     let status = server.wait_exit(STEP).expect("server exits");
     assert_eq!(status.code(), Some(0));
+    // The library's connection closed as soon as its calls were done; the raw one when the
+    // grace period was over, with its endless call answered `ShuttingDown`.
+    server.expect_log_count("closed: drained for shutdown", 1, STEP);
+    server.expect_log_count("grace period over; 1 calls answered ShuttingDown", 1, STEP);
     assert!(server.wait_for_log_count("drained", 1, STEP));
 }
 

@@ -459,7 +459,8 @@ where
 /// What the server made of the client's proof, reported by [`accept_reporting`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProofVerdict {
-    /// The proof is right for a key in the keyring: the client is authenticated.
+    /// The proof is right for a key in the keyring: the client is authenticated. (The
+    /// handshake can still fail after this, if the ServerProof cannot be written in time.)
     Accepted,
     /// An unknown key id or a wrong key: the client is refused `AuthFailed`.
     Rejected,
@@ -469,8 +470,9 @@ pub enum ProofVerdict {
 /// peer is told the outcome (by the ServerProof or the refusal). A server that counts
 /// failures per address has counted this one before the client can learn of it and try
 /// again; one that counts connections still in their handshake has counted this one out
-/// before the client can open the next. Not called if the handshake ends before a proof
-/// arrives (a malformed hello, a timeout, a peer that leaves).
+/// before the client can open the next. Not called if the handshake ends before a proof is
+/// checked (a malformed hello, a proof message with the wrong type byte, a timeout, a peer
+/// that leaves).
 pub async fn accept_reporting<R, W>(
     r: R,
     w: W,

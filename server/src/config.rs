@@ -19,8 +19,10 @@ pub struct ServerConfig {
     /// Connections open at once; past it new connections are refused with `Busy`.
     /// Default 10,000.
     pub max_connections: usize,
-    /// Connections that have not finished the handshake; past it new connections are refused
-    /// with `Busy` while authenticated ones carry on (like OpenSSH's MaxStartups). Default 100.
+    /// Connections whose client's proof is not checked yet; past it new connections are
+    /// refused with `Busy` while authenticated ones carry on (like OpenSSH's MaxStartups). A
+    /// connection leaves this count when its proof is checked, before the client is told.
+    /// Default 100.
     pub max_unauthenticated: usize,
     /// Calls in flight on one connection; past it a call is answered `Overloaded` at once.
     /// Default 256.

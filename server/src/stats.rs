@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 pub struct ServerStats {
     /// Connections open (authenticated or not).
     pub(crate) connections: AtomicUsize,
-    /// Connections still in the handshake.
+    /// Connections whose client's proof is not checked yet (in the handshake).
     pub(crate) unauthenticated: AtomicUsize,
     /// Calls whose handler is running, over all connections.
     pub(crate) calls_in_flight: AtomicUsize,
@@ -25,7 +25,7 @@ pub struct ServerStats {
 pub struct StatsSnapshot {
     /// Connections open.
     pub connections: usize,
-    /// Connections still in the handshake.
+    /// Connections whose client's proof is not checked yet (in the handshake).
     pub unauthenticated: usize,
     /// Calls whose handler is running.
     pub calls_in_flight: usize,

@@ -69,8 +69,9 @@ impl InProcess {
     }
 
     /// Triggers the server's shutdown (as SIGTERM does for `rpc-server`), without waiting.
+    /// Fails the test if the server has already stopped.
     pub fn shut_down(&self) {
-        let _ = self.stop.try_send(());
+        self.stop.try_send(()).expect("server still running");
     }
 
     /// Shuts the server down and returns what `Server::run` returned, failing the test if its
