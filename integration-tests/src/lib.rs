@@ -527,20 +527,12 @@ pub fn connect_from(
 pub async fn next_message<R: futures_lite::io::AsyncRead + Unpin>(
     reader: &mut rpckit_proto::SessionReader<R>,
 ) -> rpckit_proto::ServerMessage<Response> {
-    use rpckit_proto::ServerMessage;
     let payload = reader
         .recv()
         .await
         .expect("read a frame")
         .expect("a frame, not end of stream");
-    match rpckit_proto::message::decode_server::<Response>(payload).expect("decodable message") {
-        ServerMessage::Reply { id, result } => ServerMessage::Reply {
-            id,
-            result: result.map(|body| body.expect("decodable response")),
-        },
-        ServerMessage::Ping { nonce } => ServerMessage::Ping { nonce },
-        ServerMessage::Pong { nonce } => ServerMessage::Pong { nonce },
-        ServerMessage::GoingAway { grace } => ServerMessage::GoingAway { grace },
-        ServerMessage::Goodbye => ServerMessage::Goodbye,
-    }
+    rpckit_proto::message::decode_server::<Response>(payload)
+        .expect("decodable message")
+        .map_response(|body| body.expect("decodable response"))
 }

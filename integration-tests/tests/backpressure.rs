@@ -102,24 +102,39 @@ async fn start_big(
     big
 }
 
+/// A client whose connection queues at most two frames behind a write under way.
+fn room_for_two() -> ClientConfig {
+    ClientConfig {
+        max_queued: 2,
+        ..ClientConfig::default()
+    }
+}
+
+/// Echo calls of `"{label} {i}"` for each `i` in `ids`, each polled once (so each is queued,
+/// or waits for room) and returned unanswered.
+async fn start_echoes<'a>(
+    client: &'a Client<Request, Response>,
+    label: &str,
+    ids: std::ops::Range<usize>,
+) -> Vec<std::pin::Pin<Box<impl std::future::Future<Output = Result<Response, CallError>> + 'a>>> {
+    let mut calls: Vec<_> = ids
+        .map(|i| Box::pin(client.call(Request::Echo(format!("{label} {i}").into_bytes()))))
+        .collect();
+    for call in &mut calls {
+        assert!(future::poll_once(call).await.is_none());
+    }
+    calls
+}
+
 #[test]
 fn calls_wait_for_room_behind_a_blocked_write_and_all_are_answered() {
     let key = TestKey::new("backpressure");
     let (addr, go, server) = slow_server(&key, 1 + SMALL);
     within(STEP, async {
-        let config = ClientConfig {
-            max_queued: 2,
-            ..ClientConfig::default()
-        };
-        let client = connect(addr, &key, config).await;
+        let client = connect(addr, &key, room_for_two()).await;
         let big = start_big(&client).await;
         // Every small call is started (each queues or waits for room), none answered.
-        let mut small: Vec<_> = (0..SMALL)
-            .map(|i| Box::pin(client.call(Request::Echo(format!("small {i}").into_bytes()))))
-            .collect();
-        for call in &mut small {
-            assert!(future::poll_once(call).await.is_none());
-        }
+        let small = start_echoes(&client, "small", 0..SMALL).await;
         assert!(client.is_connected(), "the connection was given up");
 
         go.send(()).await.expect("server waiting");
@@ -149,19 +164,10 @@ fn a_call_waiting_for_room_gives_up_at_its_deadline_and_is_never_sent() {
     let key = TestKey::new("backpressure-late");
     let (addr, go, server) = slow_server(&key, 3);
     within(STEP, async {
-        let config = ClientConfig {
-            max_queued: 2,
-            ..ClientConfig::default()
-        };
-        let client = connect(addr, &key, config).await;
+        let client = connect(addr, &key, room_for_two()).await;
         let big = start_big(&client).await;
         // Calls 2 and 3 fill the queue behind the big call's write.
-        let mut queued: Vec<_> = (2..4)
-            .map(|i| Box::pin(client.call(Request::Echo(format!("queued {i}").into_bytes()))))
-            .collect();
-        for call in &mut queued {
-            assert!(future::poll_once(call).await.is_none());
-        }
+        let queued = start_echoes(&client, "queued", 2..4).await;
         // Call 4 finds no room, and its deadline passes while it waits.
         let late = client
             .call_with_timeout(

@@ -183,6 +183,39 @@ pub enum ServerMessage<Resp> {
     Goodbye,
 }
 
+impl<Resp> ServerMessage<Resp> {
+    /// The same message with the response of a successful reply passed through `f`; other
+    /// messages, and replies that carry an error, are unchanged. With [`decode_server`], whose
+    /// replies hold each body's own decoding result, this is how a reader that wants bodies
+    /// decoded (or fails otherwise) gets a `ServerMessage<Resp>`:
+    ///
+    /// ```
+    /// use rpckit_proto::demo::Response;
+    /// use rpckit_proto::message::{decode_server, encode_server};
+    /// use rpckit_proto::ServerMessage;
+    ///
+    /// let sent = ServerMessage::Reply { id: 1, result: Ok(Response::Pong) };
+    /// let mut payload = Vec::new();
+    /// encode_server(&mut payload, &sent, 1 << 20).unwrap();
+    /// let got = decode_server::<Response>(&payload)
+    ///     .unwrap()
+    ///     .map_response(|body| body.expect("decodable response"));
+    /// assert_eq!(got, sent);
+    /// ```
+    pub fn map_response<T>(self, f: impl FnOnce(Resp) -> T) -> ServerMessage<T> {
+        match self {
+            ServerMessage::Reply { id, result } => ServerMessage::Reply {
+                id,
+                result: result.map(f),
+            },
+            ServerMessage::Ping { nonce } => ServerMessage::Ping { nonce },
+            ServerMessage::Pong { nonce } => ServerMessage::Pong { nonce },
+            ServerMessage::GoingAway { grace } => ServerMessage::GoingAway { grace },
+            ServerMessage::Goodbye => ServerMessage::Goodbye,
+        }
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -403,17 +436,9 @@ mod tests {
         for msg in msgs {
             let mut out = Vec::new();
             encode_server(&mut out, &msg, 1 << 20).unwrap();
-            let back = decode_server::<Response>(&out).unwrap();
-            let back = match back {
-                ServerMessage::Reply { id, result } => ServerMessage::Reply {
-                    id,
-                    result: result.map(|r| r.unwrap()),
-                },
-                ServerMessage::Ping { nonce } => ServerMessage::Ping { nonce },
-                ServerMessage::Pong { nonce } => ServerMessage::Pong { nonce },
-                ServerMessage::GoingAway { grace } => ServerMessage::GoingAway { grace },
-                ServerMessage::Goodbye => ServerMessage::Goodbye,
-            };
+            let back = decode_server::<Response>(&out)
+                .unwrap()
+                .map_response(|r| r.unwrap());
             assert_eq!(back, msg);
         }
     }

@@ -99,16 +99,7 @@ async fn next<R: futures_lite::io::AsyncRead + Unpin>(
 ) -> Option<ServerMessage<Resp>> {
     let payload = reader.recv().await.expect("read a frame")?;
     let message = decode_server::<Resp>(payload).expect("decodable message");
-    Some(match message {
-        ServerMessage::Reply { id, result } => ServerMessage::Reply {
-            id,
-            result: result.map(|body| body.expect("decodable response")),
-        },
-        ServerMessage::Ping { nonce } => ServerMessage::Ping { nonce },
-        ServerMessage::Pong { nonce } => ServerMessage::Pong { nonce },
-        ServerMessage::GoingAway { grace } => ServerMessage::GoingAway { grace },
-        ServerMessage::Goodbye => ServerMessage::Goodbye,
-    })
+    Some(message.map_response(|body| body.expect("decodable response")))
 }
 
 /// A server on 127.0.0.1:0 serving [`Holding`] with `config`, and a raw authenticated

@@ -74,16 +74,9 @@ pub async fn recv(reader: &mut SessionReader<AsyncStream>) -> Result<Option<Got>
         Err(e) => return Err(e.to_string()),
     };
     let msg = decode_server::<Response>(payload).map_err(|e| format!("undecodable: {e}"))?;
-    Ok(Some(match msg {
-        ServerMessage::Reply { id, result } => ServerMessage::Reply {
-            id,
-            result: result.map(|r| r.expect("response body decodes")),
-        },
-        ServerMessage::Ping { nonce } => ServerMessage::Ping { nonce },
-        ServerMessage::Pong { nonce } => ServerMessage::Pong { nonce },
-        ServerMessage::GoingAway { grace } => ServerMessage::GoingAway { grace },
-        ServerMessage::Goodbye => ServerMessage::Goodbye,
-    }))
+    Ok(Some(
+        msg.map_response(|r| r.expect("response body decodes")),
+    ))
 }
 
 /// Reads server messages until the reply to `id`, skipping pings and other replies. Panics if
