@@ -31,8 +31,8 @@ use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_server;
 use rpckit_proto::timer::{self, Sleep};
 use rpckit_proto::{
-    ClientMessage, Flushed, HandshakeError, KeyId, Outbox, OutboxError, SecretKey, ServerMessage,
-    Session, SessionError, SessionReader, SocketReader, TcpSocket, Ticket,
+    ClientMessage, HandshakeError, KeyId, Outbox, OutboxError, SecretKey, ServerMessage, Session,
+    SessionError, SessionReader, SocketReader, TcpSocket,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -292,26 +292,36 @@ impl<Resp> State<Resp> {
     /// so nothing more can be sent: the calls in flight end now rather than at their
     /// deadlines).
     async fn flush(&self) -> Result<(), OutboxError> {
-        self.flush_until(Ticket::LAST).await.map(|_| ())
+        let mut interrupted = CloseOnDrop(Some(self));
+        let flushed = self
+            .outbox
+            .flush(|ids| {
+                let mut calls = self.calls();
+                for id in ids {
+                    if let Some(call) = calls.by_id.get_mut(id) {
+                        call.written = true;
+                    }
+                }
+            })
+            .await;
+        interrupted.0 = None;
+        if let Err(e) = &flushed {
+            self.close(&e.to_string());
+        }
+        flushed
     }
 
-    /// Has the message of `ticket` written without holding up the caller: writes it here if
-    /// the socket takes it at once (the usual case), and otherwise leaves the write, and
-    /// whatever others queued meanwhile, to a task of its own. A caller with a deadline thus
-    /// never waits on a slow socket (its deadline is the reader task's to keep), and a call
-    /// future held without being polled holds up no one's writes.
-    async fn flush_own(self: &Arc<Self>, ticket: Ticket) -> Result<(), OutboxError>
+    /// Has what is queued (the caller's own message among it) written without holding up the
+    /// caller: writes it here if the socket takes it at once (the usual case), and otherwise
+    /// leaves the write to a task of its own. A caller with a deadline thus never waits on a
+    /// slow socket (its deadline is the reader task's to keep), and a call future held without
+    /// being polled holds up no one's writes.
+    async fn flush_own(self: &Arc<Self>) -> Result<(), OutboxError>
     where
         Resp: Send + 'static,
     {
         let state = self.clone();
-        let mut writing = Box::pin(async move {
-            let flushed = state.flush_until(ticket).await;
-            if let Ok(Flushed::MoreQueued) = flushed {
-                let _ = state.flush().await;
-            }
-            flushed.map(|_| ())
-        });
+        let mut writing = Box::pin(async move { state.flush().await });
         match futures_lite::future::poll_once(&mut writing).await {
             Some(done) => done,
             None => {
@@ -331,26 +341,6 @@ impl<Resp> State<Resp> {
         async_std::task::spawn(async move {
             let _ = state.flush().await;
         });
-    }
-
-    async fn flush_until(&self, ticket: Ticket) -> Result<Flushed, OutboxError> {
-        let mut interrupted = CloseOnDrop(Some(self));
-        let flushed = self
-            .outbox
-            .flush_until(ticket, |ids| {
-                let mut calls = self.calls();
-                for id in ids {
-                    if let Some(call) = calls.by_id.get_mut(id) {
-                        call.written = true;
-                    }
-                }
-            })
-            .await;
-        interrupted.0 = None;
-        if let Err(e) = &flushed {
-            self.close(&e.to_string());
-        }
-        flushed
     }
 
     /// Queues a control message and writes it out in a task of its own (for callers that
@@ -374,7 +364,7 @@ impl<Resp> State<Resp> {
     {
         self.outbox.stop_calls();
         if let Ok(ticket) = self.outbox.push_client::<()>(&ClientMessage::Goodbye, None) {
-            if self.flush_own(ticket).await.is_ok() {
+            if self.flush_own().await.is_ok() {
                 let limit = self.outbox.write_timeout();
                 timer::within(limit, self.outbox.written(ticket)).await;
             }
@@ -681,8 +671,8 @@ where
             // write carries them all.
             futures_lite::future::yield_now().await;
         }
-        if let Some(ticket) = ticket {
-            let _ = state.flush_own(ticket).await;
+        if ticket.is_some() {
+            let _ = state.flush_own().await;
         }
         wait(guard, answer, request).await
     }

@@ -48,7 +48,7 @@ pub(crate) async fn serve<S: Service>(
     shutdown: ShutdownSignal,
 ) {
     // The accept loop counted this connection as unauthenticated before spawning us.
-    let mut unauthenticated = Some(AdoptedGauge(&shared.stats.unauthenticated));
+    let unauthenticated = AdoptedGauge(&shared.stats.unauthenticated);
     let config = HandshakeConfig {
         timeout: shared.config.handshake_timeout,
         max_frame: shared.config.max_frame,
@@ -57,6 +57,8 @@ pub(crate) async fn serve<S: Service>(
     // proof counts against the address, so the client cannot come back before its failure
     // counts; and the connection leaves the unauthenticated count, so a client that has the
     // server's proof can open its next connection without finding this one still counted.
+    // A handshake that ends before its proof is checked never calls back; the gauge then
+    // leaves the count with the handshake's future, as this statement ends.
     let mut penalised = false;
     let session = handshake::accept_reporting(
         stream.reader(),
@@ -64,7 +66,7 @@ pub(crate) async fn serve<S: Service>(
         &shared.keyring,
         &config,
         |verdict| {
-            unauthenticated = None;
+            drop(unauthenticated);
             if verdict == ProofVerdict::Rejected {
                 penalised = shared
                     .penalties
@@ -74,8 +76,6 @@ pub(crate) async fn serve<S: Service>(
         },
     )
     .await;
-    // A handshake that ended before its proof was checked leaves the count here.
-    drop(unauthenticated);
     let session = match session {
         Ok(session) => session,
         Err(e) => {
@@ -179,7 +179,7 @@ pub(crate) async fn linger_and_close(stream: &TcpSocket, linger: Duration) {
 }
 
 /// Decrements a gauge that someone else incremented, when dropped.
-struct AdoptedGauge<'a>(&'a AtomicUsize);
+pub(crate) struct AdoptedGauge<'a>(pub(crate) &'a AtomicUsize);
 
 impl Drop for AdoptedGauge<'_> {
     fn drop(&mut self) {
@@ -191,7 +191,8 @@ impl Drop for AdoptedGauge<'_> {
 enum Close {
     /// An orderly end the peer started: it said goodbye, or closed at a frame boundary.
     Clean(String),
-    /// An orderly end on the server's side (a drain is over, or the connection was idle):
+    /// An orderly end on the server's side (a drain is over, the connection was idle, or the
+    /// peer half-closed and its last call has ended):
     /// every call has been answered or claimed for `ShuttingDown`. The server says goodbye
     /// once the last call task has ended, so nothing follows the goodbye.
     Goodbye(String),

@@ -17,7 +17,7 @@ use rpckit_proto::{BufferBudget, Keyring, Refusal, TcpSocket};
 use tracing::{info, warn};
 
 use crate::config::ServerConfig;
-use crate::connection;
+use crate::connection::{self, AdoptedGauge};
 use crate::penalty::Penalties;
 use crate::service::Service;
 use crate::shutdown::{shutdown_channel, ShutdownSignal};
@@ -205,7 +205,7 @@ impl<S: Service> Server<S> {
             // down before `done` tells `run` this task has ended, so a drained server never
             // reports a connection still counted.
             let _done = done;
-            let _counted = ConnectionCount(&shared.stats);
+            let _counted = AdoptedGauge(&shared.stats.connections);
             connection::serve(stream, peer, &shared, signal).await;
         });
     }
@@ -232,15 +232,6 @@ impl<S: Service> Server<S> {
             let _ = stream.shutdown(std::net::Shutdown::Both);
             shared.refusals.fetch_sub(1, Ordering::Relaxed);
         });
-    }
-}
-
-/// Takes one connection off the server's count when dropped.
-struct ConnectionCount<'a>(&'a ServerStats);
-
-impl Drop for ConnectionCount<'_> {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
