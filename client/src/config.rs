@@ -17,9 +17,10 @@ pub struct ClientConfig {
     /// Timeout of [`crate::Client::call`]; also sent to the server as the call's deadline.
     /// `None` waits for ever. Default 30 s.
     pub call_timeout: Option<Duration>,
-    /// Calls that may wait behind one write in progress (a large request, a server reading
-    /// slowly); further callers wait until a writer takes them, no longer than their own
-    /// deadlines. Default 1,024.
+    /// Messages (calls, and the cancels, pings and goodbye among them) that may wait to be
+    /// written, behind a write in progress (a large request, a server reading slowly); once
+    /// this many wait, further callers wait until a writer takes them, no longer than their
+    /// own deadlines. Default 1,024.
     pub max_queued: usize,
     /// After this long without hearing from the server, ping it. Default 30 s.
     pub keepalive_interval: Duration,

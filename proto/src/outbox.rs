@@ -30,7 +30,8 @@ const KEEP_MARKS: usize = 1024;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum OutboxError {
-    /// Too many messages wait behind a write that makes no progress: the peer is not reading.
+    /// Too many messages wait to be written (the queue's limit is reached): the peer is not
+    /// reading fast enough.
     #[error("peer is not reading: {0} messages queued")]
     NotReading(usize),
     /// A write failed or made no progress within the write timeout.
