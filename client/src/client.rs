@@ -145,13 +145,26 @@ where
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut request = request;
         let mut reconnects = 0u32;
+        let mut first_try = true;
         loop {
-            let (connection, outcome) = match self
+            let route = self
                 .route(request, deadline, timeout, &mut reconnects)
-                .await?
-            {
-                Route::On(connection, request) => {
-                    let this_try = this_try(deadline, timeout)?;
+                .await?;
+            // The usual case, a connection that was up already: the call has all of its
+            // timeout, and a second clock read would only say so (a zero timeout has run out).
+            let found_at_once = first_try
+                && matches!(route, Route::Up(..))
+                && !timeout.is_some_and(|t| t.is_zero());
+            first_try = false;
+            let (connection, outcome) = match route {
+                Route::Up(connection, request) | Route::On(connection, request) => {
+                    let this_try = if found_at_once {
+                        deadline
+                            .zip(timeout)
+                            .map(|(at, left)| Deadline { at, left })
+                    } else {
+                        this_try(deadline, timeout)?
+                    };
                     let outcome = connection.call(request, this_try).await;
                     (connection, outcome)
                 }
@@ -219,7 +232,7 @@ where
         reconnects: &mut u32,
     ) -> Result<Route<Req, Resp>, CallError> {
         if let Some(c) = self.lock_current().as_ref().filter(|c| c.usable()) {
-            return Ok(Route::On(c.clone(), request));
+            return Ok(Route::Up(c.clone(), request));
         }
         // Connecting counts against the call's timeout too.
         let timed_out = || CallError::Timeout(timeout.unwrap_or_default());
@@ -314,7 +327,9 @@ where
 
 /// How a call reaches the server.
 enum Route<Req, Resp: Send + 'static> {
-    /// To be sent on this connection.
+    /// To be sent on this connection, which was up already (no wait).
+    Up(Arc<Connection<Resp>>, Req),
+    /// To be sent on this connection, found or made after waiting.
     On(Arc<Connection<Resp>>, Req),
     /// Sent with the handshake of this new connection, and how it ended.
     Rode(Arc<Connection<Resp>>, Result<Resp, Failure<Req>>),

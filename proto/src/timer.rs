@@ -9,6 +9,8 @@
 //! thread keeps the timers in an ordered map and sleeps until the earliest one; registering a
 //! timer takes a lock and a map insertion, and wakes that thread only when the new timer is
 //! due before the one it sleeps for. Firing a timer wakes its task as `async_io::Timer` would.
+//! A connection's loop polls its timer on every event; such a poll reads no clock while the
+//! thread has fired nothing since the timer was registered (a count the thread bumps).
 //!
 //! If the thread cannot be started (the process is out of threads), timers fall back to
 //! `async_io::Timer`, so a deadline is never lost.
@@ -31,6 +33,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -41,6 +44,10 @@ struct Wheel {
     inner: Mutex<Inner>,
     /// Wakes the timer thread when a timer is due before the one it sleeps for.
     wake_thread: Condvar,
+    /// How many times the thread has fired timers, bumped under the lock as it takes them out
+    /// of the map: a [`Sleep`] whose registration saw the same count knows that it has not
+    /// fired without reading the clock.
+    firings: AtomicU64,
     /// Signalled each time the timer thread goes to sleep (tests wait on it).
     #[cfg(test)]
     thread_slept: Condvar,
@@ -77,6 +84,7 @@ impl Wheel {
                 slept_for: None,
             }),
             wake_thread: Condvar::new(),
+            firings: AtomicU64::new(0),
             #[cfg(test)]
             thread_slept: Condvar::new(),
         }));
@@ -105,6 +113,7 @@ impl Wheel {
                 due.push(entry.remove());
             }
             if !due.is_empty() {
+                self.firings.fetch_add(1, Ordering::Release);
                 drop(inner);
                 for waker in due.drain(..) {
                     // A waker that panics must not stop every other timer of the process.
@@ -136,8 +145,8 @@ impl Wheel {
     }
 
     /// Registers a timer for `at` with `waker`, in place of the registration `old` if there is
-    /// one; returns its key.
-    fn register(&self, old: Option<(Instant, u64)>, at: Instant, waker: &Waker) -> (Instant, u64) {
+    /// one; returns its key and the firing count it was registered at.
+    fn register(&self, old: Option<(Instant, u64)>, at: Instant, waker: &Waker) -> Registration {
         let mut inner = self.lock();
         if let Some(old) = old {
             inner.timers.remove(&old);
@@ -149,7 +158,17 @@ impl Wheel {
             inner.thread_wakes_at = Some(at);
             self.wake_thread.notify_one();
         }
-        key
+        Registration {
+            key,
+            seen: self.firings.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the thread may have fired a timer since the firing count was `seen`; returns
+    /// the count now.
+    fn fired_since(&self, seen: u64) -> (bool, u64) {
+        let now = self.firings.load(Ordering::Acquire);
+        (now != seen, now)
     }
 
     fn cancel(&self, key: (Instant, u64)) {
@@ -157,13 +176,22 @@ impl Wheel {
     }
 }
 
+/// A timer's place in the wheel.
+#[derive(Debug, Clone, Copy)]
+struct Registration {
+    /// Its key in the map.
+    key: (Instant, u64),
+    /// The wheel's firing count when it was registered, or last found not due.
+    seen: u64,
+}
+
 /// How a [`Sleep`] is waiting.
 #[derive(Debug)]
 enum Waiting {
     /// Not registered anywhere (not polled yet, fired, or set to never).
     No,
-    /// In the wheel under this key, with a clone of the waker it holds there.
-    Wheel((Instant, u64), Waker),
+    /// In the wheel, with a clone of the waker it holds there.
+    Wheel(Registration, Waker),
     /// In the reactor (no timer thread could be started).
     Reactor(async_io::Timer),
 }
@@ -239,9 +267,9 @@ impl Sleep {
     pub fn set_at(&mut self, at: Instant) {
         self.at = Some(at);
         match &mut self.waiting {
-            Waiting::Wheel(key, waker) => {
+            Waiting::Wheel(registration, waker) => {
                 if let Some(wheel) = Wheel::get() {
-                    *key = wheel.register(Some(*key), at, waker);
+                    *registration = wheel.register(Some(registration.key), at, waker);
                 }
             }
             Waiting::Reactor(timer) => timer.set_at(at),
@@ -256,9 +284,9 @@ impl Sleep {
 
     fn unregister(&mut self) {
         match std::mem::replace(&mut self.waiting, Waiting::No) {
-            Waiting::Wheel(key, _) => {
+            Waiting::Wheel(registration, _) => {
                 if let Some(wheel) = Wheel::get() {
-                    wheel.cancel(key);
+                    wheel.cancel(registration.key);
                 }
             }
             Waiting::Reactor(_) | Waiting::No => {}
@@ -287,8 +315,9 @@ pub fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Bounded<F> {
     }
 }
 
-/// Runs `fut` for at most `limit` (counted from its first poll); `None` if the time ran out
-/// first, in which case `fut` is dropped. A limit too long for the clock means none.
+/// Runs `fut` for at most `limit`, counted from the first poll that finds it pending; `None`
+/// if the time ran out first, in which case `fut` is dropped. A limit too long for the clock
+/// means none. A future ready at its first poll costs no clock read.
 pub fn within<F: Future>(limit: Duration, fut: F) -> Bounded<F> {
     Bounded {
         fut,
@@ -302,15 +331,15 @@ pub fn within<F: Future>(limit: Duration, fut: F) -> Bounded<F> {
 enum Limit {
     /// At this instant, or never.
     Until(Option<Instant>),
-    /// This long after the first poll.
+    /// This long after the first poll that finds the future pending.
     Within(Duration),
     /// Set: the sleep holds the deadline, if there is one.
     Armed(bool),
 }
 
 impl Limit {
-    /// At the first poll: turns the limit into its deadline, which it returns for the sleep
-    /// to hold (`None`: no deadline, or armed already).
+    /// At the first poll that finds the future pending: turns the limit into its deadline,
+    /// which it returns for the sleep to hold (`None`: no deadline, or armed already).
     fn arm(&mut self) -> Option<Instant> {
         let at = match *self {
             Limit::Until(at) => at,
@@ -341,12 +370,13 @@ impl<F: Future> Future for Bounded<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if let Some(at) = this.limit.arm() {
-            this.sleep.set_at(at);
-        }
-        // The future first, then the time: a future that is ready wins a tie.
+        // The future first, then the time: a future that is ready wins a tie, and one ready at
+        // its first poll (a write the socket takes at once) costs no clock read and no timer.
         if let Poll::Ready(output) = this.fut.poll(cx) {
             return Poll::Ready(Some(output));
+        }
+        if let Some(at) = this.limit.arm() {
+            this.sleep.set_at(at);
         }
         match *this.limit {
             Limit::Armed(true) => Pin::new(this.sleep).poll(cx).map(|()| None),
@@ -363,6 +393,25 @@ impl Future for Sleep {
         let Some(at) = this.at else {
             return Poll::Pending;
         };
+        // Polled again by the task it would wake (a connection's loop polls its timer on every
+        // event): if the wheel has fired nothing since, this one is not due, and the clock
+        // need not be read.
+        if let (Waiting::Wheel(registration, waker), Some(wheel)) =
+            (&mut this.waiting, Wheel::get())
+        {
+            if waker.will_wake(cx.waker()) {
+                let (maybe, count) = wheel.fired_since(registration.seen);
+                if !maybe {
+                    return Poll::Pending;
+                }
+                if Instant::now() < at {
+                    // Not fired: the count was read before the clock, and a firing of this
+                    // timer would have read a clock past `at` before bumping it.
+                    registration.seen = count;
+                    return Poll::Pending;
+                }
+            }
+        }
         if Instant::now() >= at {
             this.unregister();
             this.at = None;
@@ -381,7 +430,7 @@ impl Future for Sleep {
             waiting => {
                 // Not registered yet, or registered with another task's waker.
                 let old = match waiting {
-                    Waiting::Wheel(key, _) => Some(*key),
+                    Waiting::Wheel(registration, _) => Some(registration.key),
                     _ => None,
                 };
                 *waiting = match Wheel::get() {
@@ -441,6 +490,29 @@ mod tests {
             assert_eq!(within(Duration::MAX, async { 3 }).await, Some(3));
             assert_eq!(until(None, async { 4 }).await, Some(4));
         });
+    }
+
+    #[test]
+    fn a_timer_polled_again_is_ready_at_its_own_time_whatever_fired_in_between() {
+        // Polled again by the task it wakes, a timer trusts the wheel's firing count instead
+        // of the clock while nothing has fired; after another timer fires it has to look.
+        let (waker, woken) = channel_waker();
+        let mut cx = Context::from_waker(&waker);
+        let due = Instant::now() + Duration::from_millis(100);
+        let mut own = Sleep::at(due);
+        assert!(Pin::new(&mut own).poll(&mut cx).is_pending());
+        assert!(Pin::new(&mut own).poll(&mut cx).is_pending() || Instant::now() >= due);
+        future::block_on(Sleep::after(Duration::from_millis(1)));
+        if Pin::new(&mut own).poll(&mut cx).is_ready() {
+            assert!(Instant::now() >= due, "ready before its time");
+            return;
+        }
+        assert!(
+            woken.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the timer never woke its task"
+        );
+        assert!(Pin::new(&mut own).poll(&mut cx).is_ready());
+        assert!(Instant::now() >= due);
     }
 
     #[test]
@@ -543,7 +615,7 @@ mod tests {
             let mut dropped = Sleep::after(Duration::from_secs(3600));
             assert!(future::poll_once(&mut dropped).await.is_none());
             let key = match &dropped.waiting {
-                Waiting::Wheel(key, _) => *key,
+                Waiting::Wheel(registration, _) => registration.key,
                 other => panic!("expected a wheel registration, got {other:?}"),
             };
             drop(dropped);

@@ -302,8 +302,11 @@ impl<S: Service> Connection<'_, S> {
 
         loop {
             // Take finished calls off the table first: a peer that keeps the socket busy must
-            // not starve them (the select below prefers frames).
-            self.take_finished();
+            // not starve them (the select below prefers frames). With none in the table, what
+            // the channel may hold is stale (cancelled or drained calls) and can wait.
+            if !self.calls.is_empty() {
+                self.take_finished();
+            }
             if drain_until.is_some() && self.calls.is_empty() {
                 return Close::Goodbye(if reading {
                     "drained for shutdown".into()
@@ -330,9 +333,10 @@ impl<S: Service> Connection<'_, S> {
                 armed = Some(wake);
             }
             // Checked before waiting, so a peer that keeps frames coming cannot starve them.
+            // Such a peer keeps `last_received` current; at other times the timer below fires.
             let due = if drain_until.is_none() && shutdown.fired() {
                 Some(Event::Shutdown)
-            } else if Instant::now() >= wake {
+            } else if last_received >= wake {
                 Some(Event::Timer)
             } else {
                 None
@@ -347,8 +351,13 @@ impl<S: Service> Connection<'_, S> {
                             future::pending().await
                         }
                     };
-                    // The receiver keeps its listener between calls to `next`.
+                    // The receiver keeps its listener between calls to `next`; with no call in
+                    // a task there is nothing to hear of.
+                    let tasks_running = !self.calls.is_empty();
                     let done = async {
+                        if !tasks_running {
+                            return future::pending().await;
+                        }
                         match self.done_rx.next().await {
                             Some((id, token)) => Event::Done(id, token),
                             None => future::pending().await,
