@@ -151,20 +151,12 @@ where
                 .route(request, deadline, timeout, &mut reconnects)
                 .await?;
             // The usual case, a connection that was up already: the call has all of its
-            // timeout, and a second clock read would only say so (a zero timeout has run out).
-            let found_at_once = first_try
-                && matches!(route, Route::Up(..))
-                && !timeout.is_some_and(|t| t.is_zero());
+            // timeout left.
+            let fresh = first_try && matches!(route, Route::Up(..));
             first_try = false;
             let (connection, outcome) = match route {
                 Route::Up(connection, request) | Route::On(connection, request) => {
-                    let this_try = if found_at_once {
-                        deadline
-                            .zip(timeout)
-                            .map(|(at, left)| Deadline { at, left })
-                    } else {
-                        this_try(deadline, timeout)?
-                    };
+                    let this_try = this_try(deadline, timeout, fresh)?;
                     let outcome = connection.call(request, this_try).await;
                     (connection, outcome)
                 }
@@ -272,7 +264,7 @@ where
             }
             *reconnects += 1;
             let failed = if self.config.pipeline_first_call {
-                let this_try = this_try(deadline, timeout)?;
+                let this_try = this_try(deadline, timeout, false)?;
                 let (addr, id, key) = (&self.addr, &self.key_id, &self.key);
                 // Boxed, here and below: connecting is rare, and its future would otherwise
                 // sit inside every call's future (a test's thousand calls overflowed a stack).
@@ -335,17 +327,25 @@ enum Route<Req, Resp: Send + 'static> {
     Rode(Arc<Connection<Resp>>, Result<Resp, Failure<Req>>),
 }
 
-/// The deadline of one try of a call due by `deadline`, or `Timeout` if it has passed.
+/// The deadline of one try of a call due by `deadline` (made from `timeout`), or `Timeout` if
+/// it has passed. `fresh`: the try starts as the deadline was made, with all of the timeout
+/// left (a clock read would only say so).
 fn this_try(
     deadline: Option<Instant>,
     timeout: Option<Duration>,
+    fresh: bool,
 ) -> Result<Option<Deadline>, CallError> {
-    match deadline {
-        Some(at) => match at.checked_duration_since(Instant::now()) {
-            Some(left) if !left.is_zero() => Ok(Some(Deadline { at, left })),
-            _ => Err(CallError::Timeout(timeout.unwrap_or_default())),
-        },
-        None => Ok(None),
+    let (Some(at), Some(timeout)) = (deadline, timeout) else {
+        return Ok(None);
+    };
+    let left = if fresh {
+        Some(timeout)
+    } else {
+        at.checked_duration_since(Instant::now())
+    };
+    match left {
+        Some(left) if !left.is_zero() => Ok(Some(Deadline { at, left })),
+        _ => Err(CallError::Timeout(timeout)),
     }
 }
 

@@ -625,18 +625,18 @@ where
             armed: true,
         };
         let mut deadline = deadline;
-        let ticket = loop {
+        let queued = loop {
             match state
                 .outbox
                 .push_client(&call_message(id, deadline, &request), Some(id))
             {
-                Ok(ticket) => {
+                Ok(_) => {
                     state.mark_queued(id);
-                    break Some(ticket);
+                    break true;
                 }
                 Err(OutboxError::Full(_)) => match state.wait_for_room(id, deadline).await {
                     Room::Go(left) => deadline = left,
-                    Room::Answered => break None,
+                    Room::Answered => break false,
                     Room::TimedOut(left) => {
                         guard.forget();
                         return Err(Failure::Error(CallError::Timeout(left)));
@@ -658,7 +658,7 @@ where
                 Err(e) => {
                     // Closing answers every call in flight, this one included (not sent).
                     state.close(&e.to_string());
-                    break None;
+                    break false;
                 }
             }
         };
@@ -671,7 +671,7 @@ where
             // write carries them all.
             futures_lite::future::yield_now().await;
         }
-        if ticket.is_some() {
+        if queued {
             let _ = state.flush_own().await;
         }
         wait(guard, answer, request).await

@@ -396,23 +396,23 @@ impl Future for Sleep {
         // Polled again by the task it would wake (a connection's loop polls its timer on every
         // event): if the wheel has fired nothing since, this one is not due, and the clock
         // need not be read.
-        if let (Waiting::Wheel(registration, waker), Some(wheel)) =
-            (&mut this.waiting, Wheel::get())
-        {
-            if waker.will_wake(cx.waker()) {
+        let due = match (&mut this.waiting, Wheel::get()) {
+            (Waiting::Wheel(registration, waker), Some(wheel)) if waker.will_wake(cx.waker()) => {
                 let (maybe, count) = wheel.fired_since(registration.seen);
                 if !maybe {
                     return Poll::Pending;
                 }
-                if Instant::now() < at {
+                let due = Instant::now() >= at;
+                if !due {
                     // Not fired: the count was read before the clock, and a firing of this
                     // timer would have read a clock past `at` before bumping it.
                     registration.seen = count;
-                    return Poll::Pending;
                 }
+                due
             }
-        }
-        if Instant::now() >= at {
+            _ => Instant::now() >= at,
+        };
+        if due {
             this.unregister();
             this.at = None;
             return Poll::Ready(());
@@ -502,7 +502,16 @@ mod tests {
         let mut own = Sleep::at(due);
         assert!(Pin::new(&mut own).poll(&mut cx).is_pending());
         assert!(Pin::new(&mut own).poll(&mut cx).is_pending() || Instant::now() >= due);
-        future::block_on(Sleep::after(Duration::from_millis(1)));
+        // Another timer fires (woken, not polled again: the wheel's count moves all the same).
+        let (other_waker, other_woken) = channel_waker();
+        let mut other = Sleep::after(Duration::from_millis(1));
+        assert!(Pin::new(&mut other)
+            .poll(&mut Context::from_waker(&other_waker))
+            .is_pending());
+        assert!(
+            other_woken.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the other timer never fired"
+        );
         if Pin::new(&mut own).poll(&mut cx).is_ready() {
             assert!(Instant::now() >= due, "ready before its time");
             return;

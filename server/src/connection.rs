@@ -302,11 +302,8 @@ impl<S: Service> Connection<'_, S> {
 
         loop {
             // Take finished calls off the table first: a peer that keeps the socket busy must
-            // not starve them (the select below prefers frames). With none in the table, what
-            // the channel may hold is stale (cancelled or drained calls) and can wait.
-            if !self.calls.is_empty() {
-                self.take_finished();
-            }
+            // not starve them (the select below prefers frames).
+            self.take_finished();
             if drain_until.is_some() && self.calls.is_empty() {
                 return Close::Goodbye(if reading {
                     "drained for shutdown".into()
@@ -626,8 +623,13 @@ impl<S: Service> Connection<'_, S> {
         });
     }
 
-    /// Takes every call whose task has reported its end off the table.
+    /// Takes every call whose task has reported its end off the table. With none in the table
+    /// (every fast call) the channel is not touched: what it may hold then is stale (calls
+    /// cancelled or drained) and can wait.
     fn take_finished(&mut self) {
+        if self.calls.is_empty() {
+            return;
+        }
         while let Ok((id, token)) = self.done_rx.try_recv() {
             self.finished(id, token);
         }

@@ -3,20 +3,9 @@
 // Each test crate includes this module and uses a part of it.
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::time::Duration;
 
-/// Runs `fut` on async-std, failing the test if it takes longer than `limit`.
-pub fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
-    async_std::task::block_on(async {
-        futures_lite::future::or(async { Some(fut.await) }, async {
-            async_io::Timer::after(limit).await;
-            None
-        })
-        .await
-    })
-    .unwrap_or_else(|| panic!("test step did not finish within {limit:?}"))
-}
+pub use rpckit_integration_tests::within;
 
 /// A `rpckit_server::Server` running in this process on 127.0.0.1:0, on a thread of its own,
 /// with a keyring of one fresh key.
