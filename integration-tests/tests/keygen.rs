@@ -1,6 +1,6 @@
 //! `rpc-server keygen`: creates a private keyring file, adds one key per client service to it,
-//! refuses a key id it already has, leaves an existing file alone with `--if-missing`, and a
-//! server on that keyring accepts every key in it.
+//! refuses a key id it already has, leaves an existing file alone with `--if-missing` (also when
+//! many runs race to create it), and a server on that keyring accepts every key in it.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -81,4 +81,50 @@ fn keygen_creates_then_adds_keys_once_per_id() {
             id.to_uppercase()
         );
     }
+}
+
+#[test]
+fn keygen_if_missing_started_many_times_at_once_writes_one_key_and_all_succeed() {
+    // As when `make run` starts in two terminals at once: every run succeeds, one writes the
+    // file, the others leave it alone, and the file holds one whole key.
+    const RUNS: usize = 6;
+    let dir = TempDir::new("keygen-race");
+    let path = dir.path().join("keyring");
+    let runs: Vec<_> = (0..RUNS)
+        .map(|_| {
+            Command::new(bin("rpc-server"))
+                .arg("keygen")
+                .arg("--keyring")
+                .arg(&path)
+                .arg("--if-missing")
+                .env_remove("RPC_KEY")
+                .env_remove("RPC_KEY_ID")
+                .env_remove("RPC_KEYRING")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start rpc-server keygen")
+        })
+        .collect();
+    let outs: Vec<Output> = runs
+        .into_iter()
+        .map(|run| run.wait_with_output().expect("keygen runs"))
+        .collect();
+    for out in &outs {
+        expect_code(out, 0);
+    }
+    let said = |what: &str| {
+        outs.iter()
+            .filter(|out| String::from_utf8_lossy(&out.stdout).contains(what))
+            .count()
+    };
+    assert_eq!(said("wrote new key"), 1, "{outs:?}");
+    assert_eq!(said("already exists; not touched"), RUNS - 1, "{outs:?}");
+    assert_eq!(Keyring::load(&path).expect("keyring parses").len(), 1);
+    // Nothing but the keyring is left in the directory.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["keyring"]);
 }

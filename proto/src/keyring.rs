@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 /// Longest key id, in bytes.
@@ -231,9 +231,9 @@ impl Keyring {
         Ok(ring)
     }
 
-    /// Reads a keyring file.
+    /// Reads a keyring file, under a shared lock (see [`add_new_key`]).
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        let text = read_locked(path).map_err(|source| KeyError::Io {
             path: path.display().to_string(),
             source,
         })?;
@@ -310,14 +310,31 @@ pub fn readable_by_others(path: &Path) -> bool {
     }
 }
 
+/// Reads the keyring file at `path` under a shared lock, so that an [`add_new_key`] running
+/// at the same time is seen whole or not at all.
+fn read_locked(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    file.lock_shared()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Creates a new keyring file at `path` holding one fresh random key named `id`, with mode
-/// 0600, creating missing parent directories (mode 0700). Fails if the file exists.
+/// 0600, creating missing parent directories (mode 0700). Fails if the file exists (an
+/// [`KeyError::Io`] of kind `AlreadyExists`).
+///
+/// The file appears whole or not at all: it is written and synced under a temporary name in
+/// the same directory, then linked to `path`, which fails if `path` exists. Two runs racing to
+/// create the same keyring leave one file, the winner's, and the loser gets `AlreadyExists`;
+/// a server starting meanwhile never reads a half-written key.
 pub fn write_new_key_file(path: &Path, id: &KeyId) -> Result<SecretKey, KeyError> {
     let io_err = |source| KeyError::Io {
         path: path.display().to_string(),
         source,
     };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
         #[cfg(unix)]
@@ -327,14 +344,27 @@ pub fn write_new_key_file(path: &Path, id: &KeyId) -> Result<SecretKey, KeyError
     let key = SecretKey::generate();
     let mut ring = Keyring::new();
     ring.insert(id.clone(), key.clone());
+    let file_name = path.file_name().unwrap_or_else(|| "keyring".as_ref());
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(file_name);
+    temp_name.push(format!(
+        ".{}.{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let temp = parent.unwrap_or_else(|| Path::new(".")).join(temp_name);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(io_err)?;
-    file.write_all(ring.to_file_text().as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(io_err)?;
+    let written = options.open(&temp).and_then(|mut file| {
+        file.write_all(ring.to_file_text().as_bytes())?;
+        file.sync_all()?;
+        std::fs::hard_link(&temp, path)
+    });
+    // The temporary name goes whatever happened; once linked, `path` holds the file.
+    let _ = std::fs::remove_file(&temp);
+    written.map_err(io_err)?;
     Ok(key)
 }
 
@@ -351,23 +381,46 @@ pub struct AddedKey {
 /// that does not exist is created as by [`write_new_key_file`]. An existing file must parse
 /// (it may hold comments only) and have no key `id` yet; the new key is appended as one line,
 /// and nothing else in the file changes (its mode included).
+///
+/// The check and the append happen under an exclusive lock on the file (and
+/// [`Keyring::load`] reads under a shared one), so runs adding keys at the same time cannot
+/// both add the same id, and a reader sees each line whole.
 pub fn add_new_key(path: &Path, id: &KeyId) -> Result<AddedKey, KeyError> {
     let origin = path.display().to_string();
     let io_err = |source| KeyError::Io {
         path: origin.clone(),
         source,
     };
-    let text = match std::fs::read_to_string(path) {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(path)
+    };
+    let mut file = match open() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = write_new_key_file(path, id)?;
-            return Ok(AddedKey {
-                key,
-                created_file: true,
-            });
+            match write_new_key_file(path, id) {
+                Ok(key) => {
+                    return Ok(AddedKey {
+                        key,
+                        created_file: true,
+                    })
+                }
+                // Another run created it meanwhile: add to that one.
+                Err(KeyError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    open().map_err(io_err)?
+                }
+                Err(e) => return Err(e),
+            }
         }
         Err(e) => return Err(io_err(e)),
-        Ok(text) => text,
+        Ok(file) => file,
     };
+    file.lock().map_err(io_err)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(io_err)?;
     match Keyring::parse(&text, &origin) {
         Ok(ring) if ring.get(id).is_some() => {
             return Err(KeyError::DuplicateId {
@@ -385,10 +438,6 @@ pub fn add_new_key(path: &Path, id: &KeyId) -> Result<AddedKey, KeyError> {
         "\n"
     };
     let line = format!("{separator}{id} {}\n", key.to_hex());
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(io_err)?;
     file.write_all(line.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(io_err)?;
@@ -463,7 +512,71 @@ mod tests {
         assert_eq!(mode, 0o600);
         assert!(!readable_by_others(&path));
         assert_eq!(Keyring::load(&path).unwrap().get(&id), Some(&key));
-        assert!(write_new_key_file(&path, &id).is_err());
+        match write_new_key_file(&path, &id) {
+            Err(KeyError::Io { source, .. }) => {
+                assert_eq!(source.kind(), std::io::ErrorKind::AlreadyExists)
+            }
+            other => panic!("want AlreadyExists, got {other:?}"),
+        }
+        assert_eq!(Keyring::load(&path).unwrap().get(&id), Some(&key));
+        // No temporary file is left beside it, after a success or a refusal.
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["keyring"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn keys_added_at_the_same_time_to_a_missing_file_all_land_once() {
+        const RUNS: usize = 8;
+        let dir = std::env::temp_dir().join(format!("rpckit-racekey-{}", std::process::id()));
+        let path = dir.join("keyring");
+        let start = std::sync::Barrier::new(RUNS);
+        let added: Vec<AddedKey> = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..RUNS)
+                .map(|i| {
+                    let (path, start) = (&path, &start);
+                    scope.spawn(move || {
+                        let id = KeyId::new(&format!("svc{i}")).unwrap();
+                        start.wait();
+                        add_new_key(path, &id).unwrap()
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|run| run.join().unwrap()).collect()
+        });
+        // One run created the file; every other one added its key to it, none was lost.
+        assert_eq!(added.iter().filter(|a| a.created_file).count(), 1);
+        let ring = Keyring::load(&path).unwrap();
+        assert_eq!(ring.len(), RUNS);
+        for (i, a) in added.iter().enumerate() {
+            let id = KeyId::new(&format!("svc{i}")).unwrap();
+            assert_eq!(ring.get(&id), Some(&a.key));
+        }
+        // The same id from every run at once: exactly one adds it.
+        let start = std::sync::Barrier::new(RUNS);
+        let dup = KeyId::new("shared").unwrap();
+        let outcomes: Vec<bool> = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..RUNS)
+                .map(|_| {
+                    let (path, start, dup) = (&path, &start, &dup);
+                    scope.spawn(move || {
+                        start.wait();
+                        match add_new_key(path, dup) {
+                            Ok(_) => true,
+                            Err(KeyError::DuplicateId { .. }) => false,
+                            Err(e) => panic!("{e}"),
+                        }
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|run| run.join().unwrap()).collect()
+        });
+        assert_eq!(outcomes.iter().filter(|added| **added).count(), 1);
+        assert_eq!(Keyring::load(&path).unwrap().len(), RUNS + 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -38,7 +38,7 @@ pub use frame::{BufferBudget, FrameError, FrameLimits, DEFAULT_MAX_FRAME};
 pub use handshake::{HandshakeConfig, HandshakeError, ProofVerdict, Refusal};
 pub use keyring::{KeyError, KeyId, Keyring, SecretKey};
 pub use message::{ClientMessage, RpcError, ServerMessage};
-pub use outbox::{Flushed, Outbox, OutboxError, Ticket};
+pub use outbox::{Outbox, OutboxError, Ticket};
 pub use session::{FrameSealer, Session, SessionError, SessionReader, SessionWriter};
 pub use transport::{SocketReader, TcpSocket};
 

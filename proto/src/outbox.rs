@@ -1,8 +1,7 @@
 //! The outgoing side of a connection, shared by every task that sends on it. Whoever produces
 //! a message encodes and tags it straight into one buffer; whoever then finds no write in
-//! progress writes the buffer out ([`Outbox::flush`] until it is empty, [`Outbox::flush_until`]
-//! until its own message is out). Messages that are ready together leave in one write, and
-//! sending costs no task switch and no channel.
+//! progress writes the buffer out ([`Outbox::flush`], until it is empty). Messages that are
+//! ready together leave in one write, and sending costs no task switch and no channel.
 //!
 //! The buffer is bounded: while `max_queued` messages wait behind one write, a server's
 //! answers fail the outbox (the peer is not reading fast enough), and a client's calls are
@@ -54,25 +53,9 @@ pub enum OutboxError {
 }
 
 /// A message's place in the outbox's order, from [`Outbox::push_client`]: hand it to
-/// [`Outbox::flush_until`] to write up to that message.
+/// [`Outbox::written`] to wait until that message is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Ticket(u64);
-
-impl Ticket {
-    /// After every message: [`Outbox::flush_until`] with it writes until the queue is empty.
-    pub const LAST: Ticket = Ticket(u64::MAX);
-}
-
-/// What [`Outbox::flush_until`] left behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flushed {
-    /// The message is written, or left to a writer still at work (which takes it, or hands
-    /// it on), and nothing else waits without a writer.
-    Done,
-    /// The message is written, and more was queued meanwhile that no one is writing: the
-    /// caller should have it written ([`Outbox::flush`], from a task that can wait).
-    MoreQueued,
-}
 
 #[derive(Debug)]
 struct State {
@@ -297,18 +280,7 @@ where
     /// Dropping this future in the middle of a write fails the outbox (part of a frame may
     /// have left): callers should let it finish; it lasts while the write makes progress
     /// (each step bounded by the write timeout).
-    pub async fn flush(&self, taken: impl FnMut(&[u64])) -> Result<(), OutboxError> {
-        self.flush_until(Ticket::LAST, taken).await.map(|_| ())
-    }
-
-    /// Like [`Outbox::flush`], but stops writing once the message of `ticket` is written (or
-    /// taken by another writer): a caller with a deadline does not stay on writing what
-    /// others queued after it. [`Flushed::MoreQueued`] says it left such messages unwritten.
-    pub async fn flush_until(
-        &self,
-        ticket: Ticket,
-        mut taken: impl FnMut(&[u64]),
-    ) -> Result<Flushed, OutboxError> {
+    pub async fn flush(&self, mut taken: impl FnMut(&[u64])) -> Result<(), OutboxError> {
         loop {
             let (mut batch, mut marks, through) = {
                 let mut guard = self.state();
@@ -317,10 +289,7 @@ where
                     return Err(failed.clone());
                 }
                 if st.writing || st.pending.is_empty() {
-                    return Ok(Flushed::Done);
-                }
-                if st.taken >= ticket.0 {
-                    return Ok(Flushed::MoreQueued);
+                    return Ok(());
                 }
                 st.writing = true;
                 st.taken = st.pushed;
@@ -515,45 +484,18 @@ mod tests {
     }
 
     #[test]
-    fn flush_until_stops_after_its_own_message_and_says_what_it_left() {
-        futures_lite::future::block_on(async {
-            let (outbox, peer) = outbox();
-            let first = outbox.push_client(&big_call(1), Some(1)).unwrap();
-            let mut flushing = Box::pin(outbox.flush_until(first, |_| {}));
-            // The peer reads nothing yet: the write is under way and blocked.
-            assert!(futures_lite::future::poll_once(&mut flushing)
-                .await
-                .is_none());
-            // Queued behind it; another caller's flush returns at once (a writer is at work).
-            let second = outbox.push_client(&big_call(2), Some(2)).unwrap();
-            assert_eq!(
-                outbox.flush_until(second, |_| {}).await.unwrap(),
-                Flushed::Done
-            );
-            let reader = drain(peer);
-            assert_eq!(flushing.await.unwrap(), Flushed::MoreQueued);
-            assert!(
-                outbox.pending_bytes() > 4 << 20,
-                "the second call is left queued"
-            );
-            // A plain flush writes everything.
-            outbox.flush(|_| {}).await.unwrap();
-            assert_eq!(outbox.pending_bytes(), 0);
-            drop(outbox);
-            assert!(reader.join().unwrap() > 8 << 20);
-        });
-    }
-
-    #[test]
     fn calls_wait_for_room_behind_a_stuck_write_while_control_messages_go_in() {
         futures_lite::future::block_on(async {
             let (outbox, peer) = outbox_queuing(2);
-            let first = outbox.push_client(&big_call(1), Some(1)).unwrap();
-            let mut flushing = Box::pin(outbox.flush_until(first, |_| {}));
+            outbox.push_client(&big_call(1), Some(1)).unwrap();
+            let mut flushing = Box::pin(outbox.flush(|_| {}));
             assert!(futures_lite::future::poll_once(&mut flushing)
                 .await
                 .is_none());
+            // Another caller's flush returns at once: a writer is at work, and takes what
+            // is queued behind its write when that write is done.
             outbox.push_client(&big_call(2), Some(2)).unwrap();
+            outbox.flush(|_| {}).await.unwrap();
             outbox.push_client(&big_call(3), Some(3)).unwrap();
             // Two wait behind the write: a third call is refused, the outbox unharmed.
             assert!(matches!(
@@ -567,21 +509,22 @@ mod tests {
                 .unwrap();
             let mut room = Box::pin(outbox.room());
             assert!(futures_lite::future::poll_once(&mut room).await.is_none());
-            // Once its own call is written, the first writer leaves the rest; a new writer
-            // takes the queue, and there is room again.
+            // Once the first write is done, its writer takes the queue: there is room again
+            // while it writes what it took.
             let reader = drain(peer);
-            assert_eq!(flushing.await.unwrap(), Flushed::MoreQueued);
-            let mut rest = Box::pin(outbox.flush(|_| {}));
-            // Polled once, the new writer has taken the queue (and maybe written it): room.
-            let done = futures_lite::future::poll_once(&mut rest).await;
-            room.await;
+            let mut first_done = None;
+            futures_lite::future::or(room, async {
+                first_done = Some(flushing.as_mut().await);
+            })
+            .await;
             outbox.push_client(&big_call(4), Some(4)).unwrap();
-            match done {
+            match first_done {
                 Some(flushed) => flushed.unwrap(),
-                None => (&mut rest).await.unwrap(),
+                None => flushing.as_mut().await.unwrap(),
             }
-            drop(rest);
+            drop(flushing);
             outbox.flush(|_| {}).await.unwrap();
+            assert_eq!(outbox.pending_bytes(), 0);
             drop(outbox);
             assert!(reader.join().unwrap() > 16 << 20);
         });

@@ -411,7 +411,7 @@ fn every_vector_appears_verbatim_in_protocol_md() {
 
 fn is_hex(token: &str) -> bool {
     !token.is_empty()
-        && token.len() % 2 == 0
+        && token.len().is_multiple_of(2)
         && token
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))

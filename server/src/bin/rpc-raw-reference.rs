@@ -205,7 +205,7 @@ async fn handle_connection(stream: Async<TcpStream>) -> io::Result<()> {
         if got_data {
             // Stay fair to other connections when one keeps the socket full.
             busy_rounds += 1;
-            if busy_rounds % 32 == 0 {
+            if busy_rounds.is_multiple_of(32) {
                 futures_lite::future::yield_now().await;
             }
         } else {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_lite::StreamExt;
-use rpckit_proto::keyring::{self, KeyId, Keyring};
+use rpckit_proto::keyring::{self, KeyError, KeyId, Keyring};
 use rpckit_proto::timer::parse_duration;
 use rpckit_server::{DemoService, Server, ServerConfig};
 use tracing::{error, info, warn};
@@ -156,10 +156,6 @@ fn main() -> ExitCode {
 
 fn keygen(args: KeygenArgs) -> ExitCode {
     let path = args.keyring.unwrap_or_else(keyring::default_keyring_path);
-    if args.if_missing && path.exists() {
-        println!("keyring {} already exists; not touched", path.display());
-        return ExitCode::SUCCESS;
-    }
     let id = match KeyId::new(&args.key_id) {
         Ok(id) => id,
         Err(e) => {
@@ -167,8 +163,15 @@ fn keygen(args: KeygenArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match keyring::add_new_key(&path, &id) {
-        Ok(added) if !added.created_file => {
+    // Whether the file was created for the key (else the key was added to it).
+    let created_file = if args.if_missing {
+        // Create only: a file that exists, or that another run creates first, is left alone.
+        keyring::write_new_key_file(&path, &id).map(|_| true)
+    } else {
+        keyring::add_new_key(&path, &id).map(|added| added.created_file)
+    };
+    match created_file {
+        Ok(false) => {
             println!("added new key \"{id}\" to {}", path.display());
             if keyring::readable_by_others(&path) {
                 eprintln!(
@@ -178,8 +181,14 @@ fn keygen(args: KeygenArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Ok(_) => {
+        Ok(true) => {
             println!("wrote new key \"{id}\" to {} (mode 0600)", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(KeyError::Io { source, .. })
+            if args.if_missing && source.kind() == std::io::ErrorKind::AlreadyExists =>
+        {
+            println!("keyring {} already exists; not touched", path.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
