@@ -533,6 +533,7 @@ mod tests {
     fn keys_added_at_the_same_time_to_a_missing_file_all_land_once() {
         const RUNS: usize = 8;
         let dir = std::env::temp_dir().join(format!("rpckit-racekey-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("keyring");
         let start = std::sync::Barrier::new(RUNS);
         let added: Vec<AddedKey> = std::thread::scope(|scope| {

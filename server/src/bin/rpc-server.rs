@@ -156,6 +156,12 @@ fn main() -> ExitCode {
 
 fn keygen(args: KeygenArgs) -> ExitCode {
     let path = args.keyring.unwrap_or_else(keyring::default_keyring_path);
+    let exists_message = || println!("keyring {} already exists; not touched", path.display());
+    // Checked first, so that a keyring in a directory we may not write to is still left alone.
+    if args.if_missing && path.exists() {
+        exists_message();
+        return ExitCode::SUCCESS;
+    }
     let id = match KeyId::new(&args.key_id) {
         Ok(id) => id,
         Err(e) => {
@@ -188,7 +194,7 @@ fn keygen(args: KeygenArgs) -> ExitCode {
         Err(KeyError::Io { source, .. })
             if args.if_missing && source.kind() == std::io::ErrorKind::AlreadyExists =>
         {
-            println!("keyring {} already exists; not touched", path.display());
+            exists_message();
             ExitCode::SUCCESS
         }
         Err(e) => {
