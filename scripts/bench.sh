@@ -369,6 +369,19 @@ def fmt(v):
         return f"{v:.1f}"
     return f"{v:.2f}"
 
+def shown_ratio(ratio, factor):
+    """The table's kit ÷ ref: three decimals below 10, more while rounding would print a
+    ratio just off its target (0.9197 against 0.92, say) as equal to it."""
+    if ratio != ratio:
+        return "n/a"
+    if abs(ratio) >= 10:
+        return fmt(ratio)
+    digits = 3
+    while (isinstance(factor, (int, float)) and ratio != factor and digits < 6
+           and float(f"{ratio:.{digits}f}") == factor):
+        digits += 1
+    return f"{ratio:.{digits}f}"
+
 def fmt_ratio(v):
     return "n/a" if v != v else f"{v:.2f}"
 
@@ -409,9 +422,7 @@ for name, unit, kits, refs, better, factor, run in rows:
         verdict = "pass" if ok else "FAIL"
         if not ok:
             failed.append(name)
-    # Three decimals below 10, so that a ratio just under its target does not print as equal
-    # to it.
-    shown = "n/a" if ratio != ratio else (f"{ratio:.3f}" if abs(ratio) < 10 else fmt(ratio))
+    shown = shown_ratio(ratio, factor)
     table.append([name, f"{fmt(kit)} {unit}", f"{fmt(ref)} {unit}", f"{shown}×",
                   "—" if single else fmt_rounds(rs), target, verdict, errs])
 table.append(["SHA-256, one core, 64 KiB buffers", f"{fmt(sha)} MB/s", "", "", "—", "—", "—",
