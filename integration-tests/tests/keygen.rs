@@ -9,16 +9,23 @@ use rpckit_integration_tests::{bin, cli, ServerProcess, TempDir};
 use rpckit_proto::keyring::Keyring;
 use rpckit_proto::KeyId;
 
-/// Runs `rpc-server keygen` on `keyring` with `args`, without any key from the environment.
-fn keygen(keyring: &Path, args: &[&str]) -> Output {
-    Command::new(bin("rpc-server"))
+/// `rpc-server keygen` on `keyring` with `args`, without any key from the environment.
+fn keygen_command(keyring: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(bin("rpc-server"));
+    command
         .arg("keygen")
         .arg("--keyring")
         .arg(keyring)
         .args(args)
         .env_remove("RPC_KEY")
         .env_remove("RPC_KEY_ID")
-        .env_remove("RPC_KEYRING")
+        .env_remove("RPC_KEYRING");
+    command
+}
+
+/// Runs `rpc-server keygen` on `keyring` with `args` (see [`keygen_command`]).
+fn keygen(keyring: &Path, args: &[&str]) -> Output {
+    keygen_command(keyring, args)
         .output()
         .expect("run rpc-server keygen")
 }
@@ -92,14 +99,7 @@ fn keygen_if_missing_started_many_times_at_once_writes_one_key_and_all_succeed()
     let path = dir.path().join("keyring");
     let runs: Vec<_> = (0..RUNS)
         .map(|_| {
-            Command::new(bin("rpc-server"))
-                .arg("keygen")
-                .arg("--keyring")
-                .arg(&path)
-                .arg("--if-missing")
-                .env_remove("RPC_KEY")
-                .env_remove("RPC_KEY_ID")
-                .env_remove("RPC_KEYRING")
+            keygen_command(&path, &["--if-missing"])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()

@@ -532,6 +532,23 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Runs `run(0..n)` on `n` threads released together, and returns their results in order.
+    fn at_once<T: Send>(n: usize, run: impl Fn(usize) -> T + Sync) -> Vec<T> {
+        let start = std::sync::Barrier::new(n);
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..n)
+                .map(|i| {
+                    let (start, run) = (&start, &run);
+                    scope.spawn(move || {
+                        start.wait();
+                        run(i)
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        })
+    }
+
     #[cfg(unix)]
     #[test]
     fn keys_added_at_the_same_time_to_a_missing_file_all_land_once() {
@@ -539,19 +556,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rpckit-racekey-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("keyring");
-        let start = std::sync::Barrier::new(RUNS);
-        let added: Vec<AddedKey> = std::thread::scope(|scope| {
-            let runs: Vec<_> = (0..RUNS)
-                .map(|i| {
-                    let (path, start) = (&path, &start);
-                    scope.spawn(move || {
-                        let id = KeyId::new(&format!("svc{i}")).unwrap();
-                        start.wait();
-                        add_new_key(path, &id).unwrap()
-                    })
-                })
-                .collect();
-            runs.into_iter().map(|run| run.join().unwrap()).collect()
+        let added = at_once(RUNS, |i| {
+            add_new_key(&path, &KeyId::new(&format!("svc{i}")).unwrap()).unwrap()
         });
         // One run created the file; every other one added its key to it, none was lost.
         assert_eq!(added.iter().filter(|a| a.created_file).count(), 1);
@@ -562,23 +568,11 @@ mod tests {
             assert_eq!(ring.get(&id), Some(&a.key));
         }
         // The same id from every run at once: exactly one adds it.
-        let start = std::sync::Barrier::new(RUNS);
         let dup = KeyId::new("shared").unwrap();
-        let outcomes: Vec<bool> = std::thread::scope(|scope| {
-            let runs: Vec<_> = (0..RUNS)
-                .map(|_| {
-                    let (path, start, dup) = (&path, &start, &dup);
-                    scope.spawn(move || {
-                        start.wait();
-                        match add_new_key(path, dup) {
-                            Ok(_) => true,
-                            Err(KeyError::DuplicateId { .. }) => false,
-                            Err(e) => panic!("{e}"),
-                        }
-                    })
-                })
-                .collect();
-            runs.into_iter().map(|run| run.join().unwrap()).collect()
+        let outcomes = at_once(RUNS, |_| match add_new_key(&path, &dup) {
+            Ok(_) => true,
+            Err(KeyError::DuplicateId { .. }) => false,
+            Err(e) => panic!("{e}"),
         });
         assert_eq!(outcomes.iter().filter(|added| **added).count(), 1);
         assert_eq!(Keyring::load(&path).unwrap().len(), RUNS + 1);
