@@ -510,6 +510,45 @@ pub fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> 
     .unwrap_or_else(|| panic!("test step did not finish within {limit:?}"))
 }
 
+/// A port on 127.0.0.1 where nothing listens, held for as long as this value lives: a socket
+/// bound to it that never listens, so a connection to it is refused at once, and no other
+/// process can take the port meanwhile (as it could a port bound and then released).
+pub struct DeadPort {
+    _socket: socket2::Socket,
+    addr: SocketAddr,
+}
+
+impl DeadPort {
+    /// Binds a fresh port on 127.0.0.1 without listening on it.
+    pub fn new() -> Self {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind 127.0.0.1:0");
+        let addr = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("bound address");
+        DeadPort {
+            _socket: socket,
+            addr,
+        }
+    }
+
+    /// The address: connecting to it is refused.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Default for DeadPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A TCP connection to `addr` from the source address `from` (another loopback address,
 /// such as 127.0.0.2, to act as a different client host).
 pub fn connect_from(

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 
-use rpckit_integration_tests::{bin, cli, ServerProcess, TestKey, READY_TIMEOUT};
+use rpckit_integration_tests::{bin, cli, DeadPort, ServerProcess, TestKey, READY_TIMEOUT};
 use serde_json::Value;
 
 /// A running `rpc-raw-reference`, killed on drop.
@@ -128,10 +128,7 @@ fn bench_arguments_out_of_range_are_a_local_error_before_any_connect() {
     // Nothing listens at the address: a bad argument must be reported as such (exit 1), not as
     // the failure to connect (exit 3) that trying would give.
     let key = TestKey::new("bench-smoke");
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("address")
-    };
+    let dead = DeadPort::new();
     for bad in [
         &["--conns", "0"][..],
         &["--depth", "0"][..],
@@ -140,7 +137,7 @@ fn bench_arguments_out_of_range_are_a_local_error_before_any_connect() {
     ] {
         let mut full = vec!["bench"];
         full.extend_from_slice(bad);
-        let out = cli(dead, &key.path, &full);
+        let out = cli(dead.addr(), &key.path, &full);
         assert_eq!(out.status.code(), Some(1), "{bad:?}: {out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("must"), "{bad:?}: {stderr}");
@@ -153,15 +150,12 @@ fn bench_with_lazy_connections_still_fails_fast_without_a_server() {
     // With --pipeline-first-call nothing connects before the first call; the probe call made
     // before the clock starts finds the dead address, as a plain connect would.
     let key = TestKey::new("bench-smoke");
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("address")
-    };
+    let dead = DeadPort::new();
     for extra in [&[][..], &["--pipeline-first-call"][..]] {
         let mut full = vec!["bench"];
         full.extend_from_slice(&SHORT);
         full.extend_from_slice(extra);
-        let out = cli(dead, &key.path, &full);
+        let out = cli(dead.addr(), &key.path, &full);
         assert_eq!(out.status.code(), Some(3), "{extra:?}: {out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("cannot"), "{extra:?}: {stderr}");

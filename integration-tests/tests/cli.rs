@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use rpckit_integration_tests::{bin, cli, ServerProcess, TestKey};
+use rpckit_integration_tests::{bin, cli, DeadPort, ServerProcess, TestKey};
 
 /// The process's exit code, with its output in the message if it has none.
 fn code(out: &Output) -> i32 {
@@ -33,14 +33,6 @@ fn expect_code(out: &Output, want: i32) -> String {
         stderr(out)
     );
     stdout(out)
-}
-
-/// An address on 127.0.0.1 nobody listens on: a port the OS just handed out, released again.
-fn dead_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    drop(listener);
-    addr
 }
 
 #[test]
@@ -202,7 +194,8 @@ fn local_and_usage_errors_exit_1_and_2_without_calling() {
 #[test]
 fn dead_server_exits_3() {
     let key = TestKey::new("cli-dead");
-    let addr = dead_addr();
+    let dead = DeadPort::new();
+    let addr = dead.addr();
     // A long connect timeout: refusal must be reported as such (3), not waited out (6).
     let out = cli(
         addr,

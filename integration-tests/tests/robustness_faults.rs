@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use robustness_common::*;
 use rpckit_client::{CallError, Client, ClientConfig};
-use rpckit_integration_tests::{cli, client, raw_session, within, ServerProcess, TestKey};
+use rpckit_integration_tests::{
+    cli, client, raw_session, within, DeadPort, ServerProcess, TestKey,
+};
 use rpckit_proto::demo::{Request, Response};
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::{Keyring, RpcError, ServerMessage};
@@ -533,14 +535,11 @@ fn case_34_cli_against_dead_silent_or_wrong_key_server_fails_with_one_line() {
         stderr
     };
 
-    // Dead: nothing listens on the port any more.
-    let dead = {
-        let server = ServerProcess::start(&key.path, &[]);
-        server.addr
-    };
+    // Dead: nothing listens on the port.
+    let dead = DeadPort::new();
     let started = Instant::now();
     let out = cli(
-        dead,
+        dead.addr(),
         &key.path,
         &["--connect-timeout", "2s", "call", "ping"],
     );
