@@ -512,16 +512,18 @@ mod tests {
             // Once the first write is done, its writer takes the queue: there is room again
             // while it writes what it took.
             let reader = drain(peer);
-            let mut first_done = None;
+            let mut flushed_first = false;
             futures_lite::future::or(room, async {
-                first_done = Some(flushing.as_mut().await);
+                flushing.as_mut().await.unwrap();
+                flushed_first = true;
             })
             .await;
+            assert!(
+                !flushed_first,
+                "no room until the writer had written it all"
+            );
             outbox.push_client(&big_call(4), Some(4)).unwrap();
-            match first_done {
-                Some(flushed) => flushed.unwrap(),
-                None => flushing.as_mut().await.unwrap(),
-            }
+            flushing.as_mut().await.unwrap();
             drop(flushing);
             outbox.flush(|_| {}).await.unwrap();
             assert_eq!(outbox.pending_bytes(), 0);
