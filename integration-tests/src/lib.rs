@@ -301,8 +301,7 @@ impl ServerProcess {
             match self.thread_states() {
                 Threads::Stopped => return,
                 Threads::Gone => panic!(
-                    "rpc-server (pid {}) is gone; log:
-{}",
+                    "rpc-server (pid {}) is gone; log:\n{}",
                     self.pid,
                     self.log_text()
                 ),
