@@ -1,6 +1,6 @@
 //! Helpers for tests that drive the real `rpc-server` and `rpc-client` binaries: start a
 //! server on port 0 and wait for its ready line, watch its log for events, send it signals,
-//! run the CLI, and open raw or authenticated connections.
+//! run the CLI, and open raw or authenticated connections; start the raw reference server.
 //!
 //! Build the binaries first (`make test` does): `cargo build --bins`.
 
@@ -105,6 +105,56 @@ impl TestKey {
         let path = dir.path().join("keyring");
         std::fs::write(&path, ring.to_file_text()).expect("write keyring");
         (dir, path)
+    }
+}
+
+/// A running `rpc-raw-reference` (the raw server `make bench` measures the kit against),
+/// killed on drop.
+#[derive(Debug)]
+pub struct RawReference {
+    /// The process.
+    child: Child,
+    /// The address from its ready line.
+    pub addr: SocketAddr,
+}
+
+impl RawReference {
+    /// Starts `rpc-raw-reference --listen 127.0.0.1:0` and waits for its ready line.
+    pub fn start() -> Self {
+        let mut child = Command::new(bin("rpc-raw-reference"))
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn rpc-raw-reference");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("rpc-raw-reference listening on ") {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(addr) => RawReference {
+                child,
+                addr: addr.parse().expect("ready line names a socket address"),
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("rpc-raw-reference printed no ready line within {READY_TIMEOUT:?}");
+            }
+        }
+    }
+}
+
+impl Drop for RawReference {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -2,59 +2,11 @@
 //! `rpc-server` and `rpc-raw-reference`: every mode runs, prints parseable JSON, makes calls and
 //! counts no errors. No wall-clock thresholds: this checks that the bench works, not how fast.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Output;
 
-use rpckit_integration_tests::{bin, cli, DeadPort, ServerProcess, TestKey, READY_TIMEOUT};
+use rpckit_integration_tests::{cli, DeadPort, RawReference, ServerProcess, TestKey};
 use serde_json::Value;
-
-/// A running `rpc-raw-reference`, killed on drop.
-struct RawReference {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl RawReference {
-    /// Starts `rpc-raw-reference --listen 127.0.0.1:0` and waits for its ready line.
-    fn start() -> Self {
-        let mut child = Command::new(bin("rpc-raw-reference"))
-            .args(["--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn rpc-raw-reference");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("rpc-raw-reference listening on ") {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        });
-        match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(addr) => RawReference {
-                child,
-                addr: addr.parse().expect("ready line names a socket address"),
-            },
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("rpc-raw-reference printed no ready line within {READY_TIMEOUT:?}");
-            }
-        }
-    }
-}
-
-impl Drop for RawReference {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Runs `rpc-client bench <args>` against `addr`, expects exit 0, and returns stdout.
 #[track_caller]

@@ -12,13 +12,16 @@
 //! * pipelined requests are handled in order: after each read every complete
 //!   frame already buffered is answered, all answers go out with one write;
 //! * responses are built in place (a response frame is the request frame with
-//!   its payload uppercased) from a stack read buffer, so an idle connection
-//!   owns no heap buffer unless it once carried frames split across reads;
-//!   buffers grown beyond 128 KiB for big frames are freed once drained.
+//!   its payload uppercased) in a read buffer that each executor thread shares
+//!   among its connections (a read and its answers are one synchronous step),
+//!   so an idle connection owns no heap buffer unless it once carried frames
+//!   split across reads; buffers grown beyond 128 KiB for big frames are freed
+//!   once drained.
 //!
 //! Once listening it prints exactly one line, `rpc-raw-reference listening on
 //! <ADDR>`, to stdout. It exits with status 0 on SIGINT or SIGTERM.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
@@ -29,8 +32,8 @@ use futures_lite::{AsyncWriteExt, StreamExt};
 /// Largest payload accepted in one frame; a longer frame closes the connection.
 const MAX_FRAME: usize = 8 * 1024 * 1024;
 
-/// Size of the on-stack read buffer; it lives only during a synchronous read, never while idle.
-const STACK_READ: usize = 16 * 1024;
+/// Size of the per-thread read buffer.
+const SCRATCH_READ: usize = 16 * 1024;
 
 /// Smallest heap buffer allocated for a frame that spans reads.
 const CARRY_MIN: usize = 4 * 1024;
@@ -42,6 +45,23 @@ const KEEP_CAPACITY: usize = 128 * 1024;
 
 /// Length of the frame header: a big-endian `u32` payload length.
 const HEADER: usize = 4;
+
+thread_local! {
+    /// The read buffer of every connection this thread serves. A read into it and the answers
+    /// to what it holds are one synchronous step (no `await` in between), so the connections
+    /// can share it; zeroed once, not on every read.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_READ]);
+}
+
+/// What one read from the socket came to.
+enum Step {
+    /// Nothing to read yet.
+    Waiting,
+    /// The peer closed, or sent a frame longer than [`MAX_FRAME`]: the connection ends.
+    End,
+    /// Data was read and every complete frame in it answered.
+    Served,
+}
 
 /// Command-line options of the raw reference server.
 #[derive(Debug, Parser)]
@@ -149,29 +169,10 @@ async fn handle_connection(stream: Async<TcpStream>) -> io::Result<()> {
 
     loop {
         let got_data = if filled == 0 {
-            let mut chunk = [0u8; STACK_READ];
-            match read_now(stream.get_ref(), &mut chunk)? {
-                None => false,
-                Some(0) => return Ok(()),
-                Some(n) => {
-                    let Some(done) = answer_in_place(&mut chunk[..n]) else {
-                        return Ok(()); // oversized frame
-                    };
-                    let rest = &chunk[done..n];
-                    if !rest.is_empty() {
-                        let need = frame_total(rest)
-                            .unwrap_or(HEADER)
-                            .max(rest.len())
-                            .max(CARRY_MIN);
-                        if carry.len() < need {
-                            carry.resize(need, 0);
-                        }
-                        carry[..rest.len()].copy_from_slice(rest);
-                        filled = rest.len();
-                    }
-                    send_now(stream.get_ref(), &chunk[..done], &mut out)?;
-                    true
-                }
+            match serve_from_scratch(stream.get_ref(), &mut carry, &mut filled, &mut out)? {
+                Step::Waiting => false,
+                Step::End => return Ok(()),
+                Step::Served => true,
             }
         } else {
             // `answer_in_place` already rejected oversized headers, so `need` is bounded.
@@ -216,6 +217,41 @@ async fn handle_connection(stream: Async<TcpStream>) -> io::Result<()> {
             stream.readable().await?;
         }
     }
+}
+
+/// Reads what the socket has into the thread's read buffer, answers every complete frame in
+/// it (the rest of the answer, if the socket does not take it all, goes to `out`), and keeps
+/// the start of an incomplete frame in `carry[..filled]` (`filled` is 0 on entry).
+fn serve_from_scratch(
+    stream: &TcpStream,
+    carry: &mut Vec<u8>,
+    filled: &mut usize,
+    out: &mut Vec<u8>,
+) -> io::Result<Step> {
+    SCRATCH.with_borrow_mut(|chunk| {
+        let n = match read_now(stream, chunk)? {
+            None => return Ok(Step::Waiting),
+            Some(0) => return Ok(Step::End),
+            Some(n) => n,
+        };
+        let Some(done) = answer_in_place(&mut chunk[..n]) else {
+            return Ok(Step::End); // oversized frame
+        };
+        let rest = &chunk[done..n];
+        if !rest.is_empty() {
+            let need = frame_total(rest)
+                .unwrap_or(HEADER)
+                .max(rest.len())
+                .max(CARRY_MIN);
+            if carry.len() < need {
+                carry.resize(need, 0);
+            }
+            carry[..rest.len()].copy_from_slice(rest);
+            *filled = rest.len();
+        }
+        send_now(stream, &chunk[..done], out)?;
+        Ok(Step::Served)
+    })
 }
 
 /// One non-blocking read: `None` if nothing is available yet, `Some(0)` at end of stream.
