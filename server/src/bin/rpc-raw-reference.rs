@@ -154,10 +154,9 @@ async fn serve(args: Args) -> i32 {
 ///
 /// Answers are produced in place: a response frame is the request frame with
 /// its payload uppercased, so the complete frames of each read are uppercased
-/// where they lie and written straight back. Reads go to a stack buffer that
-/// is not kept while waiting, so a connection owns heap memory only while a
-/// frame spans several reads (`carry`) or the socket refuses part of an
-/// answer (`out`).
+/// where they lie and written straight back. Reads go to the thread's shared
+/// read buffer, so a connection owns heap memory only while a frame spans
+/// several reads (`carry`) or the socket refuses part of an answer (`out`).
 async fn handle_connection(stream: Async<TcpStream>) -> io::Result<()> {
     stream.get_ref().set_nodelay(true)?;
     // Start of an incomplete frame: `carry[..filled]`.
