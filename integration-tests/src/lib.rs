@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -108,6 +108,20 @@ impl TestKey {
     }
 }
 
+/// Reads a child's stdout on a thread of its own and sends the address of each line
+/// `<prefix><addr>` (the ready line a server prints once listening).
+fn ready_line(stdout: ChildStdout, prefix: &'static str) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix(prefix) {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+        }
+    });
+    rx
+}
+
 /// A running `rpc-raw-reference` (the raw server `make bench` measures the kit against),
 /// killed on drop.
 #[derive(Debug)]
@@ -129,15 +143,8 @@ impl RawReference {
             .spawn()
             .expect("spawn rpc-raw-reference");
         let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("rpc-raw-reference listening on ") {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        });
-        match rx.recv_timeout(READY_TIMEOUT) {
+        let ready = ready_line(stdout, "rpc-raw-reference listening on ");
+        match ready.recv_timeout(READY_TIMEOUT) {
             Ok(addr) => RawReference {
                 child,
                 addr: addr.parse().expect("ready line names a socket address"),
@@ -212,16 +219,8 @@ impl ServerProcess {
                 }
             });
         }
-        let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Some(Ok(line)) = lines.next() {
-                if let Some(addr) = line.strip_prefix("rpc-server listening on ") {
-                    let _ = ready_tx.send(addr.trim().to_owned());
-                }
-            }
-        });
-        let addr = match ready_rx.recv_timeout(READY_TIMEOUT) {
+        let ready = ready_line(stdout, "rpc-server listening on ");
+        let addr = match ready.recv_timeout(READY_TIMEOUT) {
             Ok(addr) => addr.parse().expect("ready line names a socket address"),
             Err(_) => {
                 let _ = child.kill();
