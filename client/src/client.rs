@@ -30,10 +30,9 @@ use crate::error::{CallError, ConnectError};
 /// ```no_run
 /// use rpckit_client::{Client, ClientConfig};
 /// use rpckit_proto::demo::{Request, Response};
-/// use rpckit_proto::{KeyId, Keyring};
 ///
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// let keyring = Keyring::load(&rpckit_proto::keyring::default_keyring_path())?;
+/// let keyring = rpckit_keyfile::load(&rpckit_keyfile::default_keyring_path())?;
 /// let (id, key) = keyring.first().ok_or("empty keyring")?;
 /// let client: Client<Request, Response> =
 ///     Client::connect("127.0.0.1:7878", id.clone(), key.clone(), ClientConfig::default()).await?;

@@ -2,7 +2,8 @@
 //! server on port 0 and wait for its ready line, watch its log for events, send it signals,
 //! run the CLI, and open raw or authenticated connections; start the raw reference server.
 //!
-//! Build the binaries first (`make test` does): `cargo build --bins`.
+//! [`bin`] builds the binaries from the current sources once per test process, so
+//! `cargo test` alone never runs a stale `rpc-server` or `rpc-client`.
 
 #![forbid(unsafe_code)]
 
@@ -11,13 +12,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rpckit_client::{Client, ClientConfig};
+use rpckit_keyfile::write_new_key_file;
 use rpckit_proto::demo::{Request, Response};
 use rpckit_proto::handshake::{self, HandshakeConfig};
-use rpckit_proto::keyring::{write_new_key_file, KeyId, Keyring, SecretKey};
+use rpckit_proto::keyring::{KeyId, Keyring, SecretKey};
 use rpckit_proto::Session;
 
 /// How long a server gets to print its ready line.
@@ -28,21 +30,63 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// server writes near this many lines.
 pub const MAX_LOG_LINES_PER_WAIT: usize = 1_000_000;
 
-/// Path of one of the workspace's binaries, next to the test executable's directory.
+/// Path of one of the workspace's binaries (`rpc-server`, `rpc-client`, `rpc-raw-reference`),
+/// built from the current sources: the first call in a test process runs
+/// `cargo build --workspace --bins` with the test's profile and target directory (a no-op when
+/// they are up to date), so a test never runs a stale binary. Panics if the build fails.
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BUILT.get_or_init(build_binaries) {
+        Ok(dir) => dir.join(name),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Builds the workspace's binaries for the profile this test was built with, into the target
+/// directory it was built in, and returns `<target>/<profile>`.
+fn build_binaries() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("test executable path: {e}"))?;
+    // target/<profile>/deps/<test> -> target/<profile>
+    let profile_dir = exe
         .parent()
         .and_then(Path::parent)
-        .expect("test executable lives in target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} not found: build the binaries first (`cargo build --bins`, as `make test` does)",
-        path.display()
-    );
-    path
+        .ok_or("test executable does not live in target/<profile>/deps")?;
+    let target_dir = profile_dir
+        .parent()
+        .ok_or("test executable does not live in target/<profile>/deps")?;
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or("target profile directory name is not UTF-8")?;
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("integration-tests lives in the workspace root")?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(&cargo);
+    build
+        .current_dir(workspace)
+        .args(["build", "--workspace", "--bins", "--quiet", "--target-dir"])
+        .arg(target_dir);
+    match profile {
+        "debug" => {}
+        "release" => {
+            build.arg("--release");
+        }
+        other => {
+            build.args(["--profile", other]);
+        }
+    }
+    let status = build
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run {cargo:?} to build the binaries: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "`cargo build --workspace --bins` ({profile}) failed with {status}: the tests need \
+             the current rpc-server, rpc-client and rpc-raw-reference"
+        ));
+    }
+    Ok(profile_dir.to_path_buf())
 }
 
 /// A private temporary directory, removed on drop.
@@ -103,7 +147,7 @@ impl TestKey {
             ring.insert(k.id.clone(), k.key.clone());
         }
         let path = dir.path().join("keyring");
-        std::fs::write(&path, ring.to_file_text()).expect("write keyring");
+        std::fs::write(&path, rpckit_keyfile::to_file_text(&ring)).expect("write keyring");
         (dir, path)
     }
 }

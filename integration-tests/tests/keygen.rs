@@ -6,7 +6,6 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use rpckit_integration_tests::{bin, cli, ServerProcess, TempDir};
-use rpckit_proto::keyring::Keyring;
 use rpckit_proto::KeyId;
 
 /// `rpc-server keygen` on `keyring` with `args`, without any key from the environment.
@@ -54,7 +53,7 @@ fn keygen_creates_then_adds_keys_once_per_id() {
         String::from_utf8_lossy(&out.stdout).contains("added new key \"search\""),
         "{out:?}"
     );
-    let ring = Keyring::load(&path).expect("keyring parses");
+    let ring = rpckit_keyfile::load(&path).expect("keyring parses");
     let ids: Vec<&str> = ring.ids().map(KeyId::as_str).collect();
     assert_eq!(ids, ["billing", "search"]);
     let before = std::fs::read(&path).unwrap();
@@ -120,7 +119,10 @@ fn keygen_if_missing_started_many_times_at_once_writes_one_key_and_all_succeed()
     };
     assert_eq!(said("wrote new key"), 1, "{outs:?}");
     assert_eq!(said("already exists; not touched"), RUNS - 1, "{outs:?}");
-    assert_eq!(Keyring::load(&path).expect("keyring parses").len(), 1);
+    assert_eq!(
+        rpckit_keyfile::load(&path).expect("keyring parses").len(),
+        1
+    );
     // Nothing but the keyring is left in the directory.
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()

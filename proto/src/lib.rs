@@ -15,7 +15,7 @@
 //!
 //! [`outbox`] is the shared, coalescing outgoing side of a connection; [`transport`] the socket
 //! both halves share; [`timer`] the deadlines that cost no system call to set; [`keyring`] holds
-//! key ids, secrets and the keyring file format.
+//! key ids, secrets and the keyring in memory (files and the environment: `rpckit-keyfile`).
 //!
 //! The byte-exact specification, with test vectors, is `docs/PROTOCOL.md`.
 

@@ -4,7 +4,7 @@
 //! Covered: `frame::split_frame`, `FrameReader::next_frame` (random chunkings, pending reads
 //! and dropped reads, checked against a simple model), `message::decode_client` /
 //! `decode_server` with the demo enums, `codec::decode` of the demo and envelope enums,
-//! `Keyring::parse`, and the server side of the handshake (`handshake::accept` over an
+//! and the server side of the handshake (`handshake::accept` over an
 //! in-memory stream). Case counts are chosen so that the whole file runs in a few seconds on
 //! two cores in a debug build.
 
@@ -25,7 +25,7 @@ use rpckit_proto::handshake::{
     self, client_hello, server_refusal, HandshakeConfig, HandshakeError, Refusal, MAGIC, NONCE_LEN,
     TYPE_SERVER_PROOF,
 };
-use rpckit_proto::keyring::{KeyError, KeyId, Keyring, SecretKey};
+use rpckit_proto::keyring::{KeyId, Keyring, SecretKey};
 use rpckit_proto::message::{
     decode_client, decode_server, encode_client, encode_server, ClientHeader, ClientMessage,
     RpcError, ServerHeader, ServerMessage,
@@ -556,93 +556,6 @@ proptest! {
         // RpcError::UnknownMethod(String) with a huge length.
         prop_assert!(codec::decode::<RpcError>(&[&[0u8, 0, 0, 0][..], &len.to_le_bytes(), &tail].concat()).is_err());
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Keyring files
-
-fn key_id_text() -> impl Strategy<Value = String> {
-    "[A-Za-z0-9._-]{1,64}"
-}
-
-fn secret_hex() -> impl Strategy<Value = String> {
-    vec(any::<u8>(), 16..=64).prop_map(hex::encode)
-}
-
-fn keyring_line() -> impl Strategy<Value = String> {
-    prop_oneof![
-        (key_id_text(), secret_hex(), "[ \t]{1,3}", "[ \t]{0,2}")
-            .prop_map(|(id, secret, sep, pad)| format!("{pad}{id}{sep}{secret}{pad}")),
-        "#[^\n\r]{0,20}",
-        "[ \t]{0,3}",
-    ]
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2048))]
-
-    #[test]
-    fn random_keyring_text_never_panics_and_what_parses_round_trips(text in "\\PC{0,200}") {
-        check_keyring(&text)?;
-    }
-
-    #[test]
-    fn keyring_grammar_parses_or_points_at_a_line(
-        lines in vec(keyring_line(), 0..8),
-        edits in mutations(),
-        mutate_it in any::<bool>(),
-    ) {
-        let mut text = lines.join("\n");
-        if mutate_it {
-            text = String::from_utf8_lossy(&mutate(text.into_bytes(), &edits)).into_owned();
-        }
-        check_keyring(&text)?;
-        if !mutate_it {
-            // Without edits the only possible failures are an empty file or a repeated id.
-            match Keyring::parse(&text, "t") {
-                Ok(ring) => {
-                    let ids: Vec<&str> = lines
-                        .iter()
-                        .filter_map(|l| l.split_whitespace().next())
-                        .filter(|w| !w.starts_with('#'))
-                        .collect();
-                    prop_assert_eq!(ring.len(), ids.len());
-                }
-                Err(KeyError::Empty(_)) => {}
-                Err(KeyError::Parse { reason, .. }) => {
-                    prop_assert!(reason.contains("appears twice"), "{}", reason);
-                }
-                Err(other) => prop_assert!(false, "unexpected {:?}", other),
-            }
-        }
-    }
-}
-
-fn check_keyring(text: &str) -> Result<(), TestCaseError> {
-    match Keyring::parse(text, "prop") {
-        Ok(ring) => {
-            prop_assert!(!ring.is_empty());
-            for id in ring.ids() {
-                prop_assert!(KeyId::new(id.as_str()).is_ok());
-                let secret = ring.get(id).unwrap();
-                prop_assert!(SecretKey::new(secret.expose().to_vec()).is_ok());
-            }
-            let again = Keyring::parse(&ring.to_file_text(), "again").unwrap();
-            prop_assert_eq!(
-                again.ids().collect::<Vec<_>>(),
-                ring.ids().collect::<Vec<_>>()
-            );
-            for id in ring.ids() {
-                prop_assert_eq!(again.get(id), ring.get(id));
-            }
-        }
-        Err(KeyError::Parse { line, .. }) => {
-            prop_assert!(line >= 1 && line <= text.lines().count());
-        }
-        Err(KeyError::Empty(_)) => {}
-        Err(other) => prop_assert!(false, "unexpected {:?}", other),
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

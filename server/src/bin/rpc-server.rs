@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_lite::StreamExt;
-use rpckit_proto::keyring::{self, KeyError, KeyId, Keyring};
+use rpckit_keyfile::Keygen;
 use rpckit_proto::timer::parse_duration;
+use rpckit_proto::{KeyId, Keyring};
 use rpckit_server::{DemoService, Server, ServerConfig};
 use tracing::{error, info, warn};
 
@@ -155,7 +156,9 @@ fn main() -> ExitCode {
 }
 
 fn keygen(args: KeygenArgs) -> ExitCode {
-    let path = args.keyring.unwrap_or_else(keyring::default_keyring_path);
+    let path = args
+        .keyring
+        .unwrap_or_else(rpckit_keyfile::default_keyring_path);
     let exists_message = || println!("keyring {} already exists; not touched", path.display());
     // Checked first, so that a keyring in a directory we may not write to is still left alone.
     if args.if_missing && path.exists() {
@@ -169,17 +172,10 @@ fn keygen(args: KeygenArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Whether the file was created for the key (else the key was added to it).
-    let created_file = if args.if_missing {
-        // Create only: a file that exists, or that another run creates first, is left alone.
-        keyring::write_new_key_file(&path, &id).map(|_| true)
-    } else {
-        keyring::add_new_key(&path, &id).map(|added| added.created_file)
-    };
-    match created_file {
-        Ok(false) => {
+    match rpckit_keyfile::keygen(&path, &id, args.if_missing) {
+        Ok(Keygen::Added { readable_by_others }) => {
             println!("added new key \"{id}\" to {}", path.display());
-            if keyring::readable_by_others(&path) {
+            if readable_by_others {
                 eprintln!(
                     "rpc-server: warning: {} is readable by group or others (chmod 600 it)",
                     path.display()
@@ -187,13 +183,11 @@ fn keygen(args: KeygenArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Ok(true) => {
+        Ok(Keygen::Created) => {
             println!("wrote new key \"{id}\" to {} (mode 0600)", path.display());
             ExitCode::SUCCESS
         }
-        Err(KeyError::Io { source, .. })
-            if args.if_missing && source.kind() == std::io::ErrorKind::AlreadyExists =>
-        {
+        Ok(_) => {
             exists_message();
             ExitCode::SUCCESS
         }
@@ -220,8 +214,8 @@ fn init_logging(format: LogFormat, level: &str) {
 
 /// The keys to accept: RPC_KEY from the environment, or the keyring file.
 fn load_keys(args: &ServeArgs) -> Result<Keyring, String> {
-    if let Some(found) = keyring::key_from_env(None) {
-        let (id, key) = found?;
+    if let Some(found) = rpckit_keyfile::key_from_env(None) {
+        let (id, key) = found.map_err(|e| e.to_string())?;
         let mut ring = Keyring::new();
         ring.insert(id, key);
         return Ok(ring);
@@ -229,14 +223,14 @@ fn load_keys(args: &ServeArgs) -> Result<Keyring, String> {
     let path = args
         .keyring
         .clone()
-        .unwrap_or_else(keyring::default_keyring_path);
-    let ring = Keyring::load(&path).map_err(|e| {
+        .unwrap_or_else(rpckit_keyfile::default_keyring_path);
+    let ring = rpckit_keyfile::load(&path).map_err(|e| {
         format!(
             "{e}\n  create a key with `rpc-server keygen --keyring {}`, or set RPC_KEY",
             path.display()
         )
     })?;
-    if keyring::readable_by_others(&path) {
+    if rpckit_keyfile::readable_by_others(&path) {
         warn!(path = %path.display(), "keyring file is readable by other users; run chmod 600 on it");
     }
     Ok(ring)
