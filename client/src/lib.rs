@@ -13,13 +13,10 @@
 //! a thread of its own is woken across threads for every answer, which in a one-call-at-a-time
 //! loop cost a quarter of the calls per second here (docs/PERFORMANCE.md, "Where to call
 //! from"). For a single call it does not matter.
-//!
-//! The [`bench`](mod@bench) module is the load generator behind `rpc-client bench`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
-pub mod bench;
 mod client;
 mod config;
 mod connection;

@@ -1,5 +1,5 @@
 //! The rpckit driver of the benchmark engine: each benchmark connection is one
-//! [`crate::Client`] (handshake included), shared by `depth` tasks that multiplex their calls
+//! [`rpckit_client::Client`] (handshake included), shared by `depth` tasks that multiplex their calls
 //! over it, calling the demo service's `Uppercase` or `Echo` and checking every answer.
 //!
 //! For an idle run ([`Driver::prepare_idle`]) the clients' keepalive interval is stretched
@@ -14,8 +14,8 @@ use std::time::Duration;
 use rpckit_proto::demo::{Request, Response};
 use rpckit_proto::{KeyId, SecretKey};
 
-use super::{BenchError, Connection, Driver};
-use crate::{CallError, Client, ClientConfig, ConnectError};
+use crate::{BenchError, Connection, Driver};
+use rpckit_client::{CallError, Client, ClientConfig, ConnectError};
 
 /// Connects benchmark connections with the rpckit client.
 #[derive(Debug, Clone)]
@@ -90,6 +90,7 @@ fn call_error(e: &CallError) -> BenchError {
         CallError::Connect(c) => return connect_error(c),
         CallError::Decode(_) => "decode".into(),
         CallError::Encode(_) => "encode".into(),
+        _ => "call".into(),
     };
     BenchError::new(kind, e.to_string())
 }

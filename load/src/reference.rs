@@ -1,4 +1,4 @@
-//! `rpc-raw-reference`: the raw reference server that rpckit is measured against.
+//! The raw reference server that rpckit is measured against (binary `rpc-raw-reference`).
 //!
 //! It speaks the simplest possible protocol: every frame is a 4-byte big-endian
 //! length followed by that many payload bytes, and every request frame is
@@ -18,19 +18,23 @@
 //!   split across reads; buffers grown beyond 128 KiB for big frames are freed
 //!   once drained.
 //!
-//! Once listening it prints exactly one line, `rpc-raw-reference listening on
-//! <ADDR>`, to stdout. It exits with status 0 on SIGINT or SIGTERM.
+//! The binary binds, prints exactly one line, `rpc-raw-reference listening on <ADDR>`, to
+//! stdout, then calls [`run`] until SIGINT or SIGTERM, and exits with status 0.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
 
 use async_io::Async;
-use clap::Parser;
-use futures_lite::{AsyncWriteExt, StreamExt};
+use futures_lite::AsyncWriteExt;
+
+/// Pause after a failed accept before the next one.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// Largest payload accepted in one frame; a longer frame closes the connection.
-const MAX_FRAME: usize = 8 * 1024 * 1024;
+pub const MAX_FRAME: usize = 8 * 1024 * 1024;
 
 /// Size of the per-thread read buffer.
 const SCRATCH_READ: usize = 16 * 1024;
@@ -63,72 +67,10 @@ enum Step {
     Served,
 }
 
-/// Command-line options of the raw reference server.
-#[derive(Debug, Parser)]
-#[command(
-    name = "rpc-raw-reference",
-    version,
-    about = "Raw reference server: length-prefixed frames answered with the uppercased payload"
-)]
-struct Args {
-    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: SocketAddr,
-}
-
-fn main() {
-    let args = Args::parse();
-    // Serve from a task on the executor and let the main thread only wait, as `rpc-server`
-    // does: with `block_on` here the main thread would run the accept loop and take turns with
-    // the executor's thread at the reactor, handing work between threads on every event.
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    async_std::task::spawn(async move {
-        let _ = tx.send(serve(args).await);
-    });
-    let code = rx.recv().unwrap_or(101);
-    std::process::exit(code);
-}
-
-/// Binds, announces the address, then accepts until SIGINT/SIGTERM. Returns the exit code.
-async fn serve(args: Args) -> i32 {
-    let listener = match Async::<TcpListener>::bind(args.listen) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("rpc-raw-reference: cannot listen on {}: {e}", args.listen);
-            return 1;
-        }
-    };
-    let local = match listener.get_ref().local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("rpc-raw-reference: cannot read local address: {e}");
-            return 1;
-        }
-    };
-    let signals =
-        match async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term]) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("rpc-raw-reference: cannot install signal handlers: {e}");
-                return 1;
-            }
-        };
-    {
-        let mut out = io::stdout().lock();
-        if writeln!(out, "rpc-raw-reference listening on {local}")
-            .and_then(|()| out.flush())
-            .is_err()
-        {
-            return 1;
-        }
-    }
-
-    let wait_signal = async move {
-        let mut signals = signals;
-        // Either a signal arrived or the stream ended; both mean shut down.
-        let _ = signals.next().await;
-        0
-    };
+/// Accepts connections on `listener`, each served by a task of its own, until `shutdown`
+/// completes. A failed accept (typically EMFILE under a connection flood) is reported on
+/// stderr and retried after a short pause.
+pub async fn run(listener: Async<TcpListener>, shutdown: impl Future<Output = ()>) {
     let accept_loop = async move {
         loop {
             match listener.accept().await {
@@ -139,14 +81,13 @@ async fn serve(args: Args) -> i32 {
                     });
                 }
                 Err(e) => {
-                    // Typically EMFILE under connection floods: back off briefly and go on.
                     eprintln!("rpc-raw-reference: accept failed: {e}");
-                    async_io::Timer::after(std::time::Duration::from_millis(10)).await;
+                    async_io::Timer::after(ACCEPT_BACKOFF).await;
                 }
             }
         }
     };
-    futures_lite::future::or(wait_signal, accept_loop).await
+    futures_lite::future::or(shutdown, accept_loop).await
 }
 
 /// Serves one connection until the peer closes it, an I/O error occurs or a

@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use rpckit_client::bench::{measure_sha256_throughput, run, run_raw, BenchConfig, KitDriver};
+use rpckit_load::{measure_sha256_throughput, run, run_raw, BenchConfig, KitDriver};
 
 use crate::{keys, Target};
 

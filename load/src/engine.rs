@@ -4,11 +4,8 @@
 //! over nothing keeps sending: workers stop issuing calls at the deadline, and
 //! whatever is still running [`HARD_STOP_GRACE`] later is cancelled.
 //!
-//! Idle mode has its own short path ([`run_idle`]): open and probe, announce,
-//! hold, close; every step is bounded by a timeout.
+//! Idle mode has its own short path ([`crate::idle::run_idle`]).
 
-use std::future::Future;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use async_std::task::JoinHandle;
 
-use super::progress::Progress;
-use super::stats::{BenchReport, IdleCounts, Recorder, RunInfo};
-use super::{
-    make_payload, BenchConfig, BenchError, Connection, Driver, CLOSE_TIMEOUT, CONNECT_PARALLEL,
-    CONNECT_TIMEOUT, HARD_STOP_GRACE, IDLE_OPEN_TIMEOUT, PROBE_TIMEOUT,
-};
+use crate::connect::{connect_once, open_initial, probe, resolve, sleep_until_at_most};
+use crate::idle::{announce_held, run_idle};
+use crate::progress::Progress;
+use crate::recorder::Recorder;
+use crate::report::{BenchReport, RunInfo};
+use crate::{make_payload, BenchConfig, BenchError, Connection, Driver, HARD_STOP_GRACE};
 
 /// Pause after a failed connection attempt before the next one.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(20);
@@ -209,220 +206,6 @@ pub async fn run<D: Driver>(
     Ok(BenchReport::from_totals(info, &recorder.totals()))
 }
 
-/// Prints `holding N idle connections` to stdout and flushes it (scripts wait for the line).
-fn announce_held(n: usize) {
-    let mut out = std::io::stdout().lock();
-    // If stdout is gone nobody is waiting for the line; the hold goes on regardless.
-    let _ = writeln!(out, "holding {n} idle connections").and_then(|()| out.flush());
-}
-
-/// Idle mode: opens `cfg.conns` connections ([`CONNECT_PARALLEL`] attempts at a time, each
-/// bounded by [`CONNECT_TIMEOUT`], the whole phase by [`IDLE_OPEN_TIMEOUT`]), makes one call on
-/// each (bounded by [`PROBE_TIMEOUT`]), calls `on_held` with the number that work, holds them
-/// without traffic for `cfg.duration` seconds, then closes them ([`CLOSE_TIMEOUT`] each).
-///
-/// Returns an error if the configuration is invalid, the address does not resolve, or not a
-/// single connection works. Connections that fail to open, fail their probe, or look dead
-/// after the hold are counted as errors in the report.
-pub async fn run_idle<D: Driver>(
-    mut driver: D,
-    addr: &str,
-    cfg: &BenchConfig,
-    on_held: impl FnOnce(usize),
-) -> Result<BenchReport, BenchError> {
-    cfg.validate()?;
-    let hold = cfg.duration()?;
-    let target = resolve(addr).await?;
-    driver.prepare_idle(hold);
-    let driver = Arc::new(driver);
-    let payload = Arc::new(make_payload(cfg.payload));
-    let start = Instant::now();
-    // Everything an idle run records counts: the window is the whole run and then some.
-    let recorder = Arc::new(Recorder::new(
-        1,
-        start,
-        start + IDLE_OPEN_TIMEOUT + PROBE_TIMEOUT + CONNECT_TIMEOUT + hold + CLOSE_TIMEOUT * 2,
-    ));
-
-    // Open and probe.
-    let open_deadline = start + IDLE_OPEN_TIMEOUT;
-    let attempts = (0..cfg.conns).map(|_| {
-        let (driver, payload, recorder) = (driver.clone(), payload.clone(), recorder.clone());
-        async move {
-            if Instant::now() >= open_deadline {
-                return Err(BenchError::new(
-                    "idle_open_timeout",
-                    format!(
-                        "not attempted: opening the connections took over {}s",
-                        IDLE_OPEN_TIMEOUT.as_secs()
-                    ),
-                ));
-            }
-            let conn = connect_once(&*driver, target).await?;
-            recorder.record_connect(0, Instant::now());
-            let t0 = Instant::now();
-            let n = probe(&conn, &payload).await?;
-            recorder.record_call(0, t0, Instant::now(), (payload.len() + n) as u64);
-            Ok(conn)
-        }
-    });
-    let mut held = Vec::with_capacity(cfg.conns);
-    let mut connect_errors = 0u64;
-    let mut first_error = None;
-    for r in spawn_bounded(attempts, CONNECT_PARALLEL).await {
-        match r {
-            Ok(c) => held.push(c),
-            Err(e) => {
-                connect_errors += 1;
-                recorder.record_error(0, &e);
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    if held.is_empty() {
-        let e = first_error
-            .unwrap_or_else(|| BenchError::new("connect", "no connection was attempted"));
-        return Err(BenchError::new(
-            e.kind().to_owned(),
-            format!("cannot connect to {addr}: {}", e.message()),
-        ));
-    }
-
-    // Hold, without traffic.
-    on_held(held.len());
-    let held_from = Instant::now();
-    async_std::task::sleep(hold).await;
-    let held_for = held_from.elapsed();
-    let alive = held.iter().filter(|c| c.is_alive()).count();
-    let lost = held.len() - alive;
-    if lost > 0 {
-        recorder.record_errors(
-            0,
-            &BenchError::new(
-                "idle_connection_lost",
-                "connection closed by the server during the hold",
-            ),
-            lost as u64,
-        );
-    }
-
-    // Close.
-    let closes = held.into_iter().map(|c| async move {
-        async_std::future::timeout(CLOSE_TIMEOUT, c.close())
-            .await
-            .is_ok()
-    });
-    let slow = spawn_bounded(closes, CONNECT_PARALLEL)
-        .await
-        .into_iter()
-        .filter(|closed| !closed)
-        .count();
-    if slow > 0 {
-        recorder.record_errors(
-            0,
-            &BenchError::new(
-                "close_timeout",
-                format!("close took over {}s", CLOSE_TIMEOUT.as_secs()),
-            ),
-            slow as u64,
-        );
-    }
-
-    let info = RunInfo {
-        driver: driver.name().to_owned(),
-        target: addr.to_owned(),
-        method: cfg.method.clone(),
-        connections: cfg.conns,
-        depth: 1,
-        payload_bytes: cfg.payload,
-        churn: false,
-        idle: Some(IdleCounts {
-            held: alive as u64,
-            connect_errors,
-        }),
-        warmup: Duration::ZERO,
-        window: held_for,
-    };
-    Ok(BenchReport::from_totals(info, &recorder.totals()))
-}
-
-/// Runs `futures` as tasks, at most `parallel` at a time, and returns their outputs in order.
-async fn spawn_bounded<T, F>(futures: impl IntoIterator<Item = F>, parallel: usize) -> Vec<T>
-where
-    T: Send + 'static,
-    F: Future<Output = T> + Send + 'static,
-{
-    let parallel = parallel.max(1);
-    let mut out = Vec::new();
-    let mut pending = std::collections::VecDeque::with_capacity(parallel);
-    for fut in futures {
-        if pending.len() == parallel {
-            if let Some(h) = pending.pop_front() {
-                out.push(h.await);
-            }
-        }
-        pending.push_back(async_std::task::spawn(fut));
-    }
-    while let Some(h) = pending.pop_front() {
-        out.push(h.await);
-    }
-    out
-}
-
-/// Resolves `host:port` to its first address.
-async fn resolve(addr: &str) -> Result<SocketAddr, BenchError> {
-    if let Ok(a) = addr.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    let mut addrs = async_std::net::ToSocketAddrs::to_socket_addrs(addr)
-        .await
-        .map_err(|e| BenchError::new("resolve", format!("cannot resolve {addr:?}: {e}")))?;
-    addrs
-        .next()
-        .ok_or_else(|| BenchError::new("resolve", format!("{addr:?} resolves to no address")))
-}
-
-/// One call on `conn` before any clock runs, bounded by [`PROBE_TIMEOUT`]: the answer's
-/// payload bytes, or why there was none (`probe_timeout` if it did not come in time).
-async fn probe<C: Connection>(conn: &C, payload: &[u8]) -> Result<usize, BenchError> {
-    async_std::future::timeout(PROBE_TIMEOUT, conn.call(payload))
-        .await
-        .unwrap_or_else(|_| {
-            Err(BenchError::new(
-                "probe_timeout",
-                format!("probe call unanswered after {}s", PROBE_TIMEOUT.as_secs()),
-            ))
-        })
-}
-
-/// Connects with [`CONNECT_TIMEOUT`].
-async fn connect_once<D: Driver>(driver: &D, addr: SocketAddr) -> Result<D::Conn, BenchError> {
-    match async_std::future::timeout(CONNECT_TIMEOUT, driver.connect(addr)).await {
-        Ok(r) => r,
-        Err(_) => Err(BenchError::new(
-            "connect_timeout",
-            format!(
-                "no connection to {addr} within {}s",
-                CONNECT_TIMEOUT.as_secs()
-            ),
-        )
-        .no_connection()),
-    }
-}
-
-/// Opens `n` connections, up to [`CONNECT_PARALLEL`] attempts at a time.
-async fn open_initial<D: Driver>(
-    driver: &Arc<D>,
-    addr: SocketAddr,
-    n: usize,
-) -> Vec<Result<D::Conn, BenchError>> {
-    let attempts = (0..n).map(|_| {
-        let d = driver.clone();
-        async move { connect_once(&*d, addr).await }
-    });
-    spawn_bounded(attempts, CONNECT_PARALLEL).await
-}
-
 /// One of `depth` workers sharing a slot: calls until the deadline, reopening after failures.
 async fn steady_worker<D: Driver>(ctx: Arc<Ctx<D>>, slot: Arc<Slot<D::Conn>>, index: usize) {
     let rec = &*ctx.recorder;
@@ -511,10 +294,4 @@ async fn churn_worker<D: Driver>(ctx: Arc<Ctx<D>>, index: usize) {
             Err(e) => ctx.call_failed(index, &e),
         }
     }
-}
-
-/// Sleeps for `d`, but not past `deadline`.
-async fn sleep_until_at_most(d: Duration, deadline: Instant) {
-    let left = deadline.saturating_duration_since(Instant::now());
-    async_std::task::sleep(d.min(left)).await;
 }

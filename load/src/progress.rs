@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_std::task::JoinHandle;
 
-use super::stats::Recorder;
+use crate::recorder::Recorder;
 
 /// Time between redraws.
 pub const REDRAW_INTERVAL: Duration = Duration::from_millis(500);

@@ -1,21 +1,22 @@
 //! Finds the key to authenticate with: RPC_KEY from the environment, or the keyring file.
 
-use rpckit_proto::keyring::{self, KeyId, Keyring, SecretKey};
+use rpckit_proto::{KeyId, SecretKey};
 
 use crate::Target;
 
 /// The key id and secret named by the flags and environment.
 pub fn load(target: &Target) -> Result<(KeyId, SecretKey), String> {
     // --key-id already falls back to RPC_KEY_ID (clap reads it), then to `default`.
-    if let Some(found) = keyring::key_from_env(Some(target.key_id.as_deref().unwrap_or("default")))
+    if let Some(found) =
+        rpckit_keyfile::key_from_env(Some(target.key_id.as_deref().unwrap_or("default")))
     {
-        return found;
+        return found.map_err(|e| e.to_string());
     }
     let path = target
         .keyring
         .clone()
-        .unwrap_or_else(keyring::default_keyring_path);
-    let ring = Keyring::load(&path).map_err(|e| {
+        .unwrap_or_else(rpckit_keyfile::default_keyring_path);
+    let ring = rpckit_keyfile::load(&path).map_err(|e| {
         format!(
             "{e} (create one with `rpc-server keygen --keyring {}`, or set RPC_KEY)",
             path.display()

@@ -1,0 +1,2 @@
+//! `rpc-bench`: runs `make bench`.
+fn main() {}
