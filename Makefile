@@ -27,8 +27,11 @@ fmt:
 	$(CARGO) fmt --all
 
 ## bench: release build; kit vs raw reference, pinned to CPUs; prints the table
+## (knobs: BENCH_SECS, BENCH_WARMUP, BENCH_ROUNDS, BENCH_WORKLOADS, BENCH_IDLE_CONNS,
+## BENCH_STRICT; `cargo run --release -p rpckit-load --bin rpc-bench -- --help`)
 bench:
-	scripts/bench.sh
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) run --release -p rpckit-load --bin rpc-bench --
 
 ## soak: bounded soak (SOAK_SECS, default 60) of many clients with random faults
 soak:

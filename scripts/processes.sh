@@ -1,4 +1,4 @@
-# Sourced by the benchmark scripts (bench.sh, w1-path.sh): a scratch folder, starting a
+# Sourced by scripts/w1-path.sh: a scratch folder, starting a
 # server and waiting for its ready line, and stopping what they started. The sourcing script
 # defines `die MESSAGE`.
 

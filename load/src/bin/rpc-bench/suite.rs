@@ -1,0 +1,424 @@
+//! The two comparisons: the kit against the raw reference (`make bench`), and an old build of
+//! the kit against a new one (`ab`). Both: W6 first on fresh servers, then paired rounds.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::procs;
+use crate::results::{cpu_table, main_table, Results, Row, Target};
+use crate::runner::{paired, sha256_mb_per_sec, Bench, Side};
+use crate::stats::fmt;
+use crate::workload::{parse_list, Workload, LOAD, W7_CONNS};
+use crate::Opts;
+
+/// Workload target of the kit against the reference: kit ÷ ref must reach this.
+fn target(n: u8) -> Option<f64> {
+    match n {
+        1 => Some(0.92),
+        2 => Some(0.80),
+        3 => Some(0.90),
+        5 => Some(0.80),
+        _ => None,
+    }
+}
+
+/// A `≥ factor×` target.
+fn at_least(factor: f64, of: &str) -> Target {
+    Some((format!("≥ {factor}× {of}"), Box::new(move |r| r >= factor)))
+}
+
+/// What both modes set up: checks, output directory, fd limit, the selected workloads.
+fn prepare(
+    opts: &Opts,
+    default_rounds: usize,
+    default_workloads: &str,
+) -> Result<(Bench, usize, Vec<u8>), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin_dir = exe.parent().ok_or("binary has no directory")?.to_path_buf();
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| bin_dir.parent().unwrap_or(&bin_dir).join("bench"));
+    let rounds = opts.rounds.unwrap_or(default_rounds);
+    if rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
+    if !(opts.secs > 0.0 && opts.secs <= 3600.0 && (0.0..=3600.0).contains(&opts.warmup)) {
+        return Err("--secs must be in (0, 3600] and --warmup in [0, 3600]".into());
+    }
+    let workloads = parse_list(opts.workloads.as_deref().unwrap_or(default_workloads))?;
+    if std::process::Command::new("taskset")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        return Err("taskset (util-linux) is needed to pin processes to CPUs".into());
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return Err("needs at least 2 CPUs (servers on one, clients on another)".into());
+    }
+    let need = opts.idle_conns.max(W7_CONNS) + 1024;
+    let have = procs::raise_fd_limit(65536)?;
+    if have < need {
+        return Err(format!(
+            "open-file limit is {have}, too low for {need} (run as root, or lower --idle-conns)"
+        ));
+    }
+    let bench = Bench::new(out, opts.secs, opts.warmup, opts.client_cpu)?;
+    Ok((bench, rounds, workloads))
+}
+
+/// Runs W6 on both sides, then `rounds` paired rounds of the selected load workloads; `extra`
+/// gives a side's extra arguments for a workload. Returns the results and W6 KiB per
+/// connection of (test, base).
+fn run_rounds(
+    bench: &mut Bench,
+    test: &mut Side,
+    base: &mut Side,
+    rounds: usize,
+    selected: &[u8],
+    idle_conns: u64,
+    extra: impl Fn(&Side, u8) -> Vec<Vec<&'static str>>,
+) -> Result<(Results, Option<(f64, f64)>), String> {
+    let mut results = Results::default();
+    let w6 = if selected.contains(&6) {
+        let (t, _) = test.idle(bench, idle_conns, &format!("w6-{}", test.label))?;
+        let (b, _) = base.idle(bench, idle_conns, &format!("w6-{}", base.label))?;
+        Some((t, b))
+    } else {
+        None
+    };
+    for round in 1..=rounds {
+        eprintln!("bench: round {round} of {rounds}");
+        for w in LOAD.iter().filter(|w| selected.contains(&w.n)) {
+            for side in paired(test, base, round) {
+                for (i, args) in extra(side, w.n).iter().enumerate() {
+                    // The first variant is the workload itself; more are extra rows (W5d).
+                    let tag = if i == 0 {
+                        format!("w{}", w.n)
+                    } else {
+                        format!("w{}d", w.n)
+                    };
+                    let name = format!("{tag}-{}", side.label);
+                    let run = side.load(bench, w, args, &format!("{name}-r{round}"))?;
+                    results.push(&name, run);
+                }
+            }
+        }
+    }
+    Ok((results, w6))
+}
+
+/// Prints the tables and writes `latest.md` and `summary.json`.
+fn publish(
+    bench: &Bench,
+    title: &str,
+    header: &[String],
+    tables: &[Vec<String>],
+    notes: &[String],
+    summary: Value,
+) -> Result<(), String> {
+    let mut md = vec![format!("# {title}"), String::new()];
+    md.extend(header.iter().map(|h| format!("- {h}")));
+    println!();
+    for h in header {
+        println!("{h}");
+    }
+    for t in tables {
+        println!();
+        md.push(String::new());
+        for line in t {
+            println!("{line}");
+            md.push(line.clone());
+        }
+    }
+    println!();
+    md.push(String::new());
+    for n in notes {
+        println!("{n}");
+        md.push(format!("{n}\n"));
+    }
+    println!(
+        "\nresults: {}/latest.md, {}/*.json",
+        bench.out.display(),
+        bench.out.display()
+    );
+    let commands = std::fs::read_to_string(bench.out.join("commands.txt")).unwrap_or_default();
+    let mut seen = std::collections::BTreeSet::new();
+    md.push("Commands run (`$TMP` is a temporary directory; load runs once per round):".into());
+    md.extend(["".into(), "```".into()]);
+    md.extend(
+        commands
+            .lines()
+            .filter(|c| seen.insert(c.to_string()))
+            .map(String::from),
+    );
+    md.extend(["```".into(), String::new()]);
+    std::fs::write(bench.out.join("latest.md"), md.join("\n")).map_err(|e| e.to_string())?;
+    bench.save("summary", &summary)
+}
+
+/// The run's circumstances, for the table header.
+fn header(command: &str, opts: &Opts, rounds: usize) -> Vec<String> {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    vec![
+        format!("command: {command}"),
+        format!("machine: {} CPUs ({cpu}); load average now {}", std::thread::available_parallelism().map_or(0, |n| n.get()), load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")),
+        format!("pinning: servers on CPU {}, load clients on CPU {}; {} s measured after {} s warmup per run; {rounds} paired rounds, the side going first alternating; values are medians over rounds, ratios medians of per-round ratios", opts.server_cpu, opts.client_cpu, opts.secs, opts.warmup),
+    ]
+}
+
+/// The W6 row: KiB per idle connection of each side, target ≤ 8 KiB for the tested one.
+fn w6_row(kib: (f64, f64), errors: (u64, u64), conns: u64) -> Row {
+    let mut row = Row::new(
+        format!("W6 memory ({conns} idle conns)"),
+        "KiB/conn",
+        vec![kib.0],
+        vec![kib.1],
+        errors,
+        None,
+    );
+    row.target = "≤ 8 KiB/conn".into();
+    row.pass = Some(kib.0 <= 8.0 && errors.0 == 0);
+    row
+}
+
+/// `make bench`: the kit against the raw reference. Returns the targets missed.
+pub fn kit_vs_reference(opts: &Opts) -> Result<Vec<String>, String> {
+    let (mut bench, rounds, selected) = prepare(opts, 5, "1,2,3,4,5,6,7")?;
+    let bin_dir = match &opts.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .parent()
+            .ok_or("no dir")?
+            .to_path_buf(),
+    };
+    let mut kit = Side::kit("kit", &bin_dir, opts.server_cpu, &mut bench)?;
+    let mut reference = Side::reference(&bin_dir, opts.server_cpu, &mut bench)?;
+    let sha = sha256_mb_per_sec(&mut bench, &kit.client.clone(), opts.server_cpu)?;
+    // W5 twice on the kit: its first call riding the handshake, then the client's default.
+    let extra = |side: &Side, n: u8| match (side.raw, n) {
+        (false, 5) => vec![vec!["--pipeline-first-call"], vec![]],
+        _ => vec![vec![]],
+    };
+    let (results, w6) = run_rounds(
+        &mut bench,
+        &mut kit,
+        &mut reference,
+        rounds,
+        &selected,
+        opts.idle_conns,
+        extra,
+    )?;
+
+    let r = &results;
+    let p = |key: &'static str| move |rep: &Value| rep["latency_us"][key].as_f64().unwrap_or(0.0);
+    let errs = |w: &str| (r.errors(&format!("{w}-kit")), r.errors(&format!("{w}-ref")));
+    let mut rows = Vec::new();
+    if selected.contains(&1) {
+        rows.push(Row::new(
+            "W1 latency p50",
+            "µs",
+            r.per_round("w1-kit", p("p50")),
+            r.per_round("w1-ref", p("p50")),
+            errs("w1"),
+            None,
+        ));
+        rows.push(Row::new(
+            "W1 latency p99",
+            "µs",
+            r.per_round("w1-kit", p("p99")),
+            r.per_round("w1-ref", p("p99")),
+            errs("w1"),
+            Some(("≤ 1.2× ref".into(), Box::new(|x| x <= 1.2))),
+        ));
+    }
+    let mut w3_ratio = f64::NAN;
+    for w in LOAD.iter().filter(|w| selected.contains(&w.n)) {
+        let (kit_name, ref_name) = (format!("w{}-kit", w.n), format!("w{}-ref", w.n));
+        let kits = r.per_round(&kit_name, |x| w.metric.of(x));
+        let refs = r.per_round(&ref_name, |x| w.metric.of(x));
+        let tag = format!("w{}", w.n);
+        match w.n {
+            4 => {
+                rows.push(Row::new(
+                    format!("{}, raw ref", w.label),
+                    "MB/s",
+                    kits.clone(),
+                    refs.clone(),
+                    errs(&tag),
+                    None,
+                ));
+                let adjusted: Vec<f64> = refs
+                    .iter()
+                    .map(|f| {
+                        if *f > 0.0 && sha > 0.0 {
+                            1.0 / (1.0 / f + 2.0 / sha)
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                rows.push(Row::new(
+                    "W4 bulk vs hash-adjusted ref [a]",
+                    "MB/s",
+                    kits,
+                    adjusted,
+                    errs(&tag),
+                    at_least(0.85, "adjusted ref"),
+                ));
+            }
+            7 => {
+                let row = Row::new(w.label, w.metric.unit(), kits, refs, errs(&tag), None);
+                let ratio = row.ratio();
+                let mut row = row;
+                row.target = "≥ 0.9 × W3's ratio".into();
+                row.pass = Some(ratio >= 0.9 * w3_ratio && row.errors == (0, 0));
+                rows.push(row);
+            }
+            n => {
+                let row = Row::new(
+                    w.label,
+                    w.metric.unit(),
+                    kits,
+                    refs,
+                    errs(&tag),
+                    target(n).and_then(|f| at_least(f, "ref")),
+                );
+                if n == 3 {
+                    w3_ratio = row.ratio();
+                }
+                rows.push(row);
+                if n == 5 {
+                    let d = r.per_round("w5d-kit", |x| w.metric.of(x));
+                    let refs = r.per_round("w5-ref", |x| w.metric.of(x));
+                    rows.push(Row::new(
+                        "W5 churn, client default [c]",
+                        "conns/s",
+                        d,
+                        refs,
+                        (r.errors("w5d-kit"), r.errors("w5-ref")),
+                        None,
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(kib) = w6 {
+        rows.push(w6_row(kib, (0, 0), opts.idle_conns));
+    }
+    let failed: Vec<String> = rows
+        .iter()
+        .filter(|r| r.pass == Some(false))
+        .map(|r| r.name.clone())
+        .collect();
+    let loads: Vec<Workload> = LOAD
+        .iter()
+        .filter(|w| selected.contains(&w.n))
+        .copied()
+        .collect();
+    let tables = vec![
+        main_table(&rows, "kit", "reference"),
+        cpu_table(&results, &loads, "kit", "ref"),
+    ];
+    let notes = vec![
+        format!("[a] Adjusted reference = 1 / (1/ref + 2/sha), sha = {} MB/s (SHA-256 on one core, 64 KiB buffers): the kit hashes every payload byte twice (tag and check).", fmt(sha)),
+        "[c] W5 on the kit: the first call rides with the handshake's proof (--pipeline-first-call); \"client default\" waits for the server's proof (no target).".to_owned(),
+        "W6: (server VmRSS while holding − before) ÷ connections held, once, first, on fresh servers. CPU µs/call: CPU time of the server (/proc/PID/stat) and of the load client (its rusage) over the whole client run × window ÷ wall ÷ calls counted, median over rounds.".to_owned(),
+        "A target fails if either side counted errors in any round.".to_owned(),
+    ];
+    let head = header("make bench (rpc-bench)", opts, rounds);
+    let summary = json!({ "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(), "sha256_mb_per_sec": sha, "failed": failed, "w6_kib_per_conn": w6.map(|k| [k.0, k.1]) });
+    publish(
+        &bench,
+        "rpckit benchmark: kit vs raw reference",
+        &head,
+        &tables,
+        &notes,
+        summary,
+    )?;
+    Ok(failed)
+}
+
+/// `ab`: the old build against the new one. Returns the targets missed.
+pub fn old_vs_new(opts: &Opts, old_dir: &Path, new_dir: &Path) -> Result<Vec<String>, String> {
+    let (mut bench, rounds, selected) = prepare(opts, 20, "1,2,3,4,5,6")?;
+    let mut new = Side::kit("new", new_dir, opts.server_cpu, &mut bench)?;
+    let mut old = Side::kit("old", old_dir, opts.server_cpu, &mut bench)?;
+    let extra = |_: &Side, n: u8| {
+        if n == 5 {
+            vec![vec!["--pipeline-first-call"]]
+        } else {
+            vec![vec![]]
+        }
+    };
+    let (results, w6) = run_rounds(
+        &mut bench,
+        &mut new,
+        &mut old,
+        rounds,
+        &selected,
+        opts.idle_conns,
+        extra,
+    )?;
+    let r = &results;
+    let mut rows = Vec::new();
+    for w in LOAD.iter().filter(|w| selected.contains(&w.n)) {
+        let (n_name, o_name) = (format!("w{}-new", w.n), format!("w{}-old", w.n));
+        rows.push(Row::new(
+            w.label,
+            w.metric.unit(),
+            r.per_round(&n_name, |x| w.metric.of(x)),
+            r.per_round(&o_name, |x| w.metric.of(x)),
+            (r.errors(&n_name), r.errors(&o_name)),
+            at_least(0.90, "old"),
+        ));
+    }
+    if let Some(kib) = w6 {
+        rows.push(w6_row(kib, (0, 0), opts.idle_conns));
+    }
+    let failed: Vec<String> = rows
+        .iter()
+        .filter(|r| r.pass == Some(false))
+        .map(|r| r.name.clone())
+        .collect();
+    let loads: Vec<Workload> = LOAD
+        .iter()
+        .filter(|w| selected.contains(&w.n))
+        .copied()
+        .collect();
+    let tables = vec![
+        main_table(&rows, "new", "old"),
+        cpu_table(&results, &loads, "new", "old"),
+    ];
+    let notes = vec![format!("old: {}; new: {}. Each side is its own rpc-server and rpc-client; W5 with --pipeline-first-call on both. W6 KiB/conn of the new build against 8 KiB.", old_dir.display(), new_dir.display())];
+    let head = header(
+        &format!(
+            "rpc-bench ab --old {} --new {}",
+            old_dir.display(),
+            new_dir.display()
+        ),
+        opts,
+        rounds,
+    );
+    let summary = json!({ "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(), "failed": failed, "w6_kib_per_conn": w6.map(|k| [k.0, k.1]) });
+    publish(
+        &bench,
+        "rpckit benchmark: old build vs new build",
+        &head,
+        &tables,
+        &notes,
+        summary,
+    )?;
+    Ok(failed)
+}
