@@ -64,7 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut keyring = Keyring::new();
         keyring.insert(key_id.clone(), key.clone());
 
-        let listener = async_std::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let server = Server::new(KvService::default(), keyring, ServerConfig::default());

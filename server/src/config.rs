@@ -3,8 +3,11 @@
 
 use std::time::Duration;
 
-use rpckit_proto::timer::MAX_DURATION;
 use rpckit_proto::DEFAULT_MAX_FRAME;
+
+/// Longest duration a setting keeps (100 years): as good as no limit, and deadlines computed
+/// from it still fit the clock.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Limits and timeouts of a [`crate::Server`].
 #[derive(Debug, Clone)]
@@ -55,7 +58,7 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// This configuration with every duration cut to [`MAX_DURATION`] (100 years), which
+    /// This configuration with every duration cut to 100 years, which
     /// [`crate::Server::new`] applies: a timeout that long is as good as none, and deadlines
     /// computed from it cannot overflow the clock.
     pub fn bounded(mut self) -> Self {

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use async_io::Timer;
 use rpckit_proto::demo::{Request, Response};
-use rpckit_proto::timer::Sleep;
 use rpckit_proto::RpcError;
 
 use crate::service::{CallContext, Service};
@@ -34,7 +34,7 @@ impl Service for DemoService {
                 "sleep of {ms} ms is over the limit of {MAX_SLEEP_MS} ms"
             ))),
             Request::Sleep { ms } => {
-                Sleep::after(Duration::from_millis(ms)).await;
+                Timer::after(Duration::from_millis(ms)).await;
                 Ok(Response::Slept { ms })
             }
         }

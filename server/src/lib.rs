@@ -2,10 +2,14 @@
 //!
 //! A [`Server`] accepts connections, runs the handshake (proto's
 //! [`rpckit_proto::handshake`]) with a deadline, then gives each authenticated connection one
-//! task that reads frames and dispatches each call: a handler that answers at once is answered
-//! in place, one that has to wait gets a task of its own. Answers leave through the
-//! connection's [`rpckit_proto::Outbox`], which puts everything ready into one write. Limits
-//! and timeouts are in [`ServerConfig`].
+//! task that owns its socket: it reads frames and dispatches each call (a handler that answers
+//! at once is answered in place, one that has to wait gets a task of its own and hands its
+//! result back through a channel), and writes the answers, everything ready in one write.
+//! Limits and timeouts are in [`ServerConfig`].
+//!
+//! Read it in the order a call flows: [`Server::run`] (`server.rs`) → `accept.rs` (caps,
+//! penalties; `refuse.rs` turns peers away) → `connection/` (handshake, event loop, dispatch,
+//! answers). `spawn.rs` is the one place that names the runtime (async-std).
 //!
 //! The stock `rpc-server` binary serves [`DemoService`]; your own service is any type that
 //! implements [`Service`] for your own serde request/response enums.
@@ -13,13 +17,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+mod accept;
 mod config;
 mod connection;
 mod demo;
 mod penalty;
+mod refuse;
 mod server;
 mod service;
 mod shutdown;
+mod spawn;
 mod stats;
 
 pub use config::ServerConfig;

@@ -1,34 +1,24 @@
-//! The accept loop: takes connections, applies the connection caps and per-address penalties,
-//! gives each admitted connection its own task, and drains them all on shutdown.
+//! The server: what its connections share, and `run`, which serves a listener until a
+//! shutdown future completes and then drains every connection.
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::TcpListener;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_io::Async;
-use async_std::net::TcpListener;
-use futures_lite::io::AsyncWriteExt;
-use rpckit_proto::handshake::server_refusal;
-use rpckit_proto::timer::{self, Sleep};
-use rpckit_proto::{BufferBudget, Keyring, Refusal, TcpSocket};
+use async_io::{Async, Timer};
+use futures_lite::future;
+use rpckit_proto::{BufferBudget, Keyring};
 use tracing::{info, warn};
 
+use crate::accept::accept_loop;
 use crate::config::ServerConfig;
-use crate::connection::{self, AdoptedGauge};
 use crate::penalty::Penalties;
 use crate::service::Service;
-use crate::shutdown::{shutdown_channel, ShutdownSignal};
+use crate::shutdown::shutdown_channel;
 use crate::stats::ServerStats;
-
-/// Refusals being sent at once; past it a connection to refuse is just closed.
-const MAX_REFUSALS_IN_PROGRESS: usize = 256;
-/// Time a refused peer gets to read the refusal.
-const REFUSAL_LINGER: Duration = Duration::from_secs(1);
-/// Pause after `accept` fails (for example out of file descriptors), so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What every connection task of one server shares.
 #[derive(Debug)]
@@ -44,7 +34,7 @@ pub(crate) struct Shared<S> {
     /// Failed-handshake penalties by address.
     pub(crate) penalties: Penalties,
     /// Refusals being sent now.
-    refusals: AtomicUsize,
+    pub(crate) refusals: AtomicUsize,
     /// Read-buffer memory shared by all connections.
     pub(crate) buffer_budget: Arc<BufferBudget>,
 }
@@ -56,7 +46,7 @@ pub(crate) struct Shared<S> {
 /// use rpckit_proto::Keyring;
 ///
 /// # async fn run(keyring: Keyring) -> std::io::Result<()> {
-/// let listener = async_std::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
 /// let server = Server::new(DemoService, keyring, ServerConfig::default());
 /// // Runs until the future completes (a signal, say), then drains and returns.
 /// server.run(listener, std::future::pending::<()>()).await
@@ -69,7 +59,7 @@ pub struct Server<S> {
 
 impl<S: Service> Server<S> {
     /// A server for `service` accepting the keys in `keyring`.
-    /// Durations longer than [`rpckit_proto::timer::MAX_DURATION`] are cut to it.
+    /// Durations longer than 100 years are cut to that ([`ServerConfig::bounded`]).
     pub fn new(service: S, keyring: Keyring, config: ServerConfig) -> Self {
         let config = config.bounded();
         let penalties = Penalties::new(
@@ -101,31 +91,24 @@ impl<S: Service> Server<S> {
     /// finish within the grace period, and returns once every connection has closed, or after
     /// the grace period plus the write timeout plus one second, whichever comes first (a
     /// warning is logged if connections were left).
+    ///
+    /// The listener is a plain `std` one (it is made non-blocking here); connections and calls
+    /// run as tasks on async-std's executor. Fails only if the listener cannot be registered
+    /// with the reactor.
     pub async fn run(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
+        let listener = Async::new(listener)?;
         let (trigger, signal) = shutdown_channel();
-        // Each connection task holds a clone of `done_tx`; `done_rx` fails once all are gone.
-        let (done_tx, done_rx) = async_channel::bounded::<()>(1);
-        // Accept through async-io directly, so each connection's socket is the kit's own
-        // `TcpSocket` (see `rpckit_proto::transport`).
-        let listener = Async::new(std::net::TcpListener::try_from(listener)?)?;
-        let accept = async {
-            loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        warn!(error = %e, "accept failed; backing off");
-                        Sleep::after(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                };
-                self.admit(stream, peer, &signal, &done_tx);
-            }
-        };
-        futures_lite::future::or(accept, shutdown).await;
+        // Each connection task holds a clone of `running`; `ended` fails once all are gone.
+        let (running, ended) = async_channel::bounded::<()>(1);
+        future::or(
+            accept_loop(&self.shared, &listener, &signal, &running),
+            shutdown,
+        )
+        .await;
         drop(listener);
         let stats = self.shared.stats.snapshot();
         info!(
@@ -134,12 +117,22 @@ impl<S: Service> Server<S> {
             "shutting down: no new connections; draining"
         );
         trigger.fire();
-        drop(done_tx);
+        drop(running);
         let config = &self.shared.config;
         // Connections finish within the grace period plus the time to write the last answers;
         // the margin only guards against a bug keeping this process alive for ever.
         let limit = config.grace_period + config.write_timeout + Duration::from_secs(1);
-        let drained = timer::within(limit, done_rx.recv()).await.is_some();
+        let drained = future::or(
+            async {
+                let _ = ended.recv().await;
+                true
+            },
+            async {
+                Timer::after(limit).await;
+                false
+            },
+        )
+        .await;
         let stats = self.shared.stats.snapshot();
         if drained {
             info!(
@@ -155,101 +148,23 @@ impl<S: Service> Server<S> {
         }
         Ok(())
     }
-
-    /// Decides what to do with a new connection and spawns its task.
-    fn admit(
-        &self,
-        stream: Async<std::net::TcpStream>,
-        peer: SocketAddr,
-        signal: &ShutdownSignal,
-        done: &async_channel::Sender<()>,
-    ) {
-        let shared = &self.shared;
-        let stats = shared.stats.snapshot();
-        // No `ShuttingDown` refusal here: the listener closes when the drain starts, so a
-        // connection made after that is refused by the OS and the port is free for a new
-        // instance at once.
-        let refusal = if let Some(until) = shared.penalties.refused(peer.ip(), Instant::now()) {
-            warn!(%peer, secs_left = until.saturating_duration_since(Instant::now()).as_secs(), "refused: address penalised after failed authentications");
-            Some(Refusal::RateLimited)
-        } else if stats.connections >= shared.config.max_connections {
-            warn!(%peer, limit = shared.config.max_connections, "refused: connection limit reached");
-            Some(Refusal::Busy)
-        } else if stats.unauthenticated >= shared.config.max_unauthenticated {
-            warn!(%peer, limit = shared.config.max_unauthenticated, "refused: too many unauthenticated connections");
-            Some(Refusal::Busy)
-        } else {
-            None
-        };
-        let stream = match TcpSocket::new(stream) {
-            Ok(stream) => stream,
-            Err(e) => {
-                warn!(%peer, error = %e, "cannot set up the accepted socket");
-                return;
-            }
-        };
-        if let Some(reason) = refusal {
-            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            self.refuse(stream, reason);
-            return;
-        }
-        let shared = shared.clone();
-        let signal = signal.clone();
-        let done = done.clone();
-        // Count the connection before its task starts, so a burst of accepts sees it; the
-        // count goes down when the task ends, even by a panic (in a user's serde code, say).
-        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-        shared.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
-        async_std::task::spawn(async move {
-            // Locals drop in reverse order, on return and on unwind alike: the count goes
-            // down before `done` tells `run` this task has ended, so a drained server never
-            // reports a connection still counted.
-            let _done = done;
-            let _counted = AdoptedGauge(&shared.stats.connections);
-            connection::serve(stream, peer, &shared, signal).await;
-        });
-    }
-
-    /// Tells a peer why it is refused, then closes. Bounded in time and in number.
-    fn refuse(&self, stream: TcpSocket, reason: Refusal) {
-        let shared = self.shared.clone();
-        if shared.refusals.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSALS_IN_PROGRESS {
-            shared.refusals.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
-        async_std::task::spawn(async move {
-            // The whole refusal, written and lingered over, takes at most REFUSAL_LINGER.
-            let refused = async {
-                let written = async {
-                    (&stream).write_all(&server_refusal(reason)).await?;
-                    (&stream).flush().await
-                };
-                if written.await.is_ok() {
-                    connection::linger_and_close(&stream, REFUSAL_LINGER).await;
-                }
-            };
-            timer::within(REFUSAL_LINGER, refused).await;
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-            shared.refusals.fetch_sub(1, Ordering::Relaxed);
-        });
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection;
     use crate::DemoService;
 
     #[test]
     fn a_connection_task_stays_small() {
         // Every connection's task holds its whole future for the connection's life, so its
-        // size is most of what an idle connection costs (W6 in docs/PERFORMANCE.md). It is
-        // ≈ 3.2 KB; when bounding a wait in time held the bounded future twice, it was 5.4 KB.
+        // size is most of what an idle connection costs (W6 in docs/PERFORMANCE.md).
         let server = Server::new(DemoService, Keyring::new(), ServerConfig::default());
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, peer) = listener.accept().unwrap();
-        let stream = TcpSocket::new(Async::new(accepted).unwrap()).unwrap();
+        let stream = Async::new(accepted).unwrap();
         let (_trigger, signal) = shutdown_channel();
         let task = connection::serve(stream, peer, &server.shared, signal);
         let size = std::mem::size_of_val(&task);

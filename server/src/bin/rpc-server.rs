@@ -263,7 +263,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let listener = match async_std::net::TcpListener::bind(args.listen).await {
+        let listener = match std::net::TcpListener::bind(args.listen) {
             Ok(listener) => listener,
             Err(e) => {
                 error!(listen = %args.listen, "cannot listen: {e}");

@@ -3,8 +3,6 @@
 // Each test crate includes this module and uses a part of it.
 #![allow(dead_code)]
 
-use std::time::Duration;
-
 pub use rpckit_integration_tests::within;
 
 /// A `rpckit_server::Server` running in this process on 127.0.0.1:0, on a thread of its own,
@@ -33,11 +31,7 @@ impl InProcess {
         let key = rpckit_proto::SecretKey::generate();
         let mut ring = rpckit_proto::Keyring::new();
         ring.insert(id.clone(), key.clone());
-        let listener = within(
-            Duration::from_secs(10),
-            async_std::net::TcpListener::bind("127.0.0.1:0"),
-        )
-        .expect("bind 127.0.0.1:0");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().unwrap();
         let server = rpckit_server::Server::new(service, ring, config);
         let stats = server.stats();

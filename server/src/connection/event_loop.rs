@@ -1,0 +1,257 @@
+//! The connection's event loop, run by the one task that owns the socket. Each turn hands
+//! back the answers of calls that finished, then waits for the first of: the socket taking
+//! more of the batch being written, a frame, a call task's result, the shutdown, or the
+//! timer; and handles it. Nothing else touches the socket, so nothing is shared and nothing
+//! is locked.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_io::Async;
+use futures_lite::future::{self, FutureExt};
+use futures_lite::io::AsyncWriteExt;
+use rpckit_proto::{KeyId, RpcError, ServerMessage, SessionError, SessionReader};
+
+use super::calls::{Calls, Finished};
+use super::close::Close;
+use super::dispatch::reply;
+use super::outgoing::{Outgoing, PushError, FLUSH_BYTES};
+use super::timers::{Due, Timers};
+use crate::server::Shared;
+use crate::service::Service;
+use crate::shutdown::ShutdownSignal;
+
+/// The session's reading half over the connection's socket.
+pub(super) type Reader<'a> = SessionReader<&'a Async<TcpStream>>;
+
+/// One authenticated connection, as its task holds it.
+pub(super) struct Connection<'s, S: Service> {
+    /// What all connections share.
+    pub(super) shared: &'s Shared<S>,
+    /// The client's address.
+    pub(super) peer: SocketAddr,
+    /// The key id it authenticated with.
+    pub(super) key_id: Arc<KeyId>,
+    /// Answers waiting to be written, and the batch being written.
+    pub(super) out: Outgoing,
+    /// Calls running in tasks of their own.
+    pub(super) calls: Calls<S::Response>,
+    /// Keepalive, idle, drain and write deadlines.
+    pub(super) timers: Timers,
+    /// Cleared once the peer has half-closed.
+    reading: bool,
+}
+
+/// What the loop waits for.
+enum Event<'a, R> {
+    /// The socket took this many more bytes of the batch, or failed.
+    Wrote(io::Result<usize>),
+    /// A frame (verified payload), end of stream, or a read error.
+    Frame(Result<Option<&'a [u8]>, SessionError>),
+    /// A call task's result, for a call still on the table.
+    Finished(Finished<R>),
+    /// The server is shutting down.
+    Shutdown,
+    /// The timer fired.
+    Timer,
+}
+
+impl<'s, S: Service> Connection<'s, S> {
+    /// A connection authenticated just now.
+    pub(super) fn new(
+        shared: &'s Shared<S>,
+        peer: SocketAddr,
+        key_id: Arc<KeyId>,
+        out: Outgoing,
+    ) -> Self {
+        Connection {
+            shared,
+            peer,
+            key_id,
+            out,
+            calls: Calls::new(shared.stats.clone()),
+            timers: Timers::new(Instant::now()),
+            reading: true,
+        }
+    }
+
+    /// Runs the connection until it must close, and says why.
+    pub(super) async fn run(
+        &mut self,
+        reader: &mut Reader<'_>,
+        stream: &Async<TcpStream>,
+        shutdown: ShutdownSignal,
+    ) -> Close {
+        match self.serve_events(reader, stream, shutdown).await {
+            Ok(never) => match never {},
+            Err(close) => close,
+        }
+    }
+
+    async fn serve_events(
+        &mut self,
+        reader: &mut Reader<'_>,
+        stream: &Async<TcpStream>,
+        shutdown: ShutdownSignal,
+    ) -> Result<Infallible, Close> {
+        let config = &self.shared.config;
+        // Made once: waiting on the shutdown signal registers a listener, and doing that for
+        // every event would cost an allocation each time.
+        let mut stop = Box::pin(shutdown.wait());
+        loop {
+            // Results first: a peer that keeps the socket busy must not starve them (the wait
+            // below prefers the socket).
+            while let Some(finished) = self.calls.try_finished() {
+                reply(&mut self.out, finished.id, finished.result)?;
+            }
+            if self.timers.draining() && self.calls.is_empty() {
+                return Err(if self.reading {
+                    Close::Drained
+                } else {
+                    Close::HalfClosedDone
+                });
+            }
+            let wake =
+                self.timers
+                    .next_wake(config, self.calls.is_empty(), self.out.stalled_since());
+            self.timers.arm(wake);
+            // Checked before waiting, so a peer that keeps frames coming cannot starve them.
+            // Such a peer keeps `last_received` current; at other times the timer fires.
+            let event = if !self.timers.draining() && shutdown.fired() {
+                Event::Shutdown
+            } else if self.timers.last_received >= wake {
+                Event::Timer
+            } else {
+                self.next_event(reader, stream, stop.as_mut()).await
+            };
+            match event {
+                Event::Wrote(Ok(0)) => {
+                    return Err(Close::WriteFailed(io::ErrorKind::WriteZero.into()))
+                }
+                Event::Wrote(Ok(n)) => self.out.sent(n),
+                Event::Wrote(Err(e)) => return Err(Close::WriteFailed(e)),
+                Event::Frame(Ok(Some(payload))) => {
+                    self.timers.received(Instant::now());
+                    self.on_frame(payload)?;
+                }
+                Event::Frame(Ok(None)) => {
+                    if self.calls.is_empty() {
+                        return Err(Close::PeerClosed);
+                    }
+                    // Half-closed: finish the calls in flight, then close.
+                    self.reading = false;
+                    self.timers.start_drain(config.grace_period);
+                }
+                Event::Frame(Err(e)) => return Err(Close::read(e)),
+                Event::Finished(finished) => reply(&mut self.out, finished.id, finished.result)?,
+                Event::Shutdown => {
+                    self.timers.start_drain(config.grace_period);
+                    let notice = ServerMessage::<S::Response>::GoingAway {
+                        grace: config.grace_period,
+                    };
+                    self.out.push(&notice).map_err(fatal)?;
+                }
+                Event::Timer => self.on_timer()?,
+            }
+        }
+    }
+
+    /// Waits for the next event. Writes go first: whatever is ready leaves in one write,
+    /// except while more complete frames are buffered (their answers join the batch, up to
+    /// [`FLUSH_BYTES`]). Reading pauses while that much waits behind a batch under way.
+    async fn next_event<'r>(
+        &mut self,
+        reader: &'r mut Reader<'_>,
+        stream: &Async<TcpStream>,
+        stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Event<'r, S::Response> {
+        let batching = reader.has_buffered_frame() && self.out.queued_bytes() < FLUSH_BYTES;
+        let writing = !batching && self.out.take() || !self.out.unsent().is_empty();
+        let reading = self.reading && self.out.queued_bytes() < FLUSH_BYTES;
+        let calls_running = !self.calls.is_empty();
+        let draining = self.timers.draining();
+        let Connection {
+            out, calls, timers, ..
+        } = self;
+        let write = async {
+            if !writing {
+                return future::pending().await;
+            }
+            let mut writer = stream;
+            Event::Wrote(writer.write(out.unsent()).await)
+        };
+        let frame = async {
+            if !reading {
+                return future::pending().await;
+            }
+            Event::Frame(reader.recv().await)
+        };
+        let finished = async {
+            if !calls_running {
+                return future::pending().await;
+            }
+            Event::Finished(calls.finished().await)
+        };
+        let stopping = async {
+            if draining {
+                return future::pending().await;
+            }
+            stop.await;
+            Event::Shutdown
+        };
+        let tick = async {
+            timers.tick().await;
+            Event::Timer
+        };
+        write.or(frame).or(finished).or(stopping).or(tick).await
+    }
+
+    /// Handles a timer tick.
+    fn on_timer(&mut self) -> Result<(), Close> {
+        let config = &self.shared.config;
+        let due = self.timers.due(
+            config,
+            Instant::now(),
+            self.calls.is_empty(),
+            self.out.stalled_since(),
+        );
+        match due {
+            Due::Nothing => Ok(()),
+            Due::WriteStalled => Err(Close::WriteStalled(config.write_timeout)),
+            Due::GraceOver => {
+                // Calls whose result has arrived keep it; the rest are answered ShuttingDown
+                // and their tasks cancelled: whatever they finish from now on is dropped.
+                while let Some(finished) = self.calls.try_finished() {
+                    reply(&mut self.out, finished.id, finished.result)?;
+                }
+                let left = self.calls.cancel_all();
+                for &id in &left {
+                    let answer = ServerMessage::<S::Response>::Reply {
+                        id,
+                        result: Err(RpcError::ShuttingDown),
+                    };
+                    self.out.push_unbounded(&answer).map_err(fatal)?;
+                }
+                Err(Close::GraceOver(left.len()))
+            }
+            Due::Unresponsive => Err(Close::Unresponsive(config.keepalive_timeout)),
+            Due::Ping(nonce) => {
+                let ping = ServerMessage::<S::Response>::Ping { nonce };
+                self.out.push(&ping).map_err(fatal)
+            }
+            Due::Idle => Err(Close::Idle(config.idle_timeout)),
+        }
+    }
+}
+
+/// A control message that cannot be queued ends the connection (one that does not encode is
+/// a bug: they are small and fixed).
+pub(super) fn fatal(e: PushError) -> Close {
+    match e {
+        PushError::Close(close) => close,
+        PushError::Encode(e) => Close::Seal(e),
+    }
+}
