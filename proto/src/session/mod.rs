@@ -24,7 +24,7 @@ use crate::codec::EncodeError;
 use crate::frame::{self, FrameError, FrameLimits, FrameReader};
 use crate::keyring::KeyId;
 use crate::message::{self, ClientMessage, ServerMessage};
-use crate::suite::{KeyLimits, Suite};
+use crate::suite::Suite;
 
 pub(crate) use direction::{Direction, DirectionKey};
 pub(crate) use integrity::HmacSha256;
@@ -240,7 +240,7 @@ impl<W: AsyncWrite + Unpin> SessionWriter<W> {
     /// A suite-1 writer keyed with `key` (tests build sessions by hand with it).
     #[cfg(test)]
     pub(crate) fn new(io: W, key: &[u8; 32], max_frame: u32, pending: Vec<u8>) -> Self {
-        let direction = Direction::new(&DirectionKey::hmac(key), KeyLimits::UNLIMITED);
+        let direction = Direction::new(&DirectionKey::hmac(key), crate::KeyLimits::UNLIMITED);
         Self::with_direction(io, direction, max_frame, pending)
     }
 

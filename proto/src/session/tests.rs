@@ -4,6 +4,7 @@
 use super::*;
 use crate::demo::Request;
 use crate::frame::LEN_PREFIX;
+use crate::suite::KeyLimits;
 
 fn key(suite: Suite, byte: u8) -> DirectionKey {
     DirectionKey {
