@@ -37,8 +37,9 @@ impl DirectionKey {
 enum Cipher {
     /// Suite 1: a tag, payload in clear.
     Tags(Tagger),
-    /// Suites 2 and 3: sealed in place.
-    Aead(Sealing),
+    /// Suites 2 and 3: sealed in place (boxed: `ring`'s key schedule is large, and a
+    /// connection's task holds this across awaits).
+    Aead(Box<Sealing>),
 }
 
 /// One direction's protection state. Not `Clone`: two copies would seal different frames
@@ -73,7 +74,7 @@ impl Direction {
     /// A direction keyed with `key`, starting at sequence number 0.
     pub(crate) fn new(key: &DirectionKey, limits: KeyLimits) -> Self {
         let cipher = match Sealing::new(key.suite, &key.key, &key.iv) {
-            Some(sealing) => Cipher::Aead(sealing),
+            Some(sealing) => Cipher::Aead(Box::new(sealing)),
             None => Cipher::Tags(Tagger::new(&key.key)),
         };
         Direction {
