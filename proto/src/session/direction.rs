@@ -33,12 +33,12 @@ impl DirectionKey {
     }
 }
 
-/// The keyed primitive of the suite.
+/// The keyed primitive of the suite, boxed: keyed HMAC states and `ring`'s key schedules are
+/// large, and a connection's task holds both directions across every await.
 enum Cipher {
     /// Suite 1: a tag, payload in clear.
-    Tags(Tagger),
-    /// Suites 2 and 3: sealed in place (boxed: `ring`'s key schedule is large, and a
-    /// connection's task holds this across awaits).
+    Tags(Box<Tagger>),
+    /// Suites 2 and 3: sealed in place.
     Aead(Box<Sealing>),
 }
 
@@ -75,7 +75,7 @@ impl Direction {
     pub(crate) fn new(key: &DirectionKey, limits: KeyLimits) -> Self {
         let cipher = match Sealing::new(key.suite, &key.key, &key.iv) {
             Some(sealing) => Cipher::Aead(Box::new(sealing)),
-            None => Cipher::Tags(Tagger::new(&key.key)),
+            None => Cipher::Tags(Box::new(Tagger::new(&key.key))),
         };
         Direction {
             cipher,
