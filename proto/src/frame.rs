@@ -246,6 +246,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     ///
     /// `Ok(None)` means the stream ended cleanly at a frame boundary.
     pub async fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        Ok(self.next_frame_mut().await?.map(|body| &*body))
+    }
+
+    /// [`FrameReader::next_frame`], with the body writable in place (to decrypt it).
+    pub async fn next_frame_mut(&mut self) -> Result<Option<&mut [u8]>, FrameError> {
         self.consume_pending();
         let body = loop {
             let have = self.end - self.start;
@@ -268,7 +273,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
             }
         };
-        Ok(Some(&self.buf[body]))
+        Ok(Some(&mut self.buf[body]))
     }
 
     /// Makes sure at least `n` unconsumed bytes are buffered, reading as needed.

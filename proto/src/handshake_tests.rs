@@ -24,7 +24,7 @@ use crate::demo::{Request, Response};
 use crate::frame::{split_frame, FrameError, FrameLimits, DEFAULT_MAX_FRAME};
 use crate::handshake::{
     accept, accept_reporting, accept_with_nonce, client_hello, client_proof, connect,
-    connect_pipelined_with_nonce, connect_with_nonce, derive_session_keys, nonce, os_random,
+    connect_policy_with_nonce, connect_with_nonce, derive_session_keys, nonce, os_random,
     server_hello, server_proof, server_refusal, HandshakeConfig, HandshakeError, ProofVerdict,
     Refusal, SessionKeys, MAGIC, NONCE_LEN, TYPE_CLIENT_HELLO, TYPE_CLIENT_PROOF,
     TYPE_SERVER_HELLO, TYPE_SERVER_PROOF,
@@ -32,6 +32,7 @@ use crate::handshake::{
 use crate::keyring::{KeyId, Keyring, SecretKey};
 use crate::message::{decode_client, decode_server, ClientMessage, ServerMessage};
 use crate::session::{Session, SessionError, SessionWriter};
+use crate::suite::SuitePolicy;
 use crate::test_support::Recorder;
 
 const NONCE_C: [u8; NONCE_LEN] = [0x11; NONCE_LEN];
@@ -82,6 +83,10 @@ fn short_config() -> HandshakeConfig {
         timeout: SHORT,
         ..HandshakeConfig::default()
     }
+}
+
+fn integrity() -> SuitePolicy {
+    SuitePolicy::integrity()
 }
 
 fn pair() -> (UnixStream, UnixStream) {
@@ -650,7 +655,7 @@ fn each_bad_field_is_refused_as_soon_as_its_byte_has_arrived() {
         let cases: [(&[u8], Refusal); 3] = [
             (b"RPCK\x02", Refusal::UnsupportedVersion),
             (b"RPCK\x01\x03", Refusal::Malformed),
-            (b"RPCK\x01\x01\x02", Refusal::UnsupportedSuite),
+            (b"RPCK\x01\x01\x04", Refusal::UnsupportedSuite),
         ];
         for (prefix, want) in cases {
             let (result, sent) = server_vs_script(|c| async move {
@@ -660,7 +665,7 @@ fn each_bad_field_is_refused_as_soon_as_its_byte_has_arrived() {
             let refused = match &result {
                 Err(HandshakeError::UnsupportedVersion { got: 2 }) => Refusal::UnsupportedVersion,
                 Err(HandshakeError::UnexpectedMessage { got: 3, .. }) => Refusal::Malformed,
-                Err(HandshakeError::UnsupportedSuite { got: 2 }) => Refusal::UnsupportedSuite,
+                Err(HandshakeError::UnsupportedSuite { got: 4 }) => Refusal::UnsupportedSuite,
                 other => panic!("{prefix:02x?}: got {other:?}"),
             };
             assert_eq!(refused, want, "{prefix:02x?}");
@@ -718,12 +723,12 @@ fn client_rejects_a_server_answering_version_2() {
 fn unsupported_suite_is_refused_both_ways() {
     run(async {
         let (result, sent) = server_vs_script(|c| async move {
-            write(&c, &raw_hello(1, TYPE_CLIENT_HELLO, 2, 8, b"test-key")).await;
+            write(&c, &raw_hello(1, TYPE_CLIENT_HELLO, 4, 8, b"test-key")).await;
         })
         .await;
         assert!(matches!(
             result,
-            Err(HandshakeError::UnsupportedSuite { got: 2 })
+            Err(HandshakeError::UnsupportedSuite { got: 4 })
         ));
         assert_eq!(sent, refusal(Refusal::UnsupportedSuite));
 
@@ -1117,10 +1122,10 @@ fn client_rejects_non_rpckit_and_out_of_order_servers() {
 #[test]
 fn every_refusal_status_reaches_the_client_in_both_positions() {
     run(async {
-        for code in [1u8, 2, 3, 4, 5, 6, 7, 8, 9, 200, 255] {
+        for code in [1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10, 200, 255] {
             let reason = Refusal::from_code(code);
             assert_eq!(reason.code(), code);
-            if code > 8 {
+            if code > 9 {
                 assert_eq!(reason, Refusal::Other(code));
             }
 
@@ -1440,7 +1445,7 @@ fn connect_pipelined_sends_its_first_frames_in_the_proofs_write() {
             server.writer.flush().await.unwrap();
         };
         let (client, ()) = zip(
-            connect_pipelined_with_nonce(a, w, &id(), &key(), &config, NONCE_C, |w| {
+            connect_policy_with_nonce(a, w, &id(), &key(), &config, &integrity(), NONCE_C, |w| {
                 w.push_client(&call(7, "now"))?;
                 w.push_client(&call(8, "too"))
             }),
@@ -1473,12 +1478,13 @@ fn connect_pipelined_against_a_wrong_key_fails_and_the_server_runs_nothing() {
         let (a, b) = pair();
         let (ring, config) = (ring(), config());
         let (client, server) = zip(
-            connect_pipelined_with_nonce(
+            connect_policy_with_nonce(
                 a.clone(),
                 a,
                 &id(),
                 &other_key(),
                 &config,
+                &integrity(),
                 NONCE_C,
                 |w| w.push_client(&call(7, "now")),
             ),

@@ -73,8 +73,9 @@ impl fmt::Display for KeyId {
     }
 }
 
-/// A shared secret. Its `Debug` output does not show the bytes.
-#[derive(Clone, PartialEq, Eq)]
+/// A shared secret. Its `Debug` output does not show the bytes, and its bytes are zeroized
+/// when it is dropped (each clone zeroizes its own copy).
+#[derive(Clone, PartialEq, Eq, zeroize::ZeroizeOnDrop)]
 pub struct SecretKey(Vec<u8>);
 
 impl SecretKey {

@@ -3,11 +3,12 @@
 //! Everything that turns bytes into messages and back lives here; the server and client
 //! crates only call it. Read it in the order data flows:
 //!
-//! 1. [`handshake`]: magic bytes, version and suite, then a mutual HMAC-SHA256
-//!    challenge-response that yields one session key per direction;
+//! 1. [`handshake`]: magic bytes, version and suite ([`suite`]), then a mutual HMAC-SHA256
+//!    challenge-response bound to the suite that yields one session key per direction;
 //! 2. [`frame`]: 4-byte big-endian length, then exactly that many bytes;
-//! 3. [`session`]: every frame after the handshake carries an HMAC tag over a sequence number
-//!    and its payload;
+//! 3. [`session`]: every frame after the handshake is sealed with an AEAD (suites 2 and 3,
+//!    encrypted) or carries an HMAC tag (suite 1, in clear), over a sequence number and its
+//!    payload;
 //! 4. [`message`]: the envelope (call id, deadline, control messages) and the wire errors,
 //!    generic over the service's own request/response enums, encoded by [`codec`] (bincode
 //!    1.3.3 with one fixed, bounded configuration);
@@ -30,6 +31,7 @@ pub mod keyring;
 pub mod message;
 pub mod outbox;
 pub mod session;
+pub mod suite;
 pub mod timer;
 pub mod transport;
 
@@ -40,10 +42,13 @@ pub use keyring::{KeyError, KeyId, Keyring, SecretKey};
 pub use message::{ClientMessage, RpcError, ServerMessage};
 pub use outbox::{Outbox, OutboxError, Ticket};
 pub use session::{FrameSealer, Session, SessionError, SessionReader, SessionWriter};
+pub use suite::{KeyLimits, Suite, SuitePolicy};
 pub use transport::{SocketReader, TcpSocket};
 
 #[cfg(test)]
 mod handshake_tests;
+#[cfg(test)]
+mod suite_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]
