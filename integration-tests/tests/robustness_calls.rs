@@ -202,31 +202,3 @@ fn case_38_cancelled_calls_return_their_in_flight_permits() {
         assert_eq!(y.unwrap(), Response::Pong);
     });
 }
-
-#[test]
-fn case_35_reused_call_id_in_flight_is_a_protocol_error_for_that_call() {
-    let key = TestKey::new("calls");
-    let server = ServerProcess::start(&key.path, &[]);
-    within(STEP, async {
-        let (_s, session) = raw_session(server.addr, &key).await;
-        let (mut reader, mut writer) = session.split();
-        send(
-            &mut writer,
-            &[call(7, Request::Sleep { ms: 300 }), call(7, Request::Ping)],
-        )
-        .await;
-        match recv(&mut reader).await {
-            Ok(Some(ServerMessage::Reply {
-                id: 7,
-                result: Err(RpcError::Protocol(why)),
-            })) => {
-                assert!(why.contains("already in flight"), "{why}")
-            }
-            other => panic!("want a protocol error for the reused id, got {other:?}"),
-        }
-        assert_eq!(
-            reply_to(&mut reader, 7).await,
-            Ok(Response::Slept { ms: 300 })
-        );
-    });
-}

@@ -230,12 +230,12 @@ fn case_38_connect_close_storm_counters_and_permits_return_to_baseline() {
     );
 
     let busy = refusal(Refusal::Busy);
-    // Unauthenticated gauge back to zero: exactly UNAUTH silent connections are admitted
-    // (each then authenticates), the next one is refused.
+    // Unauthenticated table back to empty: UNAUTH silent connections fill it, so the next
+    // one takes the place of the oldest, which is told Busy (each left then authenticates).
     let mut silent: Vec<_> = (0..UNAUTH).map(|_| tcp(server.addr)).collect();
-    let mut extra = tcp(server.addr);
-    assert_eq!(read_n(&mut extra, 7), busy, "unauthenticated cap");
-    drop(extra);
+    let extra = tcp(server.addr);
+    assert_eq!(read_n(&mut silent[0], 7), busy, "unauthenticated cap");
+    silent[0] = extra;
     for s in &mut silent {
         let (nc, _) = hello(&key);
         let ns = hello_exchange(s, &key, &nc);

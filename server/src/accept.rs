@@ -1,5 +1,6 @@
-//! The accept loop: takes connections, applies the connection caps and per-address penalties,
-//! and gives each admitted connection a task of its own.
+//! The accept loop: takes connections, applies the per-address penalties and the connection
+//! cap, gets each one a place among the unauthenticated connections (`admission/`, which may
+//! evict another to make room), and gives each admitted connection a task of its own.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
@@ -8,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use rpckit_proto::Refusal;
-use tracing::warn;
+use tracing::{info, warn};
 
+use crate::admission::{Admit, Cap, Ticket};
 use crate::connection;
 use crate::refuse::refuse;
 use crate::server::Shared;
@@ -55,43 +57,57 @@ fn admit<S: Service>(
     // No `ShuttingDown` refusal here: the listener closes when the drain starts, so a
     // connection made after that is refused by the OS and the port is free for a new
     // instance at once.
-    if let Some(reason) = refusal(shared, peer) {
-        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-        refuse(shared, stream, reason);
-        return;
-    }
+    let ticket = match refusal(shared, peer) {
+        Ok(ticket) => ticket,
+        Err(reason) => {
+            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            refuse(shared, stream, reason);
+            return;
+        }
+    };
     let shared = shared.clone();
     let signal = signal.clone();
     let running = running.clone();
     // Count the connection before its task starts, so a burst of accepts sees it; the count
     // goes down when the task ends, even by a panic (in a user's serde code, say).
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-    shared.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
     spawn(async move {
         // Locals drop in reverse order, on return and on unwind alike: the count goes down
         // before `running` tells `run` this task has ended, so a drained server never reports
         // a connection still counted.
         let _running = running;
         let _counted = AdoptedGauge(&shared.stats.connections);
-        connection::serve(stream, peer, &shared, signal).await;
+        connection::serve(stream, peer, &shared, signal, ticket).await;
     });
 }
 
-/// Why a new connection from `peer` is refused, if it is (and logs it).
-fn refusal<S>(shared: &Shared<S>, peer: SocketAddr) -> Option<Refusal> {
-    let stats = shared.stats.snapshot();
+/// The new connection's place among the unauthenticated ones, or why it is refused (logged).
+fn refusal<S>(shared: &Shared<S>, peer: SocketAddr) -> Result<Ticket, Refusal> {
     let config = &shared.config;
-    if let Some(until) = shared.penalties.refused(peer.ip(), Instant::now()) {
-        let secs_left = until.saturating_duration_since(Instant::now()).as_secs();
+    let now = Instant::now();
+    if let Some(until) = shared.penalties.refused(peer.ip(), now) {
+        let secs_left = until.saturating_duration_since(now).as_secs();
         warn!(%peer, secs_left, "refused: address penalised after failed authentications");
-        Some(Refusal::RateLimited)
-    } else if stats.connections >= config.max_connections {
+        return Err(Refusal::RateLimited);
+    }
+    if shared.stats.connections.load(Ordering::Relaxed) >= config.max_connections {
         warn!(%peer, limit = config.max_connections, "refused: connection limit reached");
-        Some(Refusal::Busy)
-    } else if stats.unauthenticated >= config.max_unauthenticated {
-        warn!(%peer, limit = config.max_unauthenticated, "refused: too many unauthenticated connections");
-        Some(Refusal::Busy)
-    } else {
-        None
+        return Err(Refusal::Busy);
+    }
+    match shared.admission.admit(peer, now) {
+        Admit::Admitted { ticket, evicted } => {
+            if let Some(evicted) = evicted {
+                info!(%peer, %evicted, "evicted an unauthenticated connection to make room");
+            }
+            Ok(ticket)
+        }
+        Admit::Refused(Cap::PerSource) => {
+            warn!(%peer, limit = config.max_unauthenticated_per_source, "refused: this source's unauthenticated connections are all past their hello");
+            Err(Refusal::Busy)
+        }
+        Admit::Refused(Cap::Total) => {
+            warn!(%peer, limit = config.max_unauthenticated, "refused: unauthenticated connections are all past their hello");
+            Err(Refusal::Busy)
+        }
     }
 }

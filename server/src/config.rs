@@ -14,6 +14,12 @@ const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 pub struct ServerConfig {
     /// Deadline for the whole handshake, not reset by each byte. Default 10 s.
     pub handshake_timeout: Duration,
+    /// Deadline for each step the client takes in the handshake: its hello must arrive within
+    /// this time of the accept, and its proof within this time of the hello's answer. A
+    /// connection that misses it is closed and its source address goes first the next time
+    /// an unauthenticated connection must be evicted. `handshake_timeout` still bounds the
+    /// whole. Default 3 s.
+    pub hello_timeout: Duration,
     /// Largest frame accepted or sent after the handshake, in bytes. Default 8 MiB.
     pub max_frame: u32,
     /// Memory that read buffers of all connections may hold together beyond their small
@@ -22,11 +28,21 @@ pub struct ServerConfig {
     /// Connections open at once; past it new connections are refused with `Busy`.
     /// Default 10,000.
     pub max_connections: usize,
-    /// Connections whose client's proof is not checked yet; past it new connections are
-    /// refused with `Busy` while authenticated ones carry on (like OpenSSH's MaxStartups). A
-    /// connection leaves this count when its proof is checked, before the client is told.
-    /// Default 100.
+    /// Connections whose client's proof is not checked yet. When it is full, a new
+    /// connection takes the place of one that has not had its hello answered yet (evicted:
+    /// told `Busy` and closed): one from the source with the most recent handshake failures
+    /// (timeouts, malformed hellos), then from the source with the most unauthenticated
+    /// connections, then the oldest. A new connection is refused `Busy` only if every one of
+    /// them is past its hello. A connection leaves this count when its proof is checked,
+    /// before the client is told. Default 100.
     pub max_unauthenticated: usize,
+    /// Unauthenticated connections from one source address (an IPv4 address, or an IPv6
+    /// /64). A new connection from a source at this cap takes the place of that source's
+    /// oldest connection whose hello has not been answered yet, and is refused `Busy` only if
+    /// there is none. A hello that has arrived but not been read yet does not protect its
+    /// connection, so this should exceed the connections one client host opens at once (a
+    /// pool, a load tool). Default 64.
+    pub max_unauthenticated_per_source: usize,
     /// Calls in flight on one connection; past it a call is answered `Overloaded` at once.
     /// Default 256.
     pub max_in_flight: usize,
@@ -64,6 +80,7 @@ impl ServerConfig {
     pub fn bounded(mut self) -> Self {
         for d in [
             &mut self.handshake_timeout,
+            &mut self.hello_timeout,
             &mut self.write_timeout,
             &mut self.idle_timeout,
             &mut self.keepalive_interval,
@@ -82,10 +99,12 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             handshake_timeout: Duration::from_secs(10),
+            hello_timeout: Duration::from_secs(3),
             max_frame: DEFAULT_MAX_FRAME,
             max_buffer_memory: 1 << 30,
             max_connections: 10_000,
             max_unauthenticated: 100,
+            max_unauthenticated_per_source: 64,
             max_in_flight: 256,
             max_queued: 1024,
             write_timeout: Duration::from_secs(10),
@@ -108,6 +127,7 @@ mod tests {
     fn bounded_cuts_every_duration_and_keeps_the_rest() {
         let huge = ServerConfig {
             handshake_timeout: Duration::MAX,
+            hello_timeout: Duration::MAX,
             write_timeout: Duration::MAX,
             idle_timeout: Duration::MAX,
             keepalive_interval: Duration::MAX,
@@ -121,6 +141,7 @@ mod tests {
         let now = std::time::Instant::now();
         for d in [
             huge.handshake_timeout,
+            huge.hello_timeout,
             huge.write_timeout,
             huge.idle_timeout,
             huge.keepalive_interval,

@@ -8,8 +8,9 @@
 //! Limits and timeouts are in [`ServerConfig`].
 //!
 //! Read it in the order a call flows: [`Server::run`] (`server.rs`) → `accept.rs` (caps,
-//! penalties; `refuse.rs` turns peers away) → `connection/` (handshake, event loop, dispatch,
-//! answers). `spawn.rs` is the one place that names the runtime (async-std).
+//! penalties; `admission/` decides which unauthenticated connection gives way to a new one;
+//! `refuse.rs` turns peers away) → `connection/` (handshake, event loop, dispatch, answers).
+//! `spawn.rs` is the one place that names the runtime (async-std).
 //!
 //! The stock `rpc-server` binary serves [`DemoService`]; your own service is any type that
 //! implements [`Service`] for your own serde request/response enums.
@@ -18,6 +19,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod accept;
+mod admission;
 mod config;
 mod connection;
 mod demo;

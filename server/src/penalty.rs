@@ -1,13 +1,18 @@
 //! Per-address penalties for failed authentications: an address that fails authentication too
 //! often within a window is refused for a while, so a password-guessing storm from one source
 //! costs it time and does not cost other clients anything.
+//!
+//! The table is bounded. When it is full and a new address fails, entries whose window and
+//! penalty are both over are dropped; if none is, the one entry that matters least makes
+//! room: one still counting failures (not penalised) with the fewest of them, else the
+//! penalty nearest its end. Penalised addresses are never all forgiven at once.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Most addresses tracked at once; past it, the stalest entries are forgotten.
+/// Most addresses tracked at once.
 const MAX_TRACKED: usize = 65_536;
 
 #[derive(Debug)]
@@ -26,6 +31,8 @@ pub(crate) struct Penalties {
     limit: u32,
     window: Duration,
     penalty: Duration,
+    /// Most addresses tracked at once ([`MAX_TRACKED`]).
+    max_tracked: usize,
     records: Mutex<HashMap<IpAddr, Record>>,
 }
 
@@ -35,7 +42,31 @@ impl Penalties {
             limit,
             window,
             penalty,
+            max_tracked: MAX_TRACKED,
             records: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Frees at least one place in a full table: drops what has run out, or else the entry
+    /// that matters least (see the module doc).
+    fn make_room(&self, records: &mut HashMap<IpAddr, Record>, now: Instant) {
+        let window = self.window;
+        records.retain(|_, r| {
+            now.duration_since(r.window_start) < window || r.refused_until.is_some_and(|t| t > now)
+        });
+        if records.len() < self.max_tracked {
+            return;
+        }
+        // Not penalised sorts before penalised; then fewest failures, or nearest end.
+        let least = records
+            .iter()
+            .min_by_key(|(_, r)| match r.refused_until {
+                None => (false, r.failures, r.window_start),
+                Some(until) => (true, 0, until),
+            })
+            .map(|(ip, _)| *ip);
+        if let Some(least) = least {
+            records.remove(&least);
         }
     }
 
@@ -63,15 +94,8 @@ impl Penalties {
             return None;
         }
         let mut records = self.records();
-        if records.len() >= MAX_TRACKED && !records.contains_key(&ip) {
-            let window = self.window;
-            records.retain(|_, r| {
-                now.duration_since(r.window_start) < window
-                    || r.refused_until.is_some_and(|t| t > now)
-            });
-            if records.len() >= MAX_TRACKED {
-                records.clear();
-            }
+        if records.len() >= self.max_tracked && !records.contains_key(&ip) {
+            self.make_room(&mut records, now);
         }
         let record = records.entry(ip).or_insert(Record {
             failures: 0,
@@ -132,6 +156,40 @@ mod tests {
         assert!(p.record_failure(ip, t0).is_none());
         assert!(p.record_failure(ip, t0 + Duration::from_secs(11)).is_none());
         assert!(p.record_failure(ip, t0 + Duration::from_secs(12)).is_some());
+    }
+
+    #[test]
+    fn a_full_table_keeps_every_penalty_and_drops_the_least_failed() {
+        let mut p = Penalties::new(2, Duration::from_secs(60), Duration::from_secs(30));
+        p.max_tracked = 4;
+        let t0 = Instant::now();
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        // Three penalised, one with a single failure.
+        for n in 1..=3 {
+            p.record_failure(ip(n), t0);
+            assert!(p.record_failure(ip(n), t0).is_some());
+        }
+        p.record_failure(ip(4), t0);
+        // Newcomers fill the table over and over: the penalties stand.
+        for n in 10..100 {
+            p.record_failure(ip(n), t0);
+        }
+        for n in 1..=3 {
+            assert!(p.refused(ip(n), t0).is_some(), "127.0.0.{n} still refused");
+        }
+        assert!(p.records().len() <= 4);
+        // All penalised and full: the penalty nearest its end makes room, one at a time.
+        let q = Penalties {
+            max_tracked: 2,
+            ..Penalties::new(1, Duration::from_secs(60), Duration::from_secs(30))
+        };
+        q.record_failure(ip(1), t0);
+        q.record_failure(ip(2), t0 + Duration::from_secs(1));
+        q.record_failure(ip(3), t0 + Duration::from_secs(2));
+        let at = t0 + Duration::from_secs(2);
+        assert!(q.refused(ip(1), at).is_none(), "nearest its end made room");
+        assert!(q.refused(ip(2), at).is_some());
+        assert!(q.refused(ip(3), at).is_some());
     }
 
     #[test]

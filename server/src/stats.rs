@@ -18,6 +18,8 @@ pub struct ServerStats {
     pub(crate) handshake_failures: AtomicU64,
     /// Connections refused before the handshake (caps, penalties) since start.
     pub(crate) refused: AtomicU64,
+    /// Unauthenticated connections evicted to make room for new ones since start.
+    pub(crate) evicted: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -36,6 +38,9 @@ pub struct StatsSnapshot {
     pub handshake_failures: u64,
     /// Connections refused before the handshake since start.
     pub refused: u64,
+    /// Unauthenticated connections evicted to make room for new ones since start
+    /// (`ServerConfig::max_unauthenticated`).
+    pub evicted: u64,
 }
 
 impl ServerStats {
@@ -48,6 +53,7 @@ impl ServerStats {
             calls_total: self.calls_total.load(Ordering::Relaxed),
             handshake_failures: self.handshake_failures.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
         }
     }
 }

@@ -81,6 +81,9 @@ struct ServeArgs {
     /// Deadline for the whole handshake.
     #[arg(long, env = "RPC_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     handshake_timeout: Duration,
+    /// Deadline for each client step of the handshake: the hello after the connect, the proof after the hello's answer.
+    #[arg(long, env = "RPC_HELLO_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    hello_timeout: Duration,
     /// Largest frame accepted or sent, in bytes.
     #[arg(long, env = "RPC_MAX_FRAME", default_value_t = rpckit_proto::DEFAULT_MAX_FRAME)]
     max_frame: u32,
@@ -90,9 +93,12 @@ struct ServeArgs {
     /// Connections open at once; past it new ones are refused (Busy).
     #[arg(long, env = "RPC_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
-    /// Connections still in the handshake; past it new ones are refused (Busy).
+    /// Connections still in the handshake; when full, a new one evicts one that has not sent its hello (worst source first, then oldest).
     #[arg(long, env = "RPC_MAX_UNAUTHENTICATED", default_value_t = 100)]
     max_unauthenticated: usize,
+    /// Connections still in the handshake from one address (IPv6: one /64); at the cap, a new one evicts that source's oldest without a hello.
+    #[arg(long, env = "RPC_MAX_UNAUTHENTICATED_PER_SOURCE", default_value_t = 64)]
+    max_unauthenticated_per_source: usize,
     /// Calls in flight per connection; past it calls are answered Overloaded.
     #[arg(long, env = "RPC_MAX_IN_FLIGHT", default_value_t = 256)]
     max_in_flight: usize,
@@ -129,10 +135,12 @@ impl ServeArgs {
     fn config(&self) -> ServerConfig {
         ServerConfig {
             handshake_timeout: self.handshake_timeout,
+            hello_timeout: self.hello_timeout,
             max_frame: self.max_frame,
             max_buffer_memory: self.max_buffer_memory,
             max_connections: self.max_connections,
             max_unauthenticated: self.max_unauthenticated,
+            max_unauthenticated_per_source: self.max_unauthenticated_per_source,
             max_in_flight: self.max_in_flight,
             max_queued: self.max_queued,
             write_timeout: self.write_timeout,

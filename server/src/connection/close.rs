@@ -28,6 +28,9 @@ pub(crate) enum Close {
     /// No call in flight and none received for the idle timeout.
     #[error("idle for {0:?}")]
     Idle(Duration),
+    /// A call came with the id of a call still in flight (PROTOCOL.md §9.1).
+    #[error("protocol error: call id {0} reused while in flight")]
+    ReusedCallId(u64),
     /// A frame's payload is not a client envelope.
     #[error("undecodable envelope: {0}")]
     Undecodable(DecodeError),

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_io::Timer;
 use futures_lite::future::FutureExt;
@@ -37,11 +37,7 @@ impl<S: Service> Connection<'_, S> {
                 deadline,
                 request,
             } => {
-                let arrived = self.timers.last_received;
-                self.timers.last_call = arrived;
-                // The deadline counts from the frame's arrival; one too far off for the clock
-                // to represent means none.
-                let deadline = deadline.and_then(|d| arrived.checked_add(d));
+                self.timers.last_call = self.timers.last_received;
                 self.on_call(id, deadline, request)
             }
             ClientMessage::Cancel { id } => {
@@ -59,11 +55,12 @@ impl<S: Service> Connection<'_, S> {
         }
     }
 
-    /// Admits, refuses or answers a call.
+    /// Admits, refuses or answers a call. `deadline` counts from the frame's arrival
+    /// (PROTOCOL.md §9.2).
     fn on_call(
         &mut self,
         id: u64,
-        deadline: Option<Instant>,
+        deadline: Option<Duration>,
         request: Result<S::Request, DecodeError>,
     ) -> Result<(), Close> {
         // Free the slots of calls that have finished, so that a client that sends its next
@@ -71,12 +68,17 @@ impl<S: Service> Connection<'_, S> {
         while let Some(finished) = self.calls.try_finished() {
             reply(&mut self.out, finished.id, finished.result)?;
         }
+        // An id still in flight: answering this call would give the id two answers, and
+        // refusing it too (PROTOCOL.md §9.1). The connection ends instead.
+        if self.calls.contains(id) {
+            warn!(peer = %self.peer, key_id = %self.key_id, id, "call id reused while in flight; closing");
+            return Err(Close::ReusedCallId(id));
+        }
         let refusal = if self.timers.draining() {
             Some(RpcError::ShuttingDown)
-        } else if self.calls.contains(id) {
-            Some(RpcError::Protocol(format!(
-                "call id {id} is already in flight"
-            )))
+        } else if deadline == Some(Duration::ZERO) {
+            // Already expired, however fast the handler would be.
+            Some(RpcError::DeadlineExceeded)
         } else if self.calls.len() >= self.shared.config.max_in_flight {
             Some(RpcError::Overloaded)
         } else {
@@ -91,6 +93,8 @@ impl<S: Service> Connection<'_, S> {
             }
             (None, Ok(request)) => request,
         };
+        // One too far off for the clock to represent means none.
+        let deadline = deadline.and_then(|d| self.timers.last_received.checked_add(d));
         let ctx = CallContext {
             id,
             peer: self.peer,
