@@ -113,3 +113,90 @@ impl<Req, Resp> Calls<Req, Resp> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(
+        written: bool,
+        deadline: Option<Deadline>,
+    ) -> (
+        Pending<&'static str, u32>,
+        oneshot::Receiver<Outcome<&'static str, u32>>,
+    ) {
+        let (reply, answer) = oneshot::channel();
+        let call = Pending {
+            reply,
+            request: "request",
+            written,
+            deadline,
+        };
+        (call, answer)
+    }
+
+    #[test]
+    fn expire_times_out_only_calls_past_their_deadline_and_returns_the_next() {
+        let now = Instant::now();
+        let left = Duration::from_secs(1);
+        let mut calls = Calls::new();
+        let (due, mut due_answer) = pending(true, Some(Deadline { at: now, left }));
+        let later_at = now + Duration::from_secs(5);
+        let (later, mut later_answer) = pending(true, Some(Deadline { at: later_at, left }));
+        let (never, _never_answer) = pending(true, None);
+        calls.insert(1, due);
+        calls.insert(2, later);
+        calls.insert(3, never);
+        let mut expired = Vec::new();
+        assert_eq!(calls.expire(now, &mut expired), Some(later_at));
+        assert_eq!(expired, [1]);
+        assert!(matches!(
+            due_answer.try_recv(),
+            Ok(Some(Outcome::Done(Err(CallError::Timeout(t))))) if t == left
+        ));
+        assert!(matches!(later_answer.try_recv(), Ok(None)));
+        assert!(!calls.cancel(1), "gone once timed out");
+        assert!(calls.cancel(2));
+    }
+
+    #[test]
+    fn a_lost_connection_hands_back_unwritten_calls_and_goodbye_hands_back_all() {
+        for none_ran in [false, true] {
+            let mut calls = Calls::new();
+            let (written, mut written_answer) = pending(false, None);
+            let (unwritten, mut unwritten_answer) = pending(false, None);
+            calls.insert(1, written);
+            calls.insert(2, unwritten);
+            calls.mark_written(1);
+            calls.end_all(&ConnectionLost::ServerClosed, none_ran);
+            let written = written_answer.try_recv();
+            if none_ran {
+                assert!(matches!(written, Ok(Some(Outcome::NotSent("request")))));
+            } else {
+                assert!(matches!(
+                    written,
+                    Ok(Some(Outcome::Done(Err(CallError::OutcomeUnknown(
+                        ConnectionLost::ServerClosed
+                    )))))
+                ));
+            }
+            assert!(matches!(
+                unwritten_answer.try_recv(),
+                Ok(Some(Outcome::NotSent("request")))
+            ));
+        }
+    }
+
+    #[test]
+    fn an_answer_reaches_its_caller_once() {
+        let mut calls = Calls::new();
+        let (call, mut answer) = pending(true, None);
+        calls.insert(7, call);
+        assert!(calls.answer(7, Ok(42)));
+        assert!(
+            !calls.answer(7, Ok(43)),
+            "a second answer for the id is dropped"
+        );
+        assert!(matches!(answer.try_recv(), Ok(Some(Outcome::Done(Ok(42))))));
+    }
+}

@@ -7,6 +7,8 @@
 //! its deadline. Dropping a call's future tells the task, which cancels the call on the
 //! server if it was sent.
 
+mod alarm;
+mod intake;
 mod outgoing;
 mod task;
 

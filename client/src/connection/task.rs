@@ -27,9 +27,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::debug;
 
+use super::alarm::{Alarm, Keepalive};
 use super::outgoing::{Outgoing, WriteError};
 use super::{Control, Envelope};
-use crate::calls::{Calls, Outcome, Pending};
+use crate::calls::{Calls, Outcome};
 use crate::config::ClientConfig;
 use crate::error::{CallError, ConnectionLost};
 
@@ -47,15 +48,15 @@ pub(super) struct Inbox<Req, Resp> {
 }
 
 /// Why the connection ended.
-struct End {
+pub(super) struct End {
     /// What the calls in flight are told.
-    lost: ConnectionLost,
+    pub(super) lost: ConnectionLost,
     /// The server said goodbye: it answered every call it read, so no unanswered call ran.
-    none_ran: bool,
+    pub(super) none_ran: bool,
 }
 
 impl End {
-    fn lost(lost: ConnectionLost) -> Self {
+    pub(super) fn lost(lost: ConnectionLost) -> Self {
         End {
             lost,
             none_ran: false,
@@ -77,72 +78,28 @@ enum Event<Req, Resp> {
     Alarm,
 }
 
-/// Keepalive state.
-struct Keepalive {
-    /// Ping after this long without hearing from the server.
-    interval: Duration,
-    /// Give up on a ping not answered within this.
-    timeout: Duration,
-    /// When the server was last heard from.
-    last_heard: Instant,
-    /// When our ping unanswered so far left.
-    ping_sent: Option<Instant>,
-    /// The last ping's nonce.
-    nonce: u64,
-}
-
-impl Keepalive {
-    /// When the next keepalive check is due.
-    fn due(&self) -> Instant {
-        match self.ping_sent {
-            Some(sent) => sent + self.timeout,
-            None => self.last_heard + self.interval,
-        }
-    }
-}
-
-/// The task's one timer, set for the earliest of the call deadlines and the keepalive check.
-/// It moves only to ring earlier (moving a timer wakes the reactor); a ring that comes early
-/// finds nothing to do and sets it again.
-struct Alarm {
-    /// The timer.
-    timer: Timer,
-    /// When it is set to ring; `None` once it has rung.
-    at: Option<Instant>,
-}
-
-impl Alarm {
-    /// Makes the alarm ring at `at` at the latest.
-    fn ring_by(&mut self, at: Instant) {
-        if self.at.is_none_or(|armed| at < armed) {
-            self.timer.set_at(at);
-            self.at = Some(at);
-        }
-    }
-}
-
 /// The task's state: the socket and everything about the calls on it.
 pub(super) struct Owner<Req, Resp> {
     /// The socket (writes); `reader` reads from it.
-    socket: TcpSocket,
+    pub(super) socket: TcpSocket,
     /// Frames from the server.
-    reader: SessionReader<SocketReader>,
+    pub(super) reader: SessionReader<SocketReader>,
     /// Frames to the server.
-    out: Outgoing,
+    pub(super) out: Outgoing,
     /// Calls whose frames are sealed.
-    calls: Calls<Req, Resp>,
+    pub(super) calls: Calls<Req, Resp>,
     /// Calls taken while a write is blocked, not sealed yet (at most `inbox.held`).
-    waiting: VecDeque<Envelope<Req, Resp>>,
+    pub(super) waiting: VecDeque<Envelope<Req, Resp>>,
     /// Calls and control messages from the handle.
-    inbox: Inbox<Req, Resp>,
+    pub(super) inbox: Inbox<Req, Resp>,
     /// Deadlines and keepalive.
-    alarm: Alarm,
+    pub(super) alarm: Alarm,
     /// Keepalive state.
-    keepalive: Keepalive,
+    pub(super) keepalive: Keepalive,
     /// Saying goodbye: the task ends once everything is written.
-    goodbye: bool,
+    pub(super) goodbye: bool,
     /// Ids of calls that timed out (reused between alarms).
-    expired: Vec<u64>,
+    pub(super) expired: Vec<u64>,
 }
 
 impl<Req, Resp> Owner<Req, Resp>
@@ -223,43 +180,6 @@ where
         }
     }
 
-    /// Whether to take calls from the channel now: not after goodbye, and behind a blocked
-    /// write only up to `held`.
-    fn taking_calls(&self) -> bool {
-        !self.goodbye && (!self.out.is_blocked() || self.waiting.len() < self.inbox.held)
-    }
-
-    /// Takes the calls that waited behind a blocked write once it is done, every call ready
-    /// now, then every control message (a goodbye after the calls handed over before it).
-    fn take_ready(&mut self) -> Result<(), End> {
-        let mut now = None;
-        while !self.out.is_blocked() {
-            match self.waiting.pop_front() {
-                Some(envelope) => self.take(envelope, &mut now)?,
-                None => break,
-            }
-        }
-        while self.taking_calls() {
-            match self.inbox.requests.try_recv() {
-                Ok(envelope) => self.take(envelope, &mut now)?,
-                Err(_) => break,
-            }
-        }
-        while let Ok(control) = self.inbox.control.try_recv() {
-            self.on_control(Some(control))?;
-        }
-        Ok(())
-    }
-
-    /// Closes the channel: calls not sealed yet come back to their callers as not sent.
-    fn not_sent(&mut self) {
-        self.inbox.requests.close();
-        let channel = std::iter::from_fn(|| self.inbox.requests.try_recv().ok());
-        for envelope in self.waiting.drain(..).chain(channel) {
-            let _ = envelope.reply.send(Outcome::NotSent(envelope.request));
-        }
-    }
-
     /// Waits for the next event.
     async fn next_event(&mut self) -> Event<Req, Resp> {
         let taking = self.taking_calls();
@@ -314,80 +234,8 @@ where
         write.or(read).or(request).or(control).or(ring).await
     }
 
-    /// Seals call `envelope` for the socket and enters it in the table, or, behind a blocked
-    /// write, keeps it waiting; a call whose caller is gone is dropped, one whose deadline
-    /// passed times out unsent. `now` caches the clock across a batch.
-    fn take(
-        &mut self,
-        envelope: Envelope<Req, Resp>,
-        now: &mut Option<Instant>,
-    ) -> Result<(), End> {
-        let Envelope {
-            id,
-            request,
-            deadline,
-            reply,
-        } = envelope;
-        if reply.is_canceled() {
-            return Ok(());
-        }
-        if self.out.is_blocked() {
-            if let Some(d) = deadline {
-                self.alarm.ring_by(d.at);
-            }
-            let envelope = Envelope {
-                id,
-                request,
-                deadline,
-                reply,
-            };
-            self.waiting.push_back(envelope);
-            return Ok(());
-        }
-        // The server gets the time the call has left now.
-        let mut sent_deadline = None;
-        if let Some(d) = deadline {
-            let now = *now.get_or_insert_with(Instant::now);
-            let left = d.at.saturating_duration_since(now).min(d.left);
-            if left.is_zero() {
-                let _ = reply.send(Outcome::Done(Err(CallError::Timeout(d.left))));
-                return Ok(());
-            }
-            sent_deadline = Some(left);
-            self.alarm.ring_by(d.at);
-        }
-        let message = ClientMessage::Call {
-            id,
-            deadline: sent_deadline,
-            request: &request,
-        };
-        match self.out.seal_call(id, &message) {
-            Ok(()) => {
-                let written = false;
-                self.calls.insert(
-                    id,
-                    Pending {
-                        reply,
-                        request,
-                        written,
-                        deadline,
-                    },
-                );
-                Ok(())
-            }
-            Err(SessionError::Encode(e)) => {
-                let _ = reply.send(Outcome::Done(Err(CallError::Encode(e))));
-                Ok(())
-            }
-            Err(_) => {
-                let _ = reply.send(Outcome::NotSent(request));
-                Err(End::lost(ConnectionLost::SequenceExhausted))
-            }
-        }
-    }
-
     /// Seals a control message.
-    fn seal(&mut self, message: &ClientMessage<()>) -> Result<(), End> {
+    pub(super) fn seal(&mut self, message: &ClientMessage<()>) -> Result<(), End> {
         self.out
             .seal(message)
             .map_err(|_| End::lost(ConnectionLost::SequenceExhausted))
@@ -432,7 +280,7 @@ where
     }
 
     /// Handles a control message.
-    fn on_control(&mut self, control: Option<Control>) -> Result<(), End> {
+    pub(super) fn on_control(&mut self, control: Option<Control>) -> Result<(), End> {
         match control {
             Some(Control::Cancel(id)) => {
                 if self.calls.cancel(id) {
