@@ -69,6 +69,7 @@ fn connect_failure(e: &ConnectError) -> ExitCode {
     match e {
         ConnectError::Auth(_) => fail(EXIT_AUTH, e),
         ConnectError::Timeout { .. } => fail(EXIT_TIMEOUT, e),
+        ConnectError::GaveUp { last, .. } => connect_failure(last),
         _ => fail(EXIT_CONNECT, e),
     }
 }

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use rpckit_proto::timer::MAX_DURATION;
 use rpckit_proto::DEFAULT_MAX_FRAME;
+
+use crate::deadline::MAX_DURATION;
 
 /// Settings of a [`crate::Client`].
 #[derive(Debug, Clone)]
@@ -17,10 +18,10 @@ pub struct ClientConfig {
     /// Timeout of [`crate::Client::call`]; also sent to the server as the call's deadline.
     /// `None` waits for ever. Default 30 s.
     pub call_timeout: Option<Duration>,
-    /// Messages (calls, and the cancels, pings and goodbye among them) that may wait to be
-    /// written, behind a write in progress (a large request, a server reading slowly); once
-    /// this many wait, further callers wait until a writer takes them, no longer than their
-    /// own deadlines. Default 1,024.
+    /// Calls that may wait to be written behind a write in progress (a large request, a
+    /// server reading slowly): half of them queued for the connection's task, half taken by
+    /// it (their deadlines kept). Once this many wait, further callers wait for room, no
+    /// longer than their own deadlines. Default 1,024.
     pub max_queued: usize,
     /// After this long without hearing from the server, ping it. Default 30 s.
     pub keepalive_interval: Duration,
@@ -52,8 +53,7 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// This configuration with every duration cut to
-    /// [`rpckit_proto::timer::MAX_DURATION`] (100 years), which [`crate::Client`] applies: a
+    /// This configuration with every duration cut to 100 years, which [`crate::Client`] applies: a
     /// timeout that long is as good as none, and deadlines computed from it cannot overflow
     /// the clock.
     pub fn bounded(mut self) -> Self {

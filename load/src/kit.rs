@@ -77,6 +77,7 @@ fn connect_error(e: &ConnectError) -> BenchError {
         ConnectError::Timeout { .. } => "connect_timeout".into(),
         ConnectError::Auth(_) => "auth".into(),
         ConnectError::Handshake(_) => "handshake".into(),
+        ConnectError::GaveUp { last, .. } => return connect_error(last),
         _ => "connect".into(),
     };
     BenchError::new(kind, e.to_string()).no_connection()
