@@ -16,6 +16,9 @@
 mod config;
 mod connection;
 mod demo;
+pub mod fd_limit;
+pub mod log_limit;
+pub mod metrics;
 mod penalty;
 mod server;
 mod service;
