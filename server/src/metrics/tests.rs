@@ -316,4 +316,19 @@ fn record_cost() {
     }
     let per_call = started.elapsed() / N;
     println!("record one call: {per_call:?} ({N} calls, one thread)");
+
+    // Two threads recording the same method at once share its cache lines.
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for i in 0..N / 2 {
+                    m.method("echo")
+                        .record(CallOutcome::Ok, Duration::from_nanos(u64::from(i % 5_000)));
+                }
+            });
+        }
+    });
+    let per_call = started.elapsed() / N;
+    println!("record one call: {per_call:?} of wall time ({N} calls, two threads, one method)");
 }
