@@ -227,9 +227,9 @@ pub struct SuitePolicy {
     /// [`SuiteSet::ENCRYPTED`]: every frame is encrypted unless the integrity-only suite is
     /// asked for.
     pub accept: SuiteSet,
-    /// Both sides: limits for the session keys in place of the suite's own
-    /// ([`Suite::key_limits`]), for tests and operators that want connections replaced
-    /// sooner. Default `None`.
+    /// Both sides: lower limits for the session keys than the suite's own
+    /// ([`Suite::key_limits`]; an override never raises them), for tests and operators that
+    /// want connections replaced sooner. Default `None`.
     pub key_limits: Option<KeyLimits>,
 }
 
@@ -259,9 +259,17 @@ impl SuitePolicy {
         self.accept.contains(suite)
     }
 
-    /// The key limits in force for `suite`.
+    /// The key limits in force for `suite`: its own, lowered by `key_limits` if set (an
+    /// override never raises them).
     pub fn limits_for(&self, suite: Suite) -> KeyLimits {
-        self.key_limits.unwrap_or_else(|| suite.key_limits())
+        let own = suite.key_limits();
+        match self.key_limits {
+            Some(lower) => KeyLimits {
+                max_frames: own.max_frames.min(lower.max_frames),
+                max_bytes: own.max_bytes.min(lower.max_bytes),
+            },
+            None => own,
+        }
     }
 }
 
@@ -287,6 +295,21 @@ mod tests {
         assert!(policy.allows(Suite::Aes256Gcm));
         assert!(policy.allows(Suite::ChaCha20Poly1305));
         assert!(SuitePolicy::integrity().allows(Suite::HmacSha256));
+    }
+
+    #[test]
+    fn a_key_limit_override_only_lowers_the_suites_own() {
+        let policy = SuitePolicy {
+            key_limits: Some(KeyLimits {
+                max_frames: 10,
+                max_bytes: u64::MAX,
+            }),
+            ..SuitePolicy::default()
+        };
+        let aes = policy.limits_for(Suite::Aes256Gcm);
+        assert_eq!(aes.max_frames, 10);
+        assert_eq!(aes.max_bytes, Suite::Aes256Gcm.key_limits().max_bytes);
+        assert_eq!(policy.limits_for(Suite::ChaCha20Poly1305).max_frames, 10);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use async_io::Async;
 use rpckit_proto::handshake::{self, HandshakeConfig, ProofVerdict};
-use rpckit_proto::{HandshakeError, ServerMessage};
+use rpckit_proto::{HandshakeError, ServerMessage, SuitePolicy};
 use tracing::{info, warn};
 
 use self::event_loop::Connection;
@@ -58,17 +58,29 @@ pub(crate) async fn serve<S: Service>(
     // A handshake that ends before its proof is checked never calls back; the gauge then
     // leaves the count with the handshake's future, as this statement ends.
     let mut penalised = false;
-    let session =
-        handshake::accept_reporting(&stream, &stream, &shared.keyring, &config, |verdict| {
-            drop(unauthenticated);
-            if verdict == ProofVerdict::Rejected {
-                penalised = shared
-                    .penalties
-                    .record_failure(peer.ip(), Instant::now())
-                    .is_some();
-            }
-        })
-        .await;
+    let policy = SuitePolicy {
+        accept: shared.config.suites,
+        key_limits: shared.config.key_limits,
+        ..SuitePolicy::default()
+    };
+    let on_verdict = |verdict| {
+        drop(unauthenticated);
+        if verdict == ProofVerdict::Rejected {
+            penalised = shared
+                .penalties
+                .record_failure(peer.ip(), Instant::now())
+                .is_some();
+        }
+    };
+    let session = handshake::accept_with_policy(
+        &stream,
+        &stream,
+        &shared.keyring,
+        &config,
+        &policy,
+        on_verdict,
+    )
+    .await;
     let session = match session {
         Ok(session) => session,
         Err(e) => {
@@ -85,7 +97,8 @@ pub(crate) async fn serve<S: Service>(
     // The ServerProof is still unwritten only if frames came with the client's proof
     // (PROTOCOL.md §3.5): it leaves with their answers.
     let calls_with_proof = !unwritten.is_empty();
-    info!(%peer, key_id = %key_id, calls_with_proof, "authenticated");
+    let suite = reader.suite();
+    info!(%peer, key_id = %key_id, %suite, calls_with_proof, "authenticated");
     let out = Outgoing::new(sealer, unwritten, shared.config.max_queued);
     let mut conn = Connection::new(shared, peer, key_id.clone(), out);
     let close = conn.run(&mut reader, &stream, shutdown).await;
