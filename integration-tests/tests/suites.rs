@@ -133,6 +133,24 @@ fn the_default_server_refuses_the_integrity_suite_with_status_9() {
 }
 
 #[test]
+fn encrypted_is_the_default_and_help_says_so() {
+    let out = std::process::Command::new(rpckit_integration_tests::bin("rpc-server"))
+        .arg("--help")
+        .env_remove("RPC_SUITE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run rpc-server --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let flag = help
+        .split("--suite <SUITE>")
+        .nth(1)
+        .expect("--suite in the help");
+    let flag = flag.split("--key-max-frames").next().unwrap_or(flag);
+    assert!(flag.contains("[env: RPC_SUITE=]"), "{flag}");
+    assert!(flag.contains("[default: encrypted]"), "{flag}");
+}
+
+#[test]
 fn an_unknown_suite_name_is_a_usage_error() {
     let out = std::process::Command::new(rpckit_integration_tests::bin("rpc-server"))
         .args(["--suite", "aes-128-gcm", "--listen", "127.0.0.1:0"])

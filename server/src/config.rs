@@ -147,6 +147,7 @@ mod tests {
             assert!(now.checked_add(d + d).is_some());
         }
         let default = ServerConfig::default();
+        assert_eq!(default.suites, SuiteSet::ENCRYPTED, "encrypted by default");
         assert_eq!(
             format!("{:?}", default.clone().bounded()),
             format!("{default:?}")
