@@ -48,6 +48,8 @@ pub use transport::{SocketReader, TcpSocket};
 #[cfg(test)]
 mod handshake_tests;
 #[cfg(test)]
+mod on_path_tests;
+#[cfg(test)]
 mod suite_tests;
 #[cfg(test)]
 mod test_support;
