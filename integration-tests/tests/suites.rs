@@ -456,3 +456,40 @@ fn the_client_library_moves_to_fresh_keys_without_failing_a_call() {
     assert!(drains >= 4, "{drains} drains; log:\n{}", server.log_text());
     assert_eq!(server.log_count("bad input"), 0, "{}", server.log_text());
 }
+
+/// W6 under each suite: the server's resident memory per idle authenticated connection, from
+/// its VmRSS before and after `IDLE` raw sessions (each suite against its own server). A
+/// measurement, not a check: run it with
+/// `cargo test --release -p rpckit-integration-tests --test suites -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement: opens thousands of connections"]
+fn w6_idle_memory_per_connection_under_each_suite() {
+    const IDLE: usize = 5_000;
+    let key = TestKey::new("suites-w6");
+    for suite in Suite::ALL {
+        let server = ServerProcess::start(
+            &key.path,
+            &[
+                "--suite",
+                "any",
+                "--max-connections",
+                "20000",
+                "--max-unauthenticated",
+                "1000",
+            ],
+        );
+        let per_conn = within(Duration::from_secs(600), async {
+            let mut held = vec![open(server.addr, &key, suite).await];
+            let before = server.rss_kib().expect("server VmRSS");
+            for _ in 1..IDLE {
+                held.push(open(server.addr, &key, suite).await);
+            }
+            server.expect_log_count("authenticated", IDLE, STEP);
+            let after = server.rss_kib().expect("server VmRSS");
+            let per_conn = (after - before) as f64 * 1024.0 / (IDLE - 1) as f64;
+            drop(held);
+            per_conn
+        });
+        println!("W6 {suite}: {per_conn:.0} bytes of server RSS per idle connection");
+    }
+}
