@@ -20,7 +20,7 @@ use rpckit_keyfile::write_new_key_file;
 use rpckit_proto::demo::{Request, Response};
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::keyring::{KeyId, Keyring, SecretKey};
-use rpckit_proto::Session;
+use rpckit_proto::{HandshakeError, Session, Suite, SuitePolicy};
 
 /// How long a server gets to print its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -287,6 +287,9 @@ impl ServerProcess {
             .env_remove("RPC_KEY")
             .env_remove("RUST_LOG")
             .env("RPC_LOG_LEVEL", "debug")
+            // rpc-client and the client library offer hmac-sha256, which the server's default
+            // (`encrypted`) refuses; a `--suite` in `extra` takes precedence.
+            .env("RPC_SUITE", "any")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -636,8 +639,8 @@ pub fn client(addr: SocketAddr, key: &TestKey, config: ClientConfig) -> Client<R
     .expect("client connects")
 }
 
-/// An authenticated raw session (proto's handshake over an async-std socket), for tests that
-/// write frames by hand.
+/// An authenticated raw session (proto's handshake over an async-std socket, offering the
+/// encrypting suite this CPU runs fastest), for tests that write frames by hand.
 pub async fn raw_session(
     addr: SocketAddr,
     key: &TestKey,
@@ -645,24 +648,46 @@ pub async fn raw_session(
     async_std::net::TcpStream,
     Session<async_std::net::TcpStream, async_std::net::TcpStream>,
 ) {
+    raw_session_offering(addr, key, Suite::preferred())
+        .await
+        .expect("handshake")
+}
+
+/// Like [`raw_session`], offering `suite`; the handshake's error is the caller's to check.
+pub async fn raw_session_offering(
+    addr: SocketAddr,
+    key: &TestKey,
+    suite: Suite,
+) -> Result<
+    (
+        async_std::net::TcpStream,
+        Session<async_std::net::TcpStream, async_std::net::TcpStream>,
+    ),
+    HandshakeError,
+> {
     let stream = async_std::net::TcpStream::connect(addr)
         .await
         .expect("connect");
-    let session = handshake::connect(
+    let policy = SuitePolicy {
+        offer: suite,
+        ..SuitePolicy::default()
+    };
+    let (session, ()) = handshake::connect_with_policy(
         stream.clone(),
         stream.clone(),
         &key.id,
         &key.key,
         &HandshakeConfig::default(),
+        &policy,
+        |_| (),
     )
-    .await
-    .expect("handshake");
-    (stream, session)
+    .await?;
+    Ok((stream, session))
 }
 
 /// The server side of a fake server: accepts one connection on `listener` and runs the
-/// handshake with a keyring holding the key `id`/`secret`, for tests that script what the
-/// server sends.
+/// handshake with a keyring holding the key `id`/`secret`, accepting every suite, for tests
+/// that script what the server sends.
 pub async fn accept_raw_session(
     listener: &async_std::net::TcpListener,
     id: &KeyId,
@@ -671,11 +696,13 @@ pub async fn accept_raw_session(
     let mut keyring = Keyring::new();
     keyring.insert(id.clone(), secret.clone());
     let (stream, _) = listener.accept().await.expect("accept");
-    handshake::accept(
+    handshake::accept_with_policy(
         stream.clone(),
         stream,
         &keyring,
         &HandshakeConfig::default(),
+        &SuitePolicy::integrity(),
+        |_| {},
     )
     .await
     .expect("handshake")

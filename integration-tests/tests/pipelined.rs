@@ -162,8 +162,10 @@ async fn fake_server_closing(
         if !hello {
             return n;
         }
+        // Accepting whichever suite the client offers (byte 6 of the hello).
+        let suite = rpckit_proto::Suite::from_code(buf[6]).expect("a known suite");
         stream
-            .write_all(&handshake::server_hello(&[7; 32]))
+            .write_all(&handshake::server_hello_for(suite, &[7; 32]))
             .await
             .expect("write the hello");
         // The proof, with the call behind it.

@@ -102,7 +102,7 @@ fn case_03_length_max_plus_one_is_rejected_before_the_body() {
         let (_stream, session) = raw_session(server.addr, &key).await;
         let (mut reader, mut writer) = session.split();
         writer
-            .push_client(&call(1, Request::Echo(vec![7; 4040])))
+            .push_client(&call(1, Request::Echo(vec![7; 4056])))
             .unwrap();
         assert_eq!(writer.pending(), 4 + 4097, "frame is max + 1");
         writer.flush().await.unwrap();
@@ -122,7 +122,7 @@ fn case_04_length_exactly_max_is_accepted() {
     within(STEP, async {
         let (_stream, session) = raw_session(server.addr, &key).await;
         let (mut reader, mut writer) = session.split();
-        let payload = vec![0xA5; 4039];
+        let payload = vec![0xA5; 4055];
         writer
             .push_client(&call(1, Request::Echo(payload.clone())))
             .unwrap();

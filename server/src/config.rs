@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rpckit_proto::DEFAULT_MAX_FRAME;
+use rpckit_proto::{KeyLimits, SuiteSet, DEFAULT_MAX_FRAME};
 
 /// Longest duration a setting keeps (100 years): as good as no limit, and deadlines computed
 /// from it still fit the clock.
@@ -71,6 +71,17 @@ pub struct ServerConfig {
     pub auth_failure_window: Duration,
     /// How long an address that hit `auth_failure_limit` is refused. Default 30 s.
     pub auth_penalty: Duration,
+    /// Frame-protection suites a client may use; one offering another is refused with status
+    /// 9 (`SuiteNotAllowed`). Default [`SuiteSet::ENCRYPTED`] (AES-256-GCM and
+    /// ChaCha20-Poly1305): the integrity-only suite 1 (HMAC-SHA256, frames in clear) only
+    /// where it is asked for.
+    pub suites: SuiteSet,
+    /// Lower limits on what one session key may seal than its suite's own (an override never
+    /// raises them). A connection whose keys have used half of either limit is drained with
+    /// `GoingAway` and the client moves to a new connection with new keys, so this only makes
+    /// that happen sooner: for tests, or to bound how much one key protects. Default `None`
+    /// (AES-256-GCM: 2^32 frames, 2^38 bytes; the others: the sequence number).
+    pub key_limits: Option<KeyLimits>,
 }
 
 impl ServerConfig {
@@ -115,6 +126,8 @@ impl Default for ServerConfig {
             auth_failure_limit: 5,
             auth_failure_window: Duration::from_secs(60),
             auth_penalty: Duration::from_secs(30),
+            suites: SuiteSet::ENCRYPTED,
+            key_limits: None,
         }
     }
 }
@@ -155,6 +168,7 @@ mod tests {
             assert!(now.checked_add(d + d).is_some());
         }
         let default = ServerConfig::default();
+        assert_eq!(default.suites, SuiteSet::ENCRYPTED, "encrypted by default");
         assert_eq!(
             format!("{:?}", default.clone().bounded()),
             format!("{default:?}")

@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_lite::StreamExt;
 use rpckit_keyfile::Keygen;
 use rpckit_proto::timer::parse_duration;
-use rpckit_proto::{KeyId, Keyring};
+use rpckit_proto::{KeyId, KeyLimits, Keyring, SuiteSet};
 use rpckit_server::{DemoService, Server, ServerConfig};
 use tracing::{error, info, warn};
 
@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 #[command(
     name = "rpc-server",
     version,
-    about = "rpckit RPC server: framed bincode over TCP, HMAC-authenticated"
+    about = "rpckit RPC server: framed bincode over TCP, authenticated and encrypted"
 )]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -129,6 +129,15 @@ struct ServeArgs {
     /// How long a penalised address is refused.
     #[arg(long, env = "RPC_AUTH_PENALTY", default_value = "30s", value_parser = parse_duration)]
     auth_penalty: Duration,
+    /// Frame-protection suites clients may use: `encrypted` (AES-256-GCM and ChaCha20-Poly1305, every frame encrypted), `any` (also hmac-sha256: frames authenticated but in clear), or a comma list of aes-256-gcm, chacha20-poly1305, hmac-sha256. A client offering another suite is refused (status 9).
+    #[arg(long, env = "RPC_SUITE", default_value = "encrypted", value_parser = |s: &str| s.parse::<SuiteSet>())]
+    suite: SuiteSet,
+    /// Drain a connection (GoingAway; its client reconnects with new keys) once either session key has sealed half this many frames. Only lowers the suite's own limit (AES-256-GCM 2^32 frames). For tests and to bound what one key protects.
+    #[arg(long, env = "RPC_KEY_MAX_FRAMES", default_value_t = u64::MAX, hide_default_value = true)]
+    key_max_frames: u64,
+    /// As --key-max-frames, in payload bytes (AES-256-GCM's own limit: 2^38).
+    #[arg(long, env = "RPC_KEY_MAX_BYTES", default_value_t = u64::MAX, hide_default_value = true)]
+    key_max_bytes: u64,
 }
 
 impl ServeArgs {
@@ -151,6 +160,11 @@ impl ServeArgs {
             auth_failure_limit: self.auth_failure_limit,
             auth_failure_window: self.auth_failure_window,
             auth_penalty: self.auth_penalty,
+            suites: self.suite,
+            key_limits: Some(KeyLimits {
+                max_frames: self.key_max_frames,
+                max_bytes: self.key_max_bytes,
+            }),
         }
     }
 }
@@ -285,7 +299,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        info!(%addr, "listening");
+        info!(%addr, suites = %config.suites, "listening");
         // The ready line: scripts and tests wait for it.
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "rpc-server listening on {addr}");
