@@ -57,11 +57,15 @@ fn admit<S: Service>(
     // No `ShuttingDown` refusal here: the listener closes when the drain starts, so a
     // connection made after that is refused by the OS and the port is free for a new
     // instance at once.
-    let ticket = match refusal(shared, peer) {
+    let stream = Arc::new(stream);
+    let ticket = match refusal(shared, peer, &stream) {
         Ok(ticket) => ticket,
         Err(reason) => {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            refuse(shared, stream, reason);
+            // Nothing else holds the socket of a refused connection.
+            if let Ok(stream) = Arc::try_unwrap(stream) {
+                refuse(shared, stream, reason);
+            }
             return;
         }
     };
@@ -82,7 +86,11 @@ fn admit<S: Service>(
 }
 
 /// The new connection's place among the unauthenticated ones, or why it is refused (logged).
-fn refusal<S>(shared: &Shared<S>, peer: SocketAddr) -> Result<Ticket, Refusal> {
+fn refusal<S>(
+    shared: &Shared<S>,
+    peer: SocketAddr,
+    stream: &Arc<Async<TcpStream>>,
+) -> Result<Ticket, Refusal> {
     let config = &shared.config;
     let now = Instant::now();
     if let Some(until) = shared.penalties.refused(peer.ip(), now) {
@@ -94,7 +102,7 @@ fn refusal<S>(shared: &Shared<S>, peer: SocketAddr) -> Result<Ticket, Refusal> {
         warn!(%peer, limit = config.max_connections, "refused: connection limit reached");
         return Err(Refusal::Busy);
     }
-    match shared.admission.admit(peer, now) {
+    match shared.admission.admit(peer, Some(stream.clone()), now) {
         Admit::Admitted { ticket, evicted } => {
             if let Some(evicted) = evicted {
                 info!(%peer, %evicted, "evicted an unauthenticated connection to make room");

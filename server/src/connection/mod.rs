@@ -34,7 +34,7 @@ use crate::shutdown::ShutdownSignal;
 
 /// Runs one connection to its end. Never panics on peer input; logs why it closed.
 pub(crate) async fn serve<S: Service>(
-    stream: Async<TcpStream>,
+    stream: Arc<Async<TcpStream>>,
     peer: SocketAddr,
     shared: &Shared<S>,
     shutdown: ShutdownSignal,
