@@ -89,6 +89,7 @@ pub fn run(target: &Target, args: CallArgs) -> ExitCode {
         handshake_timeout: target.connect_timeout,
         call_timeout: Some(args.timeout),
         reconnect_attempts: 0,
+        suite: target.suite(),
         ..ClientConfig::default()
     };
     let outcome = async_std::task::block_on(async {

@@ -218,6 +218,16 @@ where
     Req: Serialize + Send + 'static,
     Resp: DeserializeOwned + Send + 'static,
 {
+    /// Whether the call that opens a new connection rides with the handshake's proof: when
+    /// asked to, or under an encrypting suite towards a server that has proven the key to
+    /// this process before ([`ClientConfig::pipeline_first_call`]).
+    fn pipelines_first_call(&self) -> bool {
+        let config = &self.config;
+        config.pipeline_first_call
+            || (config.suite.is_encrypted()
+                && crate::proven::has_proven(&self.target, config.suite))
+    }
+
     fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<Arc<Connection<Req, Resp>>>> {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -293,7 +303,7 @@ where
                 Timer::after(delay).await;
             }
             *reconnects += 1;
-            let failed = if self.config.pipeline_first_call {
+            let failed = if self.pipelines_first_call() {
                 let this_try = this_try(deadline, timeout, false)?;
                 // Boxed, here and below: connecting is rare, and its future would otherwise
                 // sit inside every call's future (a test's thousand calls overflowed a stack).
@@ -320,7 +330,6 @@ where
                         request = back;
                         e
                     }
-                    Err(OpenFailure::Failed(e)) => return Err(CallError::Connect(e)),
                     Err(OpenFailure::OutcomeUnknown(e)) => {
                         return Err(CallError::OutcomeUnknown(ConnectionLost::Handshake(
                             Arc::new(e),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_channel::oneshot;
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::{
-    ClientMessage, HandshakeError, KeyId, SecretKey, Session, SocketReader, TcpSocket,
+    ClientMessage, HandshakeError, KeyId, SecretKey, Session, SocketReader, SuitePolicy, TcpSocket,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -17,6 +17,7 @@ use crate::config::ClientConfig;
 use crate::connection::Connection;
 use crate::deadline::{self, Deadline};
 use crate::error::{CallError, ConnectError};
+use crate::proven;
 
 /// Where to connect, and as whom.
 #[derive(Debug)]
@@ -34,11 +35,10 @@ pub(crate) struct Target {
 pub(crate) enum OpenFailure<Req> {
     /// The call never left this process; here is its request back.
     NotSent(ConnectError, Req),
-    /// The call left with the handshake's proof, and the server refused the proof or proved
-    /// not to hold the key: no genuine server ran it.
-    Failed(ConnectError),
-    /// The call left with the proof and the connection failed before the server's proof came:
-    /// the server may have run it.
+    /// The call left with the proof and the handshake failed after that: the server may have
+    /// run it. A refusal or a bad server proof does not say otherwise, since nothing
+    /// authenticates them: a relay can pass the call to the real server and forge either
+    /// (PROTOCOL.md §3.5, §13).
     OutcomeUnknown(ConnectError),
 }
 
@@ -61,16 +61,26 @@ where
     Resp: DeserializeOwned + Send + 'static,
 {
     let socket = connect_within(&target.addr, config.connect_timeout).await?;
-    let session = handshake::connect(
+    let handshake = handshake::connect_with_policy(
         socket.reader(),
         &socket,
         &target.key_id,
         &target.key,
         &handshake_config(config),
+        &suite_policy(config),
+        |_| (),
     )
-    .await
-    .map_err(|e| handshake_error(&target.addr, e))?;
-    Ok(start(&socket, session, Calls::new(), 1, config))
+    .await;
+    match handshake {
+        Ok((session, ())) => {
+            proven::note(target, config.suite);
+            Ok(start(&socket, session, Calls::new(), 1, config))
+        }
+        Err(e) => {
+            proven::forget(target, config.suite);
+            Err(handshake_error(&target.addr, e))
+        }
+    }
 }
 
 /// Connects and authenticates like [`open`], sending `request` in the same write as the
@@ -101,12 +111,13 @@ where
     };
     // Set when the handshake queues the call behind its proof (just before writing it).
     let mut handed = false;
-    let handshake = handshake::connect_pipelined(
+    let handshake = handshake::connect_with_policy(
         socket.reader(),
         &socket,
         &target.key_id,
         &target.key,
         &handshake_config(config),
+        &suite_policy(config),
         |w| {
             let pushed = w.push_client(&ClientMessage::Call {
                 id: ID,
@@ -122,22 +133,17 @@ where
     let (session, pushed) = match handshake {
         Ok(done) => done,
         Err(e) => {
-            // A server that refused the proof ran nothing; an impostor is not the server.
-            let ran_nothing = matches!(
-                e,
-                HandshakeError::Refused(_) | HandshakeError::BadServerProof
-            );
+            proven::forget(target, config.suite);
             let failed = handshake_error(&target.addr, e);
-            return Err(if !handed {
-                OpenFailure::NotSent(failed, request)
-            } else if ran_nothing {
-                OpenFailure::Failed(failed)
-            } else {
-                // Handed to the socket: a genuine server may have run it.
+            return Err(if handed {
+                // Handed to the socket: a genuine server may have run it, whatever came back.
                 OpenFailure::OutcomeUnknown(failed)
+            } else {
+                OpenFailure::NotSent(failed, request)
             });
         }
     };
+    proven::note(target, config.suite);
     let mut calls = Calls::new();
     let (reply, answer) = oneshot::channel();
     let encode_error = match pushed {
@@ -189,6 +195,14 @@ where
         next_id,
         config,
     )
+}
+
+/// The suite the client offers (and never falls back from).
+fn suite_policy(config: &ClientConfig) -> SuitePolicy {
+    SuitePolicy {
+        offer: config.suite,
+        ..SuitePolicy::default()
+    }
 }
 
 /// The handshake's limits from the client's settings.

@@ -24,6 +24,7 @@ mod connect;
 mod connection;
 mod deadline;
 mod error;
+mod proven;
 mod retry;
 
 pub use client::Client;

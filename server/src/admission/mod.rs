@@ -167,7 +167,7 @@ impl Table {
                     ((strikes, self.count(e.source), Reverse(*id)), e)
                 })
                 .collect();
-            candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            candidates.sort_unstable_by_key(|(rank, _)| Reverse(*rank));
             let backlog = !candidates.is_empty();
             return match candidates.into_iter().find(|(_, e)| e.evictable()) {
                 Some(((_, _, Reverse(id)), _)) => Ok(Some(id)),
