@@ -110,7 +110,7 @@ fn refusal<S>(
             Ok(ticket)
         }
         Admit::Refused(Cap::PerSource) => {
-            warn!(%peer, limit = config.max_unauthenticated_per_source, "refused: this source's unauthenticated connections are all past their hello");
+            warn!(%peer, limit = ?config.max_unauthenticated_per_source, "refused: this source's unauthenticated connections are all past their hello");
             Err(Refusal::Busy)
         }
         Admit::Refused(Cap::Total) => {

@@ -38,11 +38,13 @@ pub struct ServerConfig {
     pub max_unauthenticated: usize,
     /// Unauthenticated connections from one source address (an IPv4 address, or an IPv6
     /// /64). A new connection from a source at this cap takes the place of that source's
-    /// oldest connection whose hello has not been answered yet, and is refused `Busy` only if
-    /// there is none. A hello that has arrived but not been read yet does not protect its
-    /// connection, so this should exceed the connections one client host opens at once (a
-    /// pool, a load tool). Default 64.
-    pub max_unauthenticated_per_source: usize,
+    /// oldest connection whose hello has not been answered yet (nor waits unread), and is
+    /// refused `Busy` only if there is none. Set it above the connections one client host
+    /// opens at once (a pool, a load tool): a client's connection whose hello is still on its
+    /// way can be evicted. Default `None`: the same as `max_unauthenticated`, so no source is
+    /// held to less than the whole table (a full table already evicts from the biggest source
+    /// first).
+    pub max_unauthenticated_per_source: Option<usize>,
     /// Calls in flight on one connection; past it a call is answered `Overloaded` at once.
     /// Default 256.
     pub max_in_flight: usize,
@@ -115,7 +117,7 @@ impl Default for ServerConfig {
             max_buffer_memory: 1 << 30,
             max_connections: 10_000,
             max_unauthenticated: 100,
-            max_unauthenticated_per_source: 64,
+            max_unauthenticated_per_source: None,
             max_in_flight: 256,
             max_queued: 1024,
             write_timeout: Duration::from_secs(10),

@@ -74,7 +74,11 @@ impl<S: Service> Server<S> {
         let stats = Arc::new(ServerStats::default());
         let admission = Arc::new(Admission::new(
             config.max_unauthenticated,
-            config.max_unauthenticated_per_source,
+            config
+                .max_unauthenticated_per_source
+                .map_or(config.max_unauthenticated, |n| {
+                    n.min(config.max_unauthenticated)
+                }),
             stats.clone(),
         ));
         Server {

@@ -96,9 +96,9 @@ struct ServeArgs {
     /// Connections still in the handshake; when full, a new one evicts one that has not sent its hello (worst source first, then oldest).
     #[arg(long, env = "RPC_MAX_UNAUTHENTICATED", default_value_t = 100)]
     max_unauthenticated: usize,
-    /// Connections still in the handshake from one address (IPv6: one /64); at the cap, a new one evicts that source's oldest without a hello.
-    #[arg(long, env = "RPC_MAX_UNAUTHENTICATED_PER_SOURCE", default_value_t = 64)]
-    max_unauthenticated_per_source: usize,
+    /// Connections still in the handshake from one address (IPv6: one /64); at the cap, a new one evicts that source's oldest without a hello [default: --max-unauthenticated].
+    #[arg(long, env = "RPC_MAX_UNAUTHENTICATED_PER_SOURCE")]
+    max_unauthenticated_per_source: Option<usize>,
     /// Calls in flight per connection; past it calls are answered Overloaded.
     #[arg(long, env = "RPC_MAX_IN_FLIGHT", default_value_t = 256)]
     max_in_flight: usize,
