@@ -173,7 +173,22 @@ where
                 Err(End::lost(ConnectionLost::WriteStalled(after)))
             }
             Event::Frame(message) => self.on_frame(message?).await,
-            Event::Request(Some(envelope)) => self.take(envelope, &mut None),
+            Event::Request(Some(envelope)) => {
+                // Cancels sent before this call go before it on the wire (the server frees
+                // their slots before it counts this call); a goodbye goes after it.
+                let mut goodbye = false;
+                while let Ok(control) = self.inbox.control.try_recv() {
+                    match control {
+                        Control::Goodbye => goodbye = true,
+                        control => self.on_control(Some(control))?,
+                    }
+                }
+                self.take(envelope, &mut None)?;
+                if goodbye {
+                    self.on_control(Some(Control::Goodbye))?;
+                }
+                Ok(())
+            }
             Event::Request(None) => Ok(()),
             Event::Control(control) => self.on_control(control),
             Event::Alarm => self.on_alarm(),
