@@ -9,9 +9,7 @@ use rpckit_client::{CallError, Client, ClientConfig, ConnectError};
 use rpckit_proto::demo::{Request, Response};
 use rpckit_proto::RpcError;
 
-use rpckit_proto::timer::{self, parse_duration};
-
-use crate::{keys, Target};
+use crate::{keys, parse_duration, Target};
 
 /// Exit code: a local error (key file, arguments).
 pub const EXIT_LOCAL: u8 = 1;
@@ -96,9 +94,9 @@ pub fn run(target: &Target, args: CallArgs) -> ExitCode {
         // One deadline for TCP connect and handshake together, as `--connect-timeout` says.
         let connecting =
             Client::<Request, Response>::connect(target.addr.clone(), key_id, key, config);
-        let client = timer::within(target.connect_timeout, connecting)
+        let client = async_std::future::timeout(target.connect_timeout, connecting)
             .await
-            .ok_or_else(|| ConnectError::Timeout {
+            .map_err(|_| ConnectError::Timeout {
                 addr: target.addr.clone(),
                 after: target.connect_timeout,
             })??;

@@ -15,7 +15,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use rpckit_proto::timer::parse_duration;
 use rpckit_proto::Suite;
 
 #[derive(Parser, Debug)]
@@ -113,4 +112,16 @@ fn main() -> ExitCode {
         Command::Call(args) => call::run(&cli.target, args),
         Command::Bench(args) => bench::run_bench(&cli.target, args),
     }
+}
+
+/// A `humantime` duration (`500ms`, `10s`, `2m`, `1h`) no longer than 100 years.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))?;
+    if d > Duration::from_secs(100 * 365 * 24 * 3600) {
+        return Err(format!(
+            "{text} is longer than the longest allowed, 100 years"
+        ));
+    }
+    Ok(d)
 }

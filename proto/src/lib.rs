@@ -14,9 +14,8 @@
 //!    1.3.3 with one fixed, bounded configuration);
 //! 5. [`demo`]: the demo service's enums.
 //!
-//! [`outbox`] is the shared, coalescing outgoing side of a connection; [`transport`] the socket
-//! both halves share; [`timer`] the deadlines that cost no system call to set; [`keyring`] holds
-//! key ids, secrets and the keyring in memory (files and the environment: `rpckit-keyfile`).
+//! [`transport`] is the socket both halves share; [`keyring`] holds key ids, secrets and the
+//! keyring in memory (files and the environment: `rpckit-keyfile`).
 //!
 //! The byte-exact specification, with test vectors, is `docs/PROTOCOL.md`.
 
@@ -29,10 +28,8 @@ pub mod frame;
 pub mod handshake;
 pub mod keyring;
 pub mod message;
-pub mod outbox;
 pub mod session;
 pub mod suite;
-pub mod timer;
 pub mod transport;
 
 pub use codec::{DecodeError, EncodeError};
@@ -40,7 +37,6 @@ pub use frame::{BufferBudget, FrameError, FrameLimits, DEFAULT_MAX_FRAME};
 pub use handshake::{HandshakeConfig, HandshakeError, ProofVerdict, Refusal};
 pub use keyring::{KeyError, KeyId, Keyring, SecretKey};
 pub use message::{ClientMessage, RpcError, ServerMessage};
-pub use outbox::{Outbox, OutboxError, Ticket};
 pub use session::{FrameSealer, Session, SessionError, SessionReader, SessionWriter};
 pub use suite::{KeyLimits, Suite, SuitePolicy, SuiteSet, SuiteSetError};
 pub use transport::{SocketReader, TcpSocket};

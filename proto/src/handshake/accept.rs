@@ -24,8 +24,7 @@ use crate::suite::SuitePolicy;
 /// If a complete frame arrived together with the client's proof (a client that pipelines its
 /// first call, PROTOCOL.md §3.5), the ServerProof is not written yet: it waits at the head of
 /// the session writer's buffer, so that it leaves with the answers to those frames. The
-/// caller must then flush the writer (or the [`crate::Outbox`] made from it) once it has
-/// handled the frames it finds buffered; otherwise the ServerProof has been written.
+/// caller must then flush the writer once it has handled the frames it finds buffered; otherwise the ServerProof has been written.
 ///
 /// On failure the server has already told the peer what it may know (a [`Refusal`]); the
 /// error says exactly what went wrong, for the log.

@@ -14,7 +14,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_lite::StreamExt;
 use rpckit_keyfile::Keygen;
-use rpckit_proto::timer::parse_duration;
 use rpckit_proto::{KeyId, KeyLimits, Keyring, SuiteSet};
 use rpckit_server::{DemoService, Server, ServerConfig};
 use tracing::{error, info, warn};
@@ -365,4 +364,16 @@ fn run_on_executor<T: Send + 'static>(
         // The task only drops the sender after sending, unless it panicked.
         Err(_) => std::process::exit(101),
     }
+}
+
+/// A `humantime` duration (`500ms`, `10s`, `2m`, `1h`) no longer than 100 years.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))?;
+    if d > Duration::from_secs(100 * 365 * 24 * 3600) {
+        return Err(format!(
+            "{text} is longer than the longest allowed, 100 years"
+        ));
+    }
+    Ok(d)
 }

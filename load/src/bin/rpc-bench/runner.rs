@@ -110,7 +110,8 @@ impl Side {
         cpu: usize,
         bench: &mut Bench,
     ) -> Result<Self, String> {
-        let args: Vec<String> = [
+        let binary = bin_dir.join("rpc-server");
+        let mut args: Vec<String> = [
             "--listen",
             "127.0.0.1:0",
             "--keyring",
@@ -126,9 +127,15 @@ impl Side {
         ]
         .map(String::from)
         .to_vec();
-        let mut cmd = pinned(cpu, &bin_dir.join("rpc-server"), &args);
-        // rpc-client offers hmac-sha256, which the server's default refuses (a server that
-        // does not know RPC_SUITE ignores it).
+        // Every connection of a run comes from 127.0.0.1 at once; an old build has no
+        // per-source cap.
+        if has_flag(&binary, PER_SOURCE_FLAG) {
+            args.extend([PER_SOURCE_FLAG.to_owned(), "1000".to_owned()]);
+        }
+        let mut cmd = pinned(cpu, &binary, &args);
+        // Every suite: an old build's rpc-client offers hmac-sha256, which today's default
+        // refuses (a server that does not know RPC_SUITE ignores it); today's rpc-client
+        // offers its default encrypting suite unless told otherwise.
         cmd.env("RPC_SUITE", "any");
         bench.record(&cmd);
         let log = bench.work.join(format!("{label}-server.err"));
@@ -307,4 +314,15 @@ pub fn paired<'a>(a: &'a mut Side, b: &'a mut Side, round: usize) -> [&'a mut Si
     } else {
         [b, a]
     }
+}
+
+/// `rpc-server`'s cap on connections in the handshake from one address.
+const PER_SOURCE_FLAG: &str = "--max-unauthenticated-per-source";
+
+/// Whether `binary --help` lists `flag`.
+fn has_flag(binary: &Path, flag: &str) -> bool {
+    Command::new(binary)
+        .arg("--help")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(flag))
 }
