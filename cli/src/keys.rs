@@ -22,6 +22,12 @@ pub fn load(target: &Target) -> Result<(KeyId, SecretKey), String> {
             path.display()
         )
     })?;
+    if rpckit_keyfile::readable_by_others(&path) {
+        eprintln!(
+            "rpc-client: warning: keyring {} is readable by other users; run chmod 600 on it",
+            path.display()
+        );
+    }
     match &target.key_id {
         Some(id) => {
             let id = KeyId::new(id).map_err(|e| format!("key id: {e}"))?;

@@ -13,9 +13,16 @@ pub const KEY_ENV: &str = "RPC_KEY";
 pub const KEY_ID_ENV: &str = "RPC_KEY_ID";
 
 /// The key given in the environment, if [`KEY_ENV`] is set: its id is `id`, else
-/// [`KEY_ID_ENV`], else `default`. Errors name what is at fault ([`KeyfileError::Env`]).
+/// [`KEY_ID_ENV`], else `default`. Errors name what is at fault ([`KeyfileError::Env`]) and
+/// never echo the secret.
+///
+/// [`KEY_ENV`] is removed from the environment once read, so that child processes and later
+/// lookups do not find it (the kernel's copy of the initial environment, in
+/// `/proc/PID/environ`, stays; only the same user and root can read it). Call this at start,
+/// before other threads use the environment.
 pub fn key_from_env(id: Option<&str>) -> Option<Result<(KeyId, SecretKey), KeyfileError>> {
-    let hex = std::env::var(KEY_ENV).ok()?;
+    let hex = zeroize::Zeroizing::new(std::env::var(KEY_ENV).ok()?);
+    std::env::remove_var(KEY_ENV);
     let id = match id {
         Some(id) => id.to_owned(),
         None => std::env::var(KEY_ID_ENV).unwrap_or_else(|_| "default".into()),

@@ -23,7 +23,14 @@ pub fn parse(text: &str, origin: &str) -> Result<Keyring, KeyfileError> {
         let (Some(id), Some(secret), None) = (fields.next(), fields.next(), fields.next()) else {
             return Err(parse_err("expected `<key-id> <hex secret>`".into()));
         };
-        let id = KeyId::new(id).map_err(|e| parse_err(e.to_string()))?;
+        // Neither field is echoed: either may hold a secret (a line with its fields swapped).
+        if SecretKey::from_hex(id).is_ok() && SecretKey::from_hex(secret).is_err() {
+            return Err(parse_err(
+                "the fields look swapped: expected `<key-id> <hex secret>`".into(),
+            ));
+        }
+        let id = KeyId::new(id)
+            .map_err(|_| parse_err("invalid key id: 1 to 64 of A-Z a-z 0-9 . _ -".into()))?;
         let key = SecretKey::from_hex(secret).map_err(|e| parse_err(e.to_string()))?;
         if ring.get(&id).is_some() {
             return Err(parse_err(format!("key id {id} appears twice")));
@@ -50,6 +57,23 @@ pub fn to_file_text(ring: &Keyring) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_never_echo_a_secret() {
+        let secret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let long = format!("{secret}{secret}");
+        for line in [
+            format!("{secret} alpha"),
+            format!("{long} alpha"),
+            format!("{long} {long}"),
+            format!("alpha {secret}zz"),
+        ] {
+            let error = parse(&line, "test").expect_err(&line).to_string();
+            assert!(!error.contains(&secret[..16]), "{error}");
+        }
+        let swapped = parse(&format!("{secret} alpha"), "test").unwrap_err();
+        assert!(swapped.to_string().contains("swapped"), "{swapped}");
+    }
 
     #[test]
     fn keyring_file_round_trip() {
