@@ -598,7 +598,13 @@ fn check_answer(err: &HandshakeError, out: &[u8]) -> Result<(), TestCaseError> {
     let hello_sent = out.len() >= 40;
     if hello_sent {
         prop_assert_eq!(&out[..4], &MAGIC[..]);
-        prop_assert_eq!(&out[4..8], &[1u8, 2, 0, 1][..]);
+        // Version 1, ServerHello, status 0, and the suite the client offered.
+        prop_assert_eq!(&out[4..7], &[1u8, 2, 0][..]);
+        prop_assert!(
+            rpckit_proto::Suite::from_code(out[7]).is_some(),
+            "suite {}",
+            out[7]
+        );
     }
     let refusal = |r: Refusal| server_refusal(r).to_vec();
     let proof_refusal = |r: Refusal| [TYPE_SERVER_PROOF, r.code()];
@@ -676,6 +682,8 @@ proptest! {
             0..=3 => prop_assert!(matches!(err, HandshakeError::BadMagic { .. }), "{:?}", err),
             4 => prop_assert!(matches!(err, HandshakeError::UnsupportedVersion { got } if got == new), "{:?}", err),
             5 => prop_assert!(matches!(err, HandshakeError::UnexpectedMessage { expected: 1, got } if got == new), "{:?}", err),
+            // Another suite this code speaks: the proof made for suite 1 no longer holds.
+            6 if rpckit_proto::Suite::from_code(new).is_some() => prop_assert!(matches!(err, HandshakeError::BadClientProof(_)), "{:?}", err),
             6 => prop_assert!(matches!(err, HandshakeError::UnsupportedSuite { got } if got == new), "{:?}", err),
             7..=38 => prop_assert!(matches!(err, HandshakeError::BadClientProof(_)), "{:?}", err),
             39 if new == 0 || new > 64 => prop_assert!(matches!(err, HandshakeError::Malformed(_)), "{:?}", err),
