@@ -142,10 +142,13 @@ impl Driver for KitDriver {
         };
         let (key_id, key) = (self.key_id.clone(), self.key.clone());
         let echo = self.method == "echo";
-        let lazy = self.pipeline;
+        // Connects on the first call: with `--pipeline-first-call`, or under an encrypting
+        // suite, where the client's default lets that call ride with the proof once the
+        // server has proven the key to this process (a churn run's every connection but its
+        // first).
+        let lazy = self.pipeline || self.suite.is_encrypted();
         async move {
             let client = if lazy {
-                // Connects on the first call, which carries the handshake's last step.
                 Client::lazy(addr.to_string(), key_id, key, config)
             } else {
                 Client::connect(addr.to_string(), key_id, key, config)
