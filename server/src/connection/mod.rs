@@ -38,9 +38,10 @@ use crate::shutdown::ShutdownSignal;
 /// client to close its side, discarding what it still sends, before closing: closing with
 /// unread bytes would reset the connection and could discard what the client has not read.
 pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
-/// Most bytes read and discarded in that time (calls the client sent before it read the
-/// `Goodbye`).
-const CLOSE_READ_LIMIT: usize = 1 << 20;
+/// Most bytes read and discarded in that time: calls the client sent before it read the
+/// `Goodbye`, including what waits in the socket's receive buffer, which the kernel grows to
+/// several MiB for a fast sender (up to `net.ipv4.tcp_rmem`'s maximum, 6 MiB by default).
+const CLOSE_READ_LIMIT: usize = 64 << 20;
 
 /// Runs one connection to its end. Never panics on peer input; logs why it closed.
 pub(crate) async fn serve<S: Service>(
