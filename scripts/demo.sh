@@ -16,6 +16,7 @@ ready=$(mktemp)
 trap 'rm -f "$ready"' EXIT
 # Its own session, so Ctrl-C reaches only this script, which passes on exactly one SIGTERM
 # (a second signal would make the server exit without draining).
+# rpc-client offers hmac-sha256, which the server's default (encrypted) refuses.
 setsid "$bin/rpc-server" --listen "$listen" >"$ready" &
 server=$!
 trap 'kill -TERM "$server" 2>/dev/null; wait "$server"; status=$?; rm -f "$ready"; exit $status' INT TERM

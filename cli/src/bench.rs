@@ -64,7 +64,8 @@ pub fn run_bench(target: &Target, args: BenchArgs) -> ExitCode {
             }
         };
         let driver = KitDriver::new(&args.config.method, key_id, key)
-            .pipeline_first_call(args.pipeline_first_call);
+            .pipeline_first_call(args.pipeline_first_call)
+            .suite(target.suite());
         async_std::task::block_on(run(driver, &target.addr, &args.config))
     };
     match result {

@@ -69,6 +69,7 @@ fn connect_failure(e: &ConnectError) -> ExitCode {
     match e {
         ConnectError::Auth(_) => fail(EXIT_AUTH, e),
         ConnectError::Timeout { .. } => fail(EXIT_TIMEOUT, e),
+        ConnectError::GaveUp { last, .. } => connect_failure(last),
         _ => fail(EXIT_CONNECT, e),
     }
 }
@@ -88,6 +89,7 @@ pub fn run(target: &Target, args: CallArgs) -> ExitCode {
         handshake_timeout: target.connect_timeout,
         call_timeout: Some(args.timeout),
         reconnect_attempts: 0,
+        suite: target.suite(),
         ..ClientConfig::default()
     };
     let outcome = async_std::task::block_on(async {

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use rpckit_proto::timer::parse_duration;
+use rpckit_proto::Suite;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,6 +51,43 @@ pub struct Target {
     /// Time allowed for TCP connect plus handshake.
     #[arg(long, global = true, env = "RPC_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+    /// Suite to offer: aes-256-gcm, chacha20-poly1305 (both encrypt), hmac-sha256
+    /// (integrity only, if the server allows it), or encrypted (also: any) for the default:
+    /// aes-256-gcm where the CPU has AES instructions, else chacha20-poly1305. Never falls
+    /// back to another suite when refused.
+    #[arg(long, global = true, env = "RPC_SUITE", default_value = "encrypted", value_parser = parse_suite)]
+    pub suite: SuiteChoice,
+}
+
+/// The suite `--suite` names, or `None` for the client's default.
+#[derive(Debug, Clone, Copy)]
+pub struct SuiteChoice(Option<Suite>);
+
+impl Target {
+    /// The suite to offer: the one asked for, or the client's default.
+    pub fn suite(&self) -> Suite {
+        self.suite.0.unwrap_or_else(Suite::preferred)
+    }
+}
+
+/// Parses `--suite`: a suite name, or `encrypted`/`any` (the words `rpc-server --suite`
+/// takes, so one `RPC_SUITE` can serve both) for the default.
+fn parse_suite(name: &str) -> Result<SuiteChoice, String> {
+    if ["encrypted", "any"]
+        .iter()
+        .any(|w| name.eq_ignore_ascii_case(w))
+    {
+        return Ok(SuiteChoice(None));
+    }
+    Suite::from_name(name)
+        .map(|s| SuiteChoice(Some(s)))
+        .ok_or_else(|| {
+            let names: Vec<&str> = Suite::ALL.iter().map(|s| s.name()).collect();
+            format!(
+                "unknown suite {name:?}: one of {}, or encrypted",
+                names.join(", ")
+            )
+        })
 }
 
 #[derive(Subcommand, Debug)]

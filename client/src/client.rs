@@ -1,31 +1,38 @@
 //! The `Client`: calls over one multiplexed connection, shared by any number of tasks, with
 //! timeouts, cancellation, and reconnection after the connection is lost.
 //!
+//! A call reads top to bottom: [`Client::call`] → `route` (the connection that is up, or a
+//! new one, [`crate::connect`]) → [`Connection::call`] (hands the call to the connection's
+//! task and waits for its answer) → the task (`connection/task.rs`) writes it, reads the
+//! answer and hands it back.
+//!
 //! Retry rule: a call is sent again on a new connection only if it provably never ran: it was
-//! still queued in this process when the connection died, or it was unanswered when the server
-//! said `Goodbye` (a server answers every call it read before saying goodbye). A call that was
+//! not yet written when the connection died, or it was unanswered when the server said
+//! `Goodbye` (a server answers every call it read before saying goodbye). A call that was
 //! written when the connection died otherwise fails with [`CallError::OutcomeUnknown`],
 //! because the server may have run it; a call the server answered `ShuttingDown` was not run
 //! and may be retried by the caller.
 
-use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rpckit_proto::timer::{self, Sleep};
+use async_io::Timer;
 use rpckit_proto::{KeyId, SecretKey};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{debug, info};
 
 use crate::config::ClientConfig;
-use crate::connection::{Connection, Deadline, Failure, OpenFailure};
-use crate::error::{CallError, ConnectError};
+use crate::connect::{self, OpenFailure, Target};
+use crate::connection::{Connection, Failure};
+use crate::deadline::{self, Deadline};
+use crate::error::{CallError, ConnectError, ConnectionLost};
+use crate::retry::backoff;
 
 /// A client of one server, for the service's `Req`/`Resp` enums.
 ///
-/// Cheap to share: wrap it in an `Arc` and call from many tasks at once; calls are
-/// multiplexed over one connection by id and answered in any order.
+/// Cheap to clone: clones share the connection, and any number of tasks may call at once;
+/// calls are multiplexed over one connection by id and answered in any order.
 ///
 /// ```no_run
 /// use rpckit_client::{Client, ClientConfig};
@@ -40,28 +47,36 @@ use crate::error::{CallError, ConnectError};
 /// assert_eq!(answer, Response::Uppercase("HELLO".into()));
 /// # Ok(()) }
 /// ```
-pub struct Client<Req, Resp: Send + 'static> {
-    /// Where to connect.
-    addr: String,
-    /// Our key id.
-    key_id: KeyId,
-    /// Our key.
-    key: SecretKey,
+pub struct Client<Req, Resp> {
+    /// What every clone shares.
+    inner: Arc<Inner<Req, Resp>>,
+}
+
+/// The state a [`Client`]'s clones share.
+struct Inner<Req, Resp> {
+    /// Where to connect, and as whom.
+    target: Target,
     /// Settings.
     config: ClientConfig,
     /// The connection calls go to, if one is up.
-    current: Mutex<Option<Arc<Connection<Resp>>>>,
+    current: Mutex<Option<Arc<Connection<Req, Resp>>>>,
     /// Held while (re)connecting, so concurrent callers make one connection, not many.
     connecting: async_lock::Mutex<()>,
-    /// The request type this client sends.
-    _request: PhantomData<fn(Req)>,
 }
 
-impl<Req, Resp: Send + 'static> std::fmt::Debug for Client<Req, Resp> {
+impl<Req, Resp> Clone for Client<Req, Resp> {
+    fn clone(&self) -> Self {
+        Client {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<Req, Resp> std::fmt::Debug for Client<Req, Resp> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("addr", &self.addr)
-            .field("key_id", &self.key_id)
+            .field("addr", &self.inner.target.addr)
+            .field("key_id", &self.inner.target.key_id)
             .finish_non_exhaustive()
     }
 }
@@ -80,9 +95,8 @@ where
         config: ClientConfig,
     ) -> Result<Self, ConnectError> {
         let client = Client::lazy(addr, key_id, key, config);
-        let connection =
-            Connection::open(&client.addr, &client.key_id, &client.key, &client.config).await?;
-        *client.lock_current() = Some(Arc::new(connection));
+        let connection = connect::open(&client.inner.target, &client.inner.config).await?;
+        *client.inner.lock_current() = Some(Arc::new(connection));
         Ok(client)
     }
 
@@ -114,27 +128,29 @@ where
         config: ClientConfig,
     ) -> Self {
         Client {
-            addr: addr.into(),
-            key_id,
-            key,
-            config: config.bounded(),
-            current: Mutex::new(None),
-            connecting: async_lock::Mutex::new(()),
-            _request: PhantomData,
+            inner: Arc::new(Inner {
+                target: Target {
+                    addr: addr.into(),
+                    key_id,
+                    key,
+                },
+                config: config.bounded(),
+                current: Mutex::new(None),
+                connecting: async_lock::Mutex::new(()),
+            }),
         }
     }
 
     /// Calls with the configured timeout ([`ClientConfig::call_timeout`]).
     pub async fn call(&self, request: Req) -> Result<Resp, CallError> {
-        self.call_with_timeout(request, self.config.call_timeout)
+        self.call_with_timeout(request, self.inner.config.call_timeout)
             .await
     }
 
     /// Calls with `timeout` (`None`, or one too long to represent: wait for ever). The timeout
     /// is also the deadline the server enforces. Dropping the returned future cancels the call
-    /// on the server. The future never holds a write half done: what the socket does not take
-    /// at once is written by a task of its own, so neither dropping the future nor holding it
-    /// unpolled holds up the connection.
+    /// on the server. The connection's task does all the writing, so neither dropping the
+    /// future nor holding it unpolled holds up the connection.
     pub async fn call_with_timeout(
         &self,
         request: Req,
@@ -147,6 +163,7 @@ where
         let mut first_try = true;
         loop {
             let route = self
+                .inner
                 .route(request, deadline, timeout, &mut reconnects)
                 .await?;
             // The usual case, a connection that was up already: the call has all of its
@@ -169,7 +186,7 @@ where
                 Err(Failure::Error(e)) => return Err(e),
                 Err(Failure::NotSent(back)) => {
                     debug!("call not sent before the connection closed; sending it again");
-                    self.forget(&connection);
+                    self.inner.forget(&connection);
                     request = back;
                 }
             }
@@ -178,7 +195,10 @@ where
 
     /// Whether a usable connection is up right now.
     pub fn is_connected(&self) -> bool {
-        self.lock_current().as_ref().is_some_and(|c| c.usable())
+        self.inner
+            .lock_current()
+            .as_ref()
+            .is_some_and(|c| c.usable())
     }
 
     /// Says goodbye and closes the connection, waiting (up to the write timeout) until the
@@ -186,26 +206,46 @@ where
     /// (`OutcomeUnknown`); those not written yet are sent again on a new connection, as is a
     /// later call.
     pub async fn close(&self) {
-        let connection = self.lock_current().take();
+        let connection = self.inner.lock_current().take();
         if let Some(connection) = connection {
             connection.goodbye().await;
         }
     }
+}
 
-    fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<Arc<Connection<Resp>>>> {
+impl<Req, Resp> Inner<Req, Resp>
+where
+    Req: Serialize + Send + 'static,
+    Resp: DeserializeOwned + Send + 'static,
+{
+    /// Whether the call that opens a new connection rides with the handshake's proof: when
+    /// asked to, or under an encrypting suite towards a server that has proven the key to
+    /// this process before ([`ClientConfig::pipeline_first_call`]).
+    fn pipelines_first_call(&self) -> bool {
+        let config = &self.config;
+        config.pipeline_first_call
+            || (config.suite.is_encrypted()
+                && crate::proven::has_proven(&self.target, config.suite))
+    }
+
+    fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<Arc<Connection<Req, Resp>>>> {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Makes a new connection the one calls go to; `pipelined`: its first call went out with
     /// the handshake.
-    fn publish(&self, connection: Connection<Resp>, pipelined: bool) -> Arc<Connection<Resp>> {
-        info!(addr = %self.addr, first_call_in_handshake = pipelined, "connected");
+    fn publish(
+        &self,
+        connection: Connection<Req, Resp>,
+        pipelined: bool,
+    ) -> Arc<Connection<Req, Resp>> {
+        info!(addr = %self.target.addr, first_call_in_handshake = pipelined, "connected");
         let connection = Arc::new(connection);
         *self.lock_current() = Some(connection.clone());
         connection
     }
 
-    fn forget(&self, connection: &Arc<Connection<Resp>>) {
+    fn forget(&self, connection: &Arc<Connection<Req, Resp>>) {
         let mut current = self.lock_current();
         if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, connection)) {
             current.take();
@@ -229,22 +269,23 @@ where
         let timed_out = || CallError::Timeout(timeout.unwrap_or_default());
         // Another caller may be connecting (and backing off) under a deadline later than
         // ours: wait for it no longer than our own.
-        let connecting = timer::until(deadline, self.connecting.lock())
+        let connecting = deadline::until(deadline, self.connecting.lock())
             .await
             .ok_or_else(timed_out)?;
         if let Some(c) = self.lock_current().as_ref().filter(|c| c.usable()) {
             return Ok(Route::On(c.clone(), request));
         }
         let mut request = request;
+        let mut last: Option<ConnectError> = None;
         loop {
-            if *reconnects > self.config.reconnect_attempts {
-                return Err(CallError::Connect(ConnectError::Io {
-                    addr: self.addr.clone(),
-                    source: std::io::Error::other(format!(
-                        "gave up after {} reconnect attempts",
-                        self.config.reconnect_attempts
-                    )),
-                }));
+            let attempts = self.config.reconnect_attempts;
+            if *reconnects > attempts {
+                // Each connection closed before the call could be sent on it.
+                let last = last.unwrap_or_else(|| ConnectError::Io {
+                    addr: self.target.addr.clone(),
+                    source: std::io::ErrorKind::ConnectionAborted.into(),
+                });
+                return Err(gave_up(*reconnects, last));
             }
             if *reconnects > 0 {
                 let delay = backoff(
@@ -259,48 +300,48 @@ where
                         ));
                     }
                 }
-                Sleep::after(delay).await;
+                Timer::after(delay).await;
             }
             *reconnects += 1;
-            let failed = if self.config.pipeline_first_call {
+            let failed = if self.pipelines_first_call() {
                 let this_try = this_try(deadline, timeout, false)?;
-                let (addr, id, key) = (&self.addr, &self.key_id, &self.key);
                 // Boxed, here and below: connecting is rare, and its future would otherwise
                 // sit inside every call's future (a test's thousand calls overflowed a stack).
-                let open = Box::pin(Connection::open_with_call(
-                    addr,
-                    id,
-                    key,
+                let open = Box::pin(connect::open_with_call(
+                    &self.target,
                     &self.config,
                     request,
                     this_try,
                 ));
-                match timer::until(deadline, open).await.ok_or_else(timed_out)? {
+                match deadline::until(deadline, open)
+                    .await
+                    .ok_or_else(timed_out)?
+                {
                     Ok((connection, first)) => {
                         let connection = self.publish(connection, true);
                         drop(connecting);
-                        let outcome = connection.first_answer(first).await;
+                        let outcome = match first {
+                            Ok(first) => connection.wait(first.id, first.answer).await,
+                            Err(e) => Err(Failure::Error(e)),
+                        };
                         return Ok(Route::Rode(connection, outcome));
                     }
                     Err(OpenFailure::NotSent(e, back)) => {
                         request = back;
                         e
                     }
-                    Err(OpenFailure::Failed(e)) => return Err(CallError::Connect(e)),
                     Err(OpenFailure::OutcomeUnknown(e)) => {
-                        return Err(CallError::OutcomeUnknown(format!(
-                            "the call left with the handshake, which then failed: {e}"
+                        return Err(CallError::OutcomeUnknown(ConnectionLost::Handshake(
+                            Arc::new(e),
                         )))
                     }
                 }
             } else {
-                let open = Box::pin(Connection::open(
-                    &self.addr,
-                    &self.key_id,
-                    &self.key,
-                    &self.config,
-                ));
-                match timer::until(deadline, open).await.ok_or_else(timed_out)? {
+                let open = Box::pin(connect::open(&self.target, &self.config));
+                match deadline::until(deadline, open)
+                    .await
+                    .ok_or_else(timed_out)?
+                {
                     Ok(connection) => {
                         let connection = self.publish(connection, false);
                         return Ok(Route::On(connection, request));
@@ -308,22 +349,39 @@ where
                     Err(e) => e,
                 }
             };
-            if !failed.is_transient() || *reconnects > self.config.reconnect_attempts {
+            if !failed.is_transient() {
                 return Err(CallError::Connect(failed));
             }
-            debug!(addr = %self.addr, error = %failed, attempt = *reconnects, "connect failed");
+            if *reconnects > attempts {
+                return Err(gave_up(*reconnects, failed));
+            }
+            debug!(addr = %self.target.addr, error = %failed, attempt = *reconnects, "connect failed");
+            last = Some(failed);
         }
     }
 }
 
+/// The error of a call that made `attempts` connection attempts, the last failing with
+/// `last`: that failure itself if there was only the one attempt.
+fn gave_up(attempts: u32, last: ConnectError) -> CallError {
+    CallError::Connect(if attempts <= 1 {
+        last
+    } else {
+        ConnectError::GaveUp {
+            attempts,
+            last: Box::new(last),
+        }
+    })
+}
+
 /// How a call reaches the server.
-enum Route<Req, Resp: Send + 'static> {
+enum Route<Req, Resp> {
     /// To be sent on this connection, which was up already (no wait).
-    Up(Arc<Connection<Resp>>, Req),
+    Up(Arc<Connection<Req, Resp>>, Req),
     /// To be sent on this connection, found or made after waiting.
-    On(Arc<Connection<Resp>>, Req),
+    On(Arc<Connection<Req, Resp>>, Req),
     /// Sent with the handshake of this new connection, and how it ended.
-    Rode(Arc<Connection<Resp>>, Result<Resp, Failure<Req>>),
+    Rode(Arc<Connection<Req, Resp>>, Result<Resp, Failure<Req>>),
 }
 
 /// The deadline of one try of a call due by `deadline` (made from `timeout`), or `Timeout` if
@@ -348,33 +406,9 @@ fn this_try(
     }
 }
 
-/// Delay before reconnect attempt `attempt` (1-based): a random duration up to
-/// `initial * 2^(attempt-1)`, capped at `max` ("full jitter").
-fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
-    let exp = initial
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-        .min(max);
-    let mut random = [0u8; 8];
-    rpckit_proto::handshake::os_random(&mut random);
-    let fraction = (u64::from_le_bytes(random) >> 11) as f64 / (1u64 << 53) as f64;
-    exp.mul_f64(fraction).max(Duration::from_millis(1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_is_bounded_and_grows() {
-        let initial = Duration::from_millis(50);
-        let max = Duration::from_secs(5);
-        for attempt in 1..40 {
-            let d = backoff(attempt, initial, max);
-            assert!(d <= max, "attempt {attempt}: {d:?}");
-            let cap = initial.saturating_mul(1 << (attempt - 1).min(20)).min(max);
-            assert!(d <= cap.max(Duration::from_millis(1)));
-        }
-    }
 
     #[test]
     fn a_call_future_stays_small() {

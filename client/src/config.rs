@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use rpckit_proto::timer::MAX_DURATION;
-use rpckit_proto::DEFAULT_MAX_FRAME;
+use rpckit_proto::{Suite, DEFAULT_MAX_FRAME};
+
+use crate::deadline::MAX_DURATION;
 
 /// Settings of a [`crate::Client`].
 #[derive(Debug, Clone)]
@@ -17,10 +18,10 @@ pub struct ClientConfig {
     /// Timeout of [`crate::Client::call`]; also sent to the server as the call's deadline.
     /// `None` waits for ever. Default 30 s.
     pub call_timeout: Option<Duration>,
-    /// Messages (calls, and the cancels, pings and goodbye among them) that may wait to be
-    /// written, behind a write in progress (a large request, a server reading slowly); once
-    /// this many wait, further callers wait until a writer takes them, no longer than their
-    /// own deadlines. Default 1,024.
+    /// Calls that may wait to be written behind a write in progress (a large request, a
+    /// server reading slowly): half of them queued for the connection's task, half taken by
+    /// it (their deadlines kept). Once this many wait, further callers wait for room, no
+    /// longer than their own deadlines. Default 1,024.
     pub max_queued: usize,
     /// After this long without hearing from the server, ping it. Default 30 s.
     pub keepalive_interval: Duration,
@@ -38,22 +39,34 @@ pub struct ClientConfig {
     pub reconnect_initial_backoff: Duration,
     /// Longest reconnect delay. Default 5 s.
     pub reconnect_max_backoff: Duration,
+    /// The suite offered to the server (PROTOCOL.md §3.1, §6). Default
+    /// [`Suite::preferred`]: an encrypting suite, AES-256-GCM where the CPU has AES
+    /// instructions, ChaCha20-Poly1305 elsewhere. [`Suite::HmacSha256`] authenticates every
+    /// frame without encrypting it; a server accepts it only when told to. The client never
+    /// falls back to another suite when the server refuses this one.
+    pub suite: Suite,
     /// Send the call that opens a connection in the same write as the handshake's proof
-    /// (PROTOCOL.md §3.5) instead of after the server's proof: a new connection then costs one
-    /// round trip less (TCP connect, then two round trips in all). The call leaves **before
-    /// the server has proven that it holds the key**, so a server that fails its proof (an
-    /// impostor) has seen the request; it cannot answer it or replay it elsewhere, and the
-    /// protocol does not hide requests from anyone on the path anyway. If the connection fails
-    /// after the call left and before the server's proof came, the call ends with
-    /// [`crate::CallError::OutcomeUnknown`]; if the caller drops it or its timeout passes
-    /// before then, the new connection is dropped and the server may still run it.
-    /// Default `false`.
+    /// (PROTOCOL.md §3.5), before the server has proven that it holds the key, on **every**
+    /// new connection. A new connection then costs one round trip less (TCP connect, then two
+    /// round trips in all).
+    ///
+    /// Under an encrypting suite the client already does this by default towards a server
+    /// that has proven the key to this process before (a reconnect, a pool, a churn loop):
+    /// a server without the key can then neither read nor forge the call. A first-ever
+    /// connection waits for the server's proof, so a wrong key reads as an authentication
+    /// failure. Set this to send the first call with the proof even then (and under the
+    /// integrity-only suite, where an impostor sees the request).
+    ///
+    /// Once a call has left with the proof, any failure of the handshake (a refusal, which
+    /// nothing authenticates, a bad server proof, a lost connection) ends it with
+    /// [`crate::CallError::OutcomeUnknown`]: the server may have run it. If the caller drops it
+    /// or its timeout passes before the server's proof came, the new connection is dropped
+    /// and the server may still run it. Default `false`.
     pub pipeline_first_call: bool,
 }
 
 impl ClientConfig {
-    /// This configuration with every duration cut to
-    /// [`rpckit_proto::timer::MAX_DURATION`] (100 years), which [`crate::Client`] applies: a
+    /// This configuration with every duration cut to 100 years, which [`crate::Client`] applies: a
     /// timeout that long is as good as none, and deadlines computed from it cannot overflow
     /// the clock.
     pub fn bounded(mut self) -> Self {
@@ -87,6 +100,7 @@ impl Default for ClientConfig {
             reconnect_attempts: 8,
             reconnect_initial_backoff: Duration::from_millis(50),
             reconnect_max_backoff: Duration::from_secs(5),
+            suite: Suite::preferred(),
             pipeline_first_call: false,
         }
     }

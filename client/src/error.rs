@@ -1,15 +1,16 @@
 //! Typed errors of the client: failing to connect, and failing a call.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use rpckit_proto::{HandshakeError, Refusal, RpcError};
+use rpckit_proto::{DecodeError, EncodeError, HandshakeError, Refusal, RpcError, SessionError};
 
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
     /// TCP connect failed (nothing listening, unreachable, refused), an I/O error broke the
-    /// handshake, or a call gave up after its reconnect attempts.
+    /// handshake, or a connection closed before the call could be sent on it.
     #[error("cannot connect to {addr}: {source}")]
     Io {
         /// The address tried.
@@ -37,6 +38,16 @@ pub enum ConnectError {
     /// The client was closed.
     #[error("client is closed")]
     Closed,
+    /// A call made `attempts` connection attempts, each failing in a way that could pass, and
+    /// gave up ([`crate::ClientConfig::reconnect_attempts`]); `last` is the last failure.
+    #[error("gave up after {attempts} connection attempts; the last: {last}")]
+    GaveUp {
+        /// Connection attempts made.
+        attempts: u32,
+        /// Why the last one failed.
+        #[source]
+        last: Box<ConnectError>,
+    },
 }
 
 impl ConnectError {
@@ -57,6 +68,8 @@ impl ConnectError {
                 _ => false,
             },
             ConnectError::Auth(_) | ConnectError::Closed => false,
+            // Trying again later may succeed where the attempts so far did not.
+            ConnectError::GaveUp { last, .. } => last.is_transient(),
         }
     }
 }
@@ -77,16 +90,55 @@ pub enum CallError {
     /// The connection died after the call was written to it: the server may or may not have
     /// run it. Retry only if the call is idempotent.
     #[error("connection lost after the call was sent; it may or may not have run: {0}")]
-    OutcomeUnknown(String),
+    OutcomeUnknown(ConnectionLost),
     /// No connection could be made for the call (it was never sent).
     #[error(transparent)]
     Connect(#[from] ConnectError),
     /// The server's answer could not be decoded as this client's response type.
     #[error("undecodable response: {0}")]
-    Decode(String),
+    Decode(#[source] DecodeError),
     /// The request could not be encoded (for example it is larger than the frame limit).
     #[error("request cannot be sent: {0}")]
-    Encode(String),
+    Encode(#[source] EncodeError),
+}
+
+/// Why a connection ended with calls in flight (the reason of
+/// [`CallError::OutcomeUnknown`]). Cheap to clone: every call in flight gets a copy.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionLost {
+    /// The server closed the connection without saying goodbye.
+    #[error("the server closed the connection")]
+    ServerClosed,
+    /// Reading from the server failed: I/O, a broken frame, or a frame that failed
+    /// authentication.
+    #[error("reading from the server failed: {0}")]
+    Read(#[source] Arc<SessionError>),
+    /// The server sent a message this client cannot decode.
+    #[error("undecodable message from the server: {0}")]
+    Undecodable(#[source] Arc<DecodeError>),
+    /// Writing to the server failed.
+    #[error("writing to the server failed: {0}")]
+    Write(#[source] Arc<std::io::Error>),
+    /// A write made no progress (the server took no bytes) within the write timeout.
+    #[error("the server took no bytes for {0:?}")]
+    WriteStalled(Duration),
+    /// The server did not answer a keepalive ping in time.
+    #[error("the server did not answer a keepalive ping within {0:?}")]
+    Unresponsive(Duration),
+    /// 2^64 frames were sent or received on the connection.
+    #[error("the connection's sequence numbers are exhausted")]
+    SequenceExhausted,
+    /// This client closed the connection ([`crate::Client::close`], or the client dropped).
+    #[error("the client closed the connection")]
+    ClientClosed,
+    /// The call left with the handshake's proof
+    /// ([`crate::ClientConfig::pipeline_first_call`]) and the handshake then failed.
+    #[error("the call left with the handshake, which then failed: {0}")]
+    Handshake(#[source] Arc<ConnectError>),
+    /// The connection's task ended without answering the call.
+    #[error("the connection's task ended")]
+    TaskEnded,
 }
 
 #[cfg(test)]
@@ -126,5 +178,30 @@ mod tests {
             source: refused,
         };
         assert!(io.is_transient());
+        let gave_up = |last| ConnectError::GaveUp {
+            attempts: 3,
+            last: Box::new(last),
+        };
+        assert!(gave_up(handshake(HandshakeError::Refused(Refusal::Busy))).is_transient());
+        assert!(!gave_up(ConnectError::Auth(HandshakeError::BadServerProof)).is_transient());
+    }
+
+    #[test]
+    fn errors_say_what_happened() {
+        let e = CallError::OutcomeUnknown(ConnectionLost::Unresponsive(Duration::from_secs(2)));
+        assert_eq!(
+            e.to_string(),
+            "connection lost after the call was sent; it may or may not have run: \
+             the server did not answer a keepalive ping within 2s"
+        );
+        let e = ConnectError::GaveUp {
+            attempts: 2,
+            last: Box::new(handshake(HandshakeError::Closed)),
+        };
+        assert_eq!(
+            e.to_string(),
+            "gave up after 2 connection attempts; the last: handshake failed: \
+             peer closed the connection during the handshake"
+        );
     }
 }

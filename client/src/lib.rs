@@ -7,8 +7,8 @@
 //! connection dies, every call in flight ends at once with a typed [`CallError`], and the next
 //! call reconnects with backoff.
 //!
-//! Where to call from: each connection's answers are read by a task on the async-std executor
-//! and handed to their callers. A caller that is itself a task on that executor
+//! Each connection has one task on the async-std executor that owns its socket: it writes
+//! every call and reads every answer, handing each to its caller. A caller that is itself a task on that executor
 //! (`async_std::task::spawn`) is resumed on the same thread; a caller blocked in `block_on` on
 //! a thread of its own is woken across threads for every answer, which in a one-call-at-a-time
 //! loop cost a quarter of the calls per second here (docs/PERFORMANCE.md, "Where to call
@@ -17,12 +17,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+mod calls;
 mod client;
 mod config;
+mod connect;
 mod connection;
+mod deadline;
 mod error;
-mod oneshot;
+mod proven;
+mod retry;
 
 pub use client::Client;
 pub use config::ClientConfig;
-pub use error::{CallError, ConnectError};
+pub use error::{CallError, ConnectError, ConnectionLost};

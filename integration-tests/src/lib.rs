@@ -10,7 +10,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -20,10 +20,14 @@ use rpckit_keyfile::write_new_key_file;
 use rpckit_proto::demo::{Request, Response};
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::keyring::{KeyId, Keyring, SecretKey};
-use rpckit_proto::Session;
+use rpckit_proto::{HandshakeError, Session, Suite, SuitePolicy};
 
 /// How long a server gets to print its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long [`ServerProcess::assert_not_logged`] gives the server to drain and exit after
+/// SIGTERM, and its log reader to reach the end of the log.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The most log lines one wait for a log event reads before giving up, whatever its time
 /// limit: a server that floods its log cannot keep a test waiting turn after turn. No test's
@@ -209,6 +213,37 @@ impl Drop for RawReference {
     }
 }
 
+/// Reads a server's stderr on a thread of its own: appends each line to `log` and sends it on
+/// the returned line channel; once stderr ends (the process and every holder of its stderr are
+/// gone) or cannot be read, sends on the second channel whether every line was read. Lines
+/// that are not UTF-8 are kept, lossily converted, so no line ends the reading early.
+fn log_reader(
+    stderr: ChildStderr,
+    log: Arc<Mutex<Vec<String>>>,
+) -> (mpsc::Receiver<String>, mpsc::Receiver<std::io::Result<()>>) {
+    let (line_tx, line_rx) = mpsc::channel();
+    let (end_tx, end_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stderr = BufReader::new(stderr);
+        let mut buf = Vec::new();
+        let end = loop {
+            buf.clear();
+            match stderr.read_until(b'\n', &mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&buf);
+                    let line = text.trim_end_matches(['\n', '\r']).to_owned();
+                    log.lock().unwrap().push(line.clone());
+                    let _ = line_tx.send(line);
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let _ = end_tx.send(end);
+    });
+    (line_rx, end_rx)
+}
+
 /// A running `rpc-server` process. Killed on drop.
 #[derive(Debug)]
 pub struct ServerProcess {
@@ -218,12 +253,19 @@ pub struct ServerProcess {
     pid: u32,
     /// Its exit status, once seen.
     exited: Option<ExitStatus>,
+    /// The exit status from the thread that owns the child, while an earlier wait that timed
+    /// out left it waiting.
+    exit_rx: Option<mpsc::Receiver<std::io::Result<ExitStatus>>>,
     /// The address from its ready line.
     pub addr: SocketAddr,
     /// Every stderr (log) line so far.
     log: Arc<Mutex<Vec<String>>>,
     /// New log lines as they come.
     log_rx: mpsc::Receiver<String>,
+    /// Once the log reader has reached the end of stderr: `Ok` if it read every line.
+    log_end_rx: mpsc::Receiver<std::io::Result<()>>,
+    /// Whether `log` holds every line the process wrote (its reader has reached the end).
+    log_complete: bool,
 }
 
 impl ServerProcess {
@@ -245,6 +287,9 @@ impl ServerProcess {
             .env_remove("RPC_KEY")
             .env_remove("RUST_LOG")
             .env("RPC_LOG_LEVEL", "debug")
+            // rpc-client and the client library offer hmac-sha256, which the server's default
+            // (`encrypted`) refuses; a `--suite` in `extra` takes precedence.
+            .env("RPC_SUITE", "any")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -253,16 +298,7 @@ impl ServerProcess {
         let stderr = child.stderr.take().expect("piped stderr");
 
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (log_tx, log_rx) = mpsc::channel();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    log.lock().unwrap().push(line.clone());
-                    let _ = log_tx.send(line);
-                }
-            });
-        }
+        let (log_rx, log_end_rx) = log_reader(stderr, log.clone());
         let ready = ready_line(stdout, "rpc-server listening on ");
         let addr = match ready.recv_timeout(READY_TIMEOUT) {
             Ok(addr) => addr.parse().expect("ready line names a socket address"),
@@ -277,9 +313,12 @@ impl ServerProcess {
             child: Some(child),
             pid,
             exited: None,
+            exit_rx: None,
             addr,
             log,
             log_rx,
+            log_end_rx,
+            log_complete: false,
         }
     }
 
@@ -350,12 +389,15 @@ impl ServerProcess {
         );
     }
 
-    /// Whether any log line so far contains `needle`.
+    /// Whether any log line so far contains `needle`. The log is read by another thread, so a
+    /// line the server has written may not be in it yet: to check that something was *not*
+    /// logged, use [`ServerProcess::assert_not_logged`], which first waits for the whole log.
     pub fn log_contains(&self, needle: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
-    /// Number of log lines so far that contain `needle`.
+    /// Number of log lines so far that contain `needle` (a lower bound until
+    /// [`ServerProcess::stop`] has returned: see [`ServerProcess::log_contains`]).
     pub fn log_count(&self, needle: &str) -> usize {
         self.log
             .lock()
@@ -437,23 +479,75 @@ impl ServerProcess {
     }
 
     /// Waits for the process to exit, up to `timeout` (woken by the exit itself, not by
-    /// polling).
+    /// polling). A wait that timed out can be repeated.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         if let Some(status) = self.exited {
             return Some(status);
         }
-        let mut child = self.child.take()?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        match rx.recv_timeout(timeout) {
+        if self.exit_rx.is_none() {
+            let mut child = self.child.take()?;
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(child.wait());
+            });
+            self.exit_rx = Some(rx);
+        }
+        match self.exit_rx.as_ref()?.recv_timeout(timeout) {
             Ok(Ok(status)) => {
                 self.exited = Some(status);
+                self.exit_rx = None;
                 Some(status)
             }
-            _ => None,
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Ok(Err(_)) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                self.exit_rx = None;
+                None
+            }
         }
+    }
+
+    /// Stops the server and waits until its log is complete: sends SIGTERM (unless it has
+    /// exited already), waits up to `timeout` for it to drain and exit, then for the log
+    /// reader to reach the end of its stderr. From then on the log holds every line the
+    /// process ever wrote, so a line that is not in it was never logged. Returns the exit
+    /// status; panics, with the log, if either wait times out or stderr could not be read.
+    pub fn stop(&mut self, timeout: Duration) -> ExitStatus {
+        let end = Instant::now() + timeout;
+        if !self.has_exited() {
+            self.signal(libc::SIGTERM);
+        }
+        let Some(status) = self.wait_exit(timeout) else {
+            panic!(
+                "rpc-server (pid {}) did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                self.pid,
+                self.log_text()
+            );
+        };
+        if !self.log_complete {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.log_end_rx.recv_timeout(left) {
+                Ok(Ok(())) => self.log_complete = true,
+                Ok(Err(e)) => panic!("cannot read rpc-server's log: {e}"),
+                Err(_) => panic!(
+                    "rpc-server's log did not end within {timeout:?}; log so far:\n{}",
+                    self.log_text()
+                ),
+            }
+        }
+        status
+    }
+
+    /// Asserts that no line the server ever logged contains `needle`. A log line the reader
+    /// thread has not read yet would slip past a plain [`ServerProcess::log_contains`], so this
+    /// first stops the server and waits for the end of its log ([`ServerProcess::stop`], up to
+    /// [`STOP_TIMEOUT`]): call it when the test is done with the server.
+    pub fn assert_not_logged(&mut self, needle: &str) {
+        self.stop(STOP_TIMEOUT);
+        assert!(
+            !self.log_contains(needle),
+            "a log line contains {needle:?}:\n{}",
+            self.log_text()
+        );
     }
 
     /// Whether the process has exited (without waiting).
@@ -467,8 +561,8 @@ impl ServerProcess {
                 true
             }
             Some(_) => false,
-            // A waiter thread owns the child: look at /proc instead.
-            None => !Path::new(&format!("/proc/{}", self.pid)).exists(),
+            // A waiter thread owns the child: ask it without waiting.
+            None => self.wait_exit(Duration::ZERO).is_some(),
         }
     }
 
@@ -545,8 +639,8 @@ pub fn client(addr: SocketAddr, key: &TestKey, config: ClientConfig) -> Client<R
     .expect("client connects")
 }
 
-/// An authenticated raw session (proto's handshake over an async-std socket), for tests that
-/// write frames by hand.
+/// An authenticated raw session (proto's handshake over an async-std socket, offering the
+/// encrypting suite this CPU runs fastest), for tests that write frames by hand.
 pub async fn raw_session(
     addr: SocketAddr,
     key: &TestKey,
@@ -554,24 +648,46 @@ pub async fn raw_session(
     async_std::net::TcpStream,
     Session<async_std::net::TcpStream, async_std::net::TcpStream>,
 ) {
+    raw_session_offering(addr, key, Suite::preferred())
+        .await
+        .expect("handshake")
+}
+
+/// Like [`raw_session`], offering `suite`; the handshake's error is the caller's to check.
+pub async fn raw_session_offering(
+    addr: SocketAddr,
+    key: &TestKey,
+    suite: Suite,
+) -> Result<
+    (
+        async_std::net::TcpStream,
+        Session<async_std::net::TcpStream, async_std::net::TcpStream>,
+    ),
+    HandshakeError,
+> {
     let stream = async_std::net::TcpStream::connect(addr)
         .await
         .expect("connect");
-    let session = handshake::connect(
+    let policy = SuitePolicy {
+        offer: suite,
+        ..SuitePolicy::default()
+    };
+    let (session, ()) = handshake::connect_with_policy(
         stream.clone(),
         stream.clone(),
         &key.id,
         &key.key,
         &HandshakeConfig::default(),
+        &policy,
+        |_| (),
     )
-    .await
-    .expect("handshake");
-    (stream, session)
+    .await?;
+    Ok((stream, session))
 }
 
 /// The server side of a fake server: accepts one connection on `listener` and runs the
-/// handshake with a keyring holding the key `id`/`secret`, for tests that script what the
-/// server sends.
+/// handshake with a keyring holding the key `id`/`secret`, accepting every suite, for tests
+/// that script what the server sends.
 pub async fn accept_raw_session(
     listener: &async_std::net::TcpListener,
     id: &KeyId,
@@ -580,11 +696,13 @@ pub async fn accept_raw_session(
     let mut keyring = Keyring::new();
     keyring.insert(id.clone(), secret.clone());
     let (stream, _) = listener.accept().await.expect("accept");
-    handshake::accept(
+    handshake::accept_with_policy(
         stream.clone(),
         stream,
         &keyring,
         &HandshakeConfig::default(),
+        &SuitePolicy::integrity(),
+        |_| {},
     )
     .await
     .expect("handshake")

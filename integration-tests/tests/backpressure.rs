@@ -15,9 +15,11 @@ use async_std::channel::Sender;
 use async_std::task::JoinHandle;
 use futures_lite::future;
 use rpckit_client::{CallError, Client, ClientConfig};
-use rpckit_integration_tests::{accept_raw_session, within, TestKey};
+use rpckit_integration_tests::{within, TestKey};
 use rpckit_proto::demo::{Request, Response};
+use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::message::decode_client;
+use rpckit_proto::Keyring;
 use rpckit_proto::{ClientMessage, ServerMessage};
 
 const STEP: Duration = Duration::from_secs(30);
@@ -31,8 +33,18 @@ const MAX_MESSAGES: usize = 256;
 
 /// A fake server on 127.0.0.1:0: it completes the handshake, then reads nothing until `go`;
 /// then it reads until the end of the stream, answering the first `answers` calls (each
-/// with its payload). Returns what it read, in order: `call N`, `cancel N`, `goodbye`.
-fn slow_server(key: &TestKey, answers: usize) -> (SocketAddr, Sender<()>, JoinHandle<Vec<String>>) {
+/// with its payload). Returns what it read, in order: `call N`, `cancel N`, `goodbye`; and a
+/// channel that says when the first bytes after the handshake arrived (the client's
+/// connection has taken its first call and is writing it).
+fn slow_server(
+    key: &TestKey,
+    answers: usize,
+) -> (
+    SocketAddr,
+    Sender<()>,
+    JoinHandle<Vec<String>>,
+    async_std::channel::Receiver<()>,
+) {
     let (id, secret) = (key.id.clone(), key.key.clone());
     // A small receive buffer (inherited by the accepted socket) keeps the client's send
     // window small, so the big call's write blocks however the kernel's buffers are tuned.
@@ -46,8 +58,18 @@ fn slow_server(key: &TestKey, answers: usize) -> (SocketAddr, Sender<()>, JoinHa
     let listener = async_std::net::TcpListener::from(std::net::TcpListener::from(socket));
     let addr = listener.local_addr().expect("address");
     let (go_tx, go_rx) = async_std::channel::bounded::<()>(1);
+    let (arrived_tx, arrived) = async_std::channel::bounded::<()>(1);
     let server = async_std::task::spawn(async move {
-        let mut session = accept_raw_session(&listener, &id, &secret).await;
+        let mut keyring = Keyring::new();
+        keyring.insert(id, secret);
+        let (stream, _) = listener.accept().await.expect("accept");
+        let probe = stream.clone();
+        let config = HandshakeConfig::default();
+        let mut session = handshake::accept(stream.clone(), stream, &keyring, &config)
+            .await
+            .expect("handshake");
+        let _ = probe.peek(&mut [0u8; 1]).await;
+        let _ = arrived_tx.try_send(());
         go_rx.recv().await.expect("go");
         let (mut seen, mut answered) = (Vec::new(), 0);
         while seen.len() < MAX_MESSAGES {
@@ -77,7 +99,7 @@ fn slow_server(key: &TestKey, answers: usize) -> (SocketAddr, Sender<()>, JoinHa
         }
         seen
     });
-    (addr, go_tx, server)
+    (addr, go_tx, server, arrived)
 }
 
 async fn connect(
@@ -129,7 +151,7 @@ async fn start_echoes<'a>(
 #[test]
 fn calls_wait_for_room_behind_a_blocked_write_and_all_are_answered() {
     let key = TestKey::new("backpressure");
-    let (addr, go, server) = slow_server(&key, 1 + SMALL);
+    let (addr, go, server, _) = slow_server(&key, 1 + SMALL);
     within(STEP, async {
         let client = connect(addr, &key, room_for_two()).await;
         let big = start_big(&client).await;
@@ -162,10 +184,12 @@ fn calls_wait_for_room_behind_a_blocked_write_and_all_are_answered() {
 #[test]
 fn a_call_waiting_for_room_gives_up_at_its_deadline_and_is_never_sent() {
     let key = TestKey::new("backpressure-late");
-    let (addr, go, server) = slow_server(&key, 3);
+    let (addr, go, server, arrived) = slow_server(&key, 3);
     within(STEP, async {
         let client = connect(addr, &key, room_for_two()).await;
         let big = start_big(&client).await;
+        // The connection has taken the big call and is writing it.
+        arrived.recv().await.expect("the big call's first bytes");
         // Calls 2 and 3 fill the queue behind the big call's write.
         let queued = start_echoes(&client, "queued", 2..4).await;
         // Call 4 finds no room, and its deadline passes while it waits.
@@ -191,7 +215,7 @@ fn a_call_waiting_for_room_gives_up_at_its_deadline_and_is_never_sent() {
 #[test]
 fn a_large_call_held_unpolled_does_not_stall_the_connection() {
     let key = TestKey::new("backpressure-held");
-    let (addr, go, server) = slow_server(&key, 2);
+    let (addr, go, server, _) = slow_server(&key, 2);
     within(STEP, async {
         let client = connect(addr, &key, ClientConfig::default()).await;
         // Polled once, then held: its write must go on without it.
@@ -216,7 +240,7 @@ fn a_large_call_held_unpolled_does_not_stall_the_connection() {
 #[test]
 fn close_while_another_call_is_writing_still_says_goodbye() {
     let key = TestKey::new("backpressure-bye");
-    let (addr, go, server) = slow_server(&key, 0);
+    let (addr, go, server, _) = slow_server(&key, 0);
     within(STEP, async {
         let client = connect(addr, &key, ClientConfig::default()).await;
         let big = async_std::task::spawn(start_big(&client).await);

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use futures_lite::future;
 use rpckit_client::{CallError, Client, ClientConfig};
-use rpckit_integration_tests::{accept_raw_session, client, within, ServerProcess, TestKey};
+use rpckit_integration_tests::{
+    accept_raw_session, client, within, ServerProcess, TestKey, STOP_TIMEOUT,
+};
 use rpckit_proto::demo::{Request, Response};
 use rpckit_proto::RpcError;
 
@@ -17,7 +19,7 @@ const CALLS_PER_CONNECTION: usize = 50;
 #[test]
 fn hundred_connections_each_get_their_own_answers() {
     let key = TestKey::new("calls-many");
-    let server = ServerProcess::start(&key.path, &[]);
+    let mut server = ServerProcess::start(&key.path, &[]);
     let addr = server.addr.to_string();
 
     let answers = within(Duration::from_secs(90), async {
@@ -65,12 +67,7 @@ fn hundred_connections_each_get_their_own_answers() {
         }
         assert!(distinct.insert(text), "payloads are unique");
     }
-    assert_eq!(
-        server.log_count("handshake failed"),
-        0,
-        "{}",
-        server.log_text()
-    );
+    server.assert_not_logged("handshake failed");
 }
 
 #[test]
@@ -249,7 +246,7 @@ fn calls_over_max_in_flight_are_refused_overloaded() {
 fn calls_after_an_idle_close_reconnect_by_themselves() {
     const STEP: Duration = Duration::from_secs(10);
     let key = TestKey::new("idle");
-    let server = ServerProcess::start(&key.path, &["--idle-timeout", "300ms"]);
+    let mut server = ServerProcess::start(&key.path, &["--idle-timeout", "300ms"]);
     // Each call that opens a connection travels with the handshake's proof, so the server
     // reads it before its idle clock can run out, however slowly the test itself runs.
     let client: Client<Request, Response> = Client::lazy(
@@ -273,7 +270,8 @@ fn calls_after_an_idle_close_reconnect_by_themselves() {
             .unwrap_or_else(|| panic!("no idle close; log:\n{}", server.log_text()));
     }
     // Three connections were authenticated: one per call, each after an idle close but the
-    // first.
+    // first. (No more: stopped, the log is complete.)
+    server.stop(STOP_TIMEOUT);
     assert_eq!(
         server.log_count("authenticated"),
         3,
@@ -408,9 +406,10 @@ fn the_client_times_out_a_call_the_server_never_answers() {
     });
 }
 
-/// A call dropped after its frame was queued but before it was written cannot be taken back
-/// (frames are sealed in sequence), so the client tells the server to cancel it: a `Cancel`
-/// follows it on the wire. Against a fake server that records what it reads.
+/// A call dropped before it was written never runs: if the connection's task had not taken
+/// it yet, it is never sent; if its frame was already sealed (frames are sealed in sequence
+/// and cannot be taken back), a `Cancel` follows it on the wire. Against a fake server that
+/// records what it reads.
 #[test]
 fn a_call_dropped_before_its_frame_is_written_is_cancelled_on_the_server() {
     use rpckit_proto::message::decode_client;
@@ -460,8 +459,8 @@ fn a_call_dropped_before_its_frame_is_written_is_cancelled_on_the_server() {
         )
         .await
         .expect("connect");
-        // Call 1 stays in flight (never answered), so that call 2 lets other callers queue
-        // their frames before it writes: polled once, its frame is queued, not written.
+        // Call 1 stays in flight (never answered); call 2 is handed to the connection, then
+        // dropped before its answer.
         let mut first = Box::pin(client.call(Request::Echo(b"first".to_vec())));
         assert!(future::poll_once(&mut first).await.is_none());
         let mut second = Box::pin(client.call(Request::Echo(b"second".to_vec())));
@@ -470,7 +469,9 @@ fn a_call_dropped_before_its_frame_is_written_is_cancelled_on_the_server() {
         let last = client.call(Request::Echo(b"last".to_vec())).await;
         assert_eq!(last.expect("last call"), Response::Echo(b"last".to_vec()));
         let seen = server.await;
-        assert_eq!(seen, ["call 1", "call 2", "cancel 2", "call 3"], "{seen:?}");
+        let cancelled = ["call 1", "call 2", "cancel 2", "call 3"];
+        let never_sent = ["call 1", "call 3"];
+        assert!(seen == cancelled || seen == never_sent, "{seen:?}");
         drop(first);
     });
 }

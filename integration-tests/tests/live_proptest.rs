@@ -241,7 +241,7 @@ async fn run_case(server: &ServerProcess, key: &TestKey, input: &Input) -> Optio
 #[test]
 fn live_server_survives_random_and_mutated_input_before_and_after_the_handshake() {
     let key = TestKey::new("live");
-    let server = ServerProcess::start(
+    let mut server = ServerProcess::start(
         &key.path,
         &[
             "--handshake-timeout",
@@ -303,7 +303,7 @@ fn live_server_survives_random_and_mutated_input_before_and_after_the_handshake(
     if let Err(e) = result {
         panic!("{e}\nserver log:\n{}", server.log_text());
     }
-    assert!(!server.log_contains("panicked"), "{}", server.log_text());
+    server.assert_not_logged("panicked");
     eprintln!(
         "RSS {base_rss} KiB at start, at most {} KiB during the run",
         max_rss.get()

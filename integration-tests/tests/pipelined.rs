@@ -74,14 +74,39 @@ fn first_call_rides_with_the_handshake_and_the_connection_carries_on() {
     assert_eq!(again.expect("answered"), Response::Pong);
     authenticated_with_calls(&server, 2);
 
-    // A client with the default settings sends its call only after the server's proof.
+    // A client with the default settings, under the default encrypting suite, lets its call
+    // ride too: this server has proven the key to this process.
     let default = lazy(server.addr, &key.id, &key.key, ClientConfig::default());
     assert_eq!(
         within(STEP, default.call(Request::Ping)).expect("answered"),
         Response::Pong
     );
-    server.expect_log_count("calls_with_proof=false", 1, STEP);
-    server.expect_log_count("calls_with_proof=true", 2, STEP);
+    server.expect_log_count("calls_with_proof=true", 3, STEP);
+
+    // Towards a server that never proved the key to this process, a default client sends
+    // its first call only after the server's proof; its next connection lets the call ride.
+    let fresh = ServerProcess::start(&key.path, &[]);
+    for _ in 0..2 {
+        let default = lazy(fresh.addr, &key.id, &key.key, ClientConfig::default());
+        assert_eq!(
+            within(STEP, default.call(Request::Ping)).expect("answered"),
+            Response::Pong
+        );
+        within(STEP, default.close());
+    }
+    fresh.expect_log_count("authenticated", 2, STEP);
+    assert_eq!(
+        fresh.log_count("calls_with_proof=false"),
+        1,
+        "{}",
+        fresh.log_text()
+    );
+    assert_eq!(
+        fresh.log_count("calls_with_proof=true"),
+        1,
+        "{}",
+        fresh.log_text()
+    );
 }
 
 /// Waits until the server has logged `n` authentications, and checks that in every one of
@@ -129,12 +154,21 @@ fn raw_call_sent_with_the_proof_is_answered_behind_the_server_proof() {
 }
 
 #[test]
-fn pipelined_call_with_a_wrong_key_fails_as_auth_and_others_are_served() {
+fn a_refused_proof_is_outcome_unknown_once_the_call_rode_and_auth_when_it_waited() {
     let key = TestKey::new("pipe");
     let server = ServerProcess::start(&key.path, &[]);
     let wrong = SecretKey::new(vec![0x5A; 32]).expect("a valid key");
+    // The call left with the proof: the refusal is not authenticated, so the client cannot
+    // tell it from a forged one hiding a call the server ran (robustness case 41).
     let impostor = lazy(server.addr, &key.id, &wrong, pipelining());
     match within(STEP, impostor.call(Request::Ping)) {
+        Err(CallError::OutcomeUnknown(_)) => {}
+        other => panic!("want OutcomeUnknown, got {other:?}"),
+    }
+    // By default a first-ever connection waits for the server's proof: a wrong key is an
+    // authentication failure, and nothing was sent.
+    let waiting = lazy(server.addr, &key.id, &wrong, ClientConfig::default());
+    match within(STEP, waiting.call(Request::Ping)) {
         Err(CallError::Connect(ConnectError::Auth(_))) => {}
         other => panic!("want an authentication failure, got {other:?}"),
     }
@@ -143,6 +177,51 @@ fn pipelined_call_with_a_wrong_key_fails_as_auth_and_others_are_served() {
         within(STEP, good.call(Request::Ping)).expect("answered"),
         Response::Pong
     );
+}
+
+#[test]
+fn case_41_a_forged_refusal_after_the_call_rode_is_outcome_unknown() {
+    let key = TestKey::new("pipe");
+    within(STEP, async {
+        let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        // A relay's view: it answers the hello, takes the proof and the call (which it could
+        // pass to the real server), and forges a refusal of the proof.
+        let forger = async_std::task::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await.expect("read the hello");
+            let suite = rpckit_proto::Suite::from_code(buf[6]).expect("a known suite");
+            stream
+                .write_all(&handshake::server_hello_for(suite, &[7; 32]))
+                .await
+                .expect("write the hello");
+            let n = stream.read(&mut buf).await.expect("read the proof");
+            let forged = [
+                handshake::TYPE_SERVER_PROOF,
+                rpckit_proto::Refusal::AuthFailed.code(),
+            ];
+            stream.write_all(&forged).await.expect("write the refusal");
+            n
+        });
+        let client = lazy(
+            addr,
+            &key.id,
+            &key.key,
+            ClientConfig {
+                reconnect_attempts: 0,
+                ..pipelining()
+            },
+        );
+        let outcome = client.call(Request::Uppercase("ran?".into())).await;
+        assert!(forger.await > 33, "the call came in the proof's write");
+        match outcome {
+            Err(CallError::OutcomeUnknown(_)) => {}
+            other => panic!("want OutcomeUnknown, never a connect error, got {other:?}"),
+        }
+    });
 }
 
 /// A fake server that reads the ClientHello, then (with `hello`) answers with a ServerHello
@@ -162,8 +241,10 @@ async fn fake_server_closing(
         if !hello {
             return n;
         }
+        // Accepting whichever suite the client offers (byte 6 of the hello).
+        let suite = rpckit_proto::Suite::from_code(buf[6]).expect("a known suite");
         stream
-            .write_all(&handshake::server_hello(&[7; 32]))
+            .write_all(&handshake::server_hello_for(suite, &[7; 32]))
             .await
             .expect("write the hello");
         // The proof, with the call behind it.

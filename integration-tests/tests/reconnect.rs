@@ -70,9 +70,14 @@ fn refusals_for_now_are_retried_and_the_others_fail_at_once() {
     for refusal in [Refusal::Busy, Refusal::ShuttingDown, Refusal::RateLimited] {
         let (addr, answered) = refusing_server(refusal);
         match call_once(addr, &key) {
-            Err(CallError::Connect(ConnectError::Handshake(HandshakeError::Refused(r))))
-                if r == refusal => {}
-            other => panic!("{refusal:?}: expected that refusal, got {other:?}"),
+            Err(CallError::Connect(ConnectError::GaveUp { attempts, last })) => {
+                assert_eq!(attempts, 1 + ATTEMPTS, "{refusal:?}: attempts reported");
+                match *last {
+                    ConnectError::Handshake(HandshakeError::Refused(r)) if r == refusal => {}
+                    other => panic!("{refusal:?}: expected that refusal last, got {other:?}"),
+                }
+            }
+            other => panic!("{refusal:?}: expected to give up after retries, got {other:?}"),
         }
         let tries = answered.load(Ordering::SeqCst);
         assert_eq!(tries, 1 + ATTEMPTS as usize, "{refusal:?}: tries");

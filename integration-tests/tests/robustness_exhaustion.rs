@@ -375,8 +375,8 @@ fn case_27_concurrent_max_size_frames_are_bounded_by_the_global_buffer_budget() 
         ],
     );
     let base = server.rss_kib().unwrap();
-    // An Echo whose call frame is exactly the limit (57 bytes of envelope and tag).
-    let payload = vec![0xC3u8; MAX_FRAME - 57];
+    // An Echo whose call frame is exactly the limit (25 bytes of envelope, a 16-byte AEAD tag).
+    let payload = vec![0xC3u8; MAX_FRAME - 41];
     let answered = within(Duration::from_secs(60), async {
         // Every connection sends the first half of a max-size frame, so the server must
         // buffer the whole frame for each of them at once.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use robustness_common::*;
-use rpckit_client::{CallError, Client, ClientConfig};
+use rpckit_client::{CallError, Client, ClientConfig, ConnectionLost};
 use rpckit_integration_tests::{
     cli, client, raw_session, within, DeadPort, ServerProcess, TestKey,
 };
@@ -50,7 +50,7 @@ fn fds_settle(server: &ServerProcess, want: usize) -> usize {
 #[test]
 fn case_28_reset_mid_frame_ends_that_connection_server_keeps_serving() {
     let key = TestKey::new("faults");
-    let server = ServerProcess::start(&key.path, &[]);
+    let mut server = ServerProcess::start(&key.path, &[]);
     let base_fds = server.open_fds().unwrap();
     within(STEP, async {
         let (stream, session) = raw_session(server.addr, &key).await;
@@ -71,13 +71,13 @@ fn case_28_reset_mid_frame_ends_that_connection_server_keeps_serving() {
         line.contains("reset") || line.contains("read failed"),
         "closed because of the reset: {line}"
     );
-    assert!(!server.log_contains("panicked"));
     assert_eq!(
         fds_settle(&server, base_fds),
         base_fds,
         "its socket is closed"
     );
     assert_serving(server.addr, &key);
+    server.assert_not_logged("panicked");
 }
 
 #[test]
@@ -323,8 +323,7 @@ fn case_30_client_keepalive_detects_a_silent_server_outcome_unknown() {
         (r, started.elapsed())
     });
     match result {
-        (Err(CallError::OutcomeUnknown(why)), took) => {
-            assert!(why.contains("unresponsive"), "{why}");
+        (Err(CallError::OutcomeUnknown(ConnectionLost::Unresponsive(_))), took) => {
             assert!(
                 took < Duration::from_secs(10),
                 "detected, not hung: {took:?}"

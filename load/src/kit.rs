@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rpckit_proto::demo::{Request, Response};
-use rpckit_proto::{KeyId, SecretKey};
+use rpckit_proto::{KeyId, SecretKey, Suite};
 
 use crate::{BenchError, Connection, Driver};
 use rpckit_client::{CallError, Client, ClientConfig, ConnectError};
@@ -32,6 +32,8 @@ pub struct KitDriver {
     /// Whether each connection's first call travels with the handshake (the connection then
     /// opens on that call).
     pipeline: bool,
+    /// The suite the clients offer.
+    suite: Suite,
 }
 
 /// Idle mode: how much longer than the hold the clients wait before their first keepalive ping.
@@ -46,7 +48,14 @@ impl KitDriver {
             key,
             keepalive_interval: None,
             pipeline: false,
+            suite: ClientConfig::default().suite,
         }
+    }
+
+    /// The suite the clients offer (default: the client's, an encrypting suite).
+    pub fn suite(mut self, suite: Suite) -> Self {
+        self.suite = suite;
+        self
     }
 
     /// With `on`, each connection opens on its first call, which travels with the handshake's
@@ -77,6 +86,7 @@ fn connect_error(e: &ConnectError) -> BenchError {
         ConnectError::Timeout { .. } => "connect_timeout".into(),
         ConnectError::Auth(_) => "auth".into(),
         ConnectError::Handshake(_) => "handshake".into(),
+        ConnectError::GaveUp { last, .. } => return connect_error(last),
         _ => "connect".into(),
     };
     BenchError::new(kind, e.to_string()).no_connection()
@@ -127,6 +137,7 @@ impl Driver for KitDriver {
             reconnect_attempts: 0,
             keepalive_interval: self.keepalive_interval(),
             pipeline_first_call: self.pipeline,
+            suite: self.suite,
             ..ClientConfig::default()
         };
         let (key_id, key) = (self.key_id.clone(), self.key.clone());

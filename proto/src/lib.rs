@@ -42,11 +42,13 @@ pub use keyring::{KeyError, KeyId, Keyring, SecretKey};
 pub use message::{ClientMessage, RpcError, ServerMessage};
 pub use outbox::{Outbox, OutboxError, Ticket};
 pub use session::{FrameSealer, Session, SessionError, SessionReader, SessionWriter};
-pub use suite::{KeyLimits, Suite, SuitePolicy};
+pub use suite::{KeyLimits, Suite, SuitePolicy, SuiteSet, SuiteSetError};
 pub use transport::{SocketReader, TcpSocket};
 
 #[cfg(test)]
 mod handshake_tests;
+#[cfg(test)]
+mod on_path_tests;
 #[cfg(test)]
 mod suite_tests;
 #[cfg(test)]

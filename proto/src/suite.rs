@@ -22,7 +22,7 @@ impl Suite {
     pub const ALL: [Suite; 3] = [Suite::HmacSha256, Suite::Aes256Gcm, Suite::ChaCha20Poly1305];
 
     /// The suite byte.
-    pub fn code(self) -> u8 {
+    pub const fn code(self) -> u8 {
         match self {
             Suite::HmacSha256 => 1,
             Suite::Aes256Gcm => 2,
@@ -131,17 +131,105 @@ impl KeyLimits {
     };
 }
 
+/// A set of suites: those a server accepts.
+///
+/// Parsed from the words `rpc-server --suite` takes: `encrypted` (suites 2 and 3), `any` (all
+/// three), or a comma-separated list of suite names ([`Suite::name`], any case), such as
+/// `aes-256-gcm,hmac-sha256`. Displayed as the list of names.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SuiteSet(u8);
+
+impl SuiteSet {
+    /// Every suite.
+    pub const ALL: SuiteSet = SuiteSet(0b111);
+    /// The encrypting suites: AES-256-GCM and ChaCha20-Poly1305.
+    pub const ENCRYPTED: SuiteSet = SuiteSet(0b110);
+
+    /// The set of `suite` alone.
+    pub const fn only(suite: Suite) -> Self {
+        SuiteSet(Self::bit(suite))
+    }
+
+    /// This set with `suite` added.
+    pub const fn with(self, suite: Suite) -> Self {
+        SuiteSet(self.0 | Self::bit(suite))
+    }
+
+    /// Whether `suite` is in the set.
+    pub const fn contains(self, suite: Suite) -> bool {
+        self.0 & Self::bit(suite) != 0
+    }
+
+    /// The suites in the set, in suite-byte order.
+    pub fn iter(self) -> impl Iterator<Item = Suite> {
+        Suite::ALL.into_iter().filter(move |s| self.contains(*s))
+    }
+
+    const fn bit(suite: Suite) -> u8 {
+        1 << (suite.code() - 1)
+    }
+}
+
+impl std::fmt::Debug for SuiteSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl std::fmt::Display for SuiteSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, suite) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(suite.name())?;
+        }
+        Ok(())
+    }
+}
+
+/// A word that names no suite, or an empty list, where a [`SuiteSet`] was parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown suite {0:?}: expected encrypted, any, or a comma list of hmac-sha256, aes-256-gcm, chacha20-poly1305"
+)]
+pub struct SuiteSetError(pub String);
+
+impl std::str::FromStr for SuiteSet {
+    type Err = SuiteSetError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("encrypted") {
+            return Ok(SuiteSet::ENCRYPTED);
+        }
+        if s.eq_ignore_ascii_case("any") {
+            return Ok(SuiteSet::ALL);
+        }
+        let mut set = SuiteSet(0);
+        for word in s.split(',') {
+            let word = word.trim();
+            let suite = Suite::from_name(word).ok_or_else(|| SuiteSetError(word.to_owned()))?;
+            set = set.with(suite);
+        }
+        Ok(set)
+    }
+}
+
 /// Which suites a handshake offers and accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SuitePolicy {
     /// Client: the suite offered in the ClientHello. The client never falls back to another
     /// suite: a refusal is reported as it is. Default [`Suite::preferred`].
     pub offer: Suite,
-    /// Server: refuse the integrity-only suite with status 9 ([`crate::Refusal::SuiteNotAllowed`]),
-    /// so that every frame is encrypted. Default `false` (every suite is accepted).
-    pub require_encrypted: bool,
-    /// Both sides: limits for the session keys in place of the suite's own
-    /// ([`Suite::key_limits`]); for tests that reach them. Default `None`.
+    /// Server: the suites accepted. A client offering another suite this code speaks is
+    /// refused with status 9 ([`crate::Refusal::SuiteNotAllowed`]). Default
+    /// [`SuiteSet::ENCRYPTED`]: every frame is encrypted unless the integrity-only suite is
+    /// asked for.
+    pub accept: SuiteSet,
+    /// Both sides: lower limits for the session keys than the suite's own
+    /// ([`Suite::key_limits`]; an override never raises them), for tests and operators that
+    /// want connections replaced sooner. Default `None`.
     pub key_limits: Option<KeyLimits>,
 }
 
@@ -149,7 +237,7 @@ impl Default for SuitePolicy {
     fn default() -> Self {
         SuitePolicy {
             offer: Suite::preferred(),
-            require_encrypted: false,
+            accept: SuiteSet::ENCRYPTED,
             key_limits: None,
         }
     }
@@ -161,18 +249,27 @@ impl SuitePolicy {
     pub fn integrity() -> Self {
         SuitePolicy {
             offer: Suite::HmacSha256,
-            ..SuitePolicy::default()
+            accept: SuiteSet::ALL,
+            key_limits: None,
         }
     }
 
     /// Whether a server with this policy accepts `suite`.
     pub fn allows(&self, suite: Suite) -> bool {
-        suite.is_encrypted() || !self.require_encrypted
+        self.accept.contains(suite)
     }
 
-    /// The key limits in force for `suite`.
+    /// The key limits in force for `suite`: its own, lowered by `key_limits` if set (an
+    /// override never raises them).
     pub fn limits_for(&self, suite: Suite) -> KeyLimits {
-        self.key_limits.unwrap_or_else(|| suite.key_limits())
+        let own = suite.key_limits();
+        match self.key_limits {
+            Some(lower) => KeyLimits {
+                max_frames: own.max_frames.min(lower.max_frames),
+                max_bytes: own.max_bytes.min(lower.max_bytes),
+            },
+            None => own,
+        }
     }
 }
 
@@ -192,14 +289,47 @@ mod tests {
     }
 
     #[test]
-    fn a_server_requiring_encryption_refuses_only_suite_1() {
-        let policy = SuitePolicy {
-            require_encrypted: true,
-            ..SuitePolicy::default()
-        };
+    fn the_default_server_policy_refuses_only_suite_1() {
+        let policy = SuitePolicy::default();
         assert!(!policy.allows(Suite::HmacSha256));
         assert!(policy.allows(Suite::Aes256Gcm));
         assert!(policy.allows(Suite::ChaCha20Poly1305));
-        assert!(SuitePolicy::default().allows(Suite::HmacSha256));
+        assert!(SuitePolicy::integrity().allows(Suite::HmacSha256));
+    }
+
+    #[test]
+    fn a_key_limit_override_only_lowers_the_suites_own() {
+        let policy = SuitePolicy {
+            key_limits: Some(KeyLimits {
+                max_frames: 10,
+                max_bytes: u64::MAX,
+            }),
+            ..SuitePolicy::default()
+        };
+        let aes = policy.limits_for(Suite::Aes256Gcm);
+        assert_eq!(aes.max_frames, 10);
+        assert_eq!(aes.max_bytes, Suite::Aes256Gcm.key_limits().max_bytes);
+        assert_eq!(policy.limits_for(Suite::ChaCha20Poly1305).max_frames, 10);
+    }
+
+    #[test]
+    fn suite_sets_parse_and_display() {
+        let parse = |s: &str| s.parse::<SuiteSet>();
+        assert_eq!(parse("encrypted"), Ok(SuiteSet::ENCRYPTED));
+        assert_eq!(parse("ANY"), Ok(SuiteSet::ALL));
+        assert_eq!(parse("aes-256-gcm"), Ok(SuiteSet::only(Suite::Aes256Gcm)));
+        let two = parse(" hmac-sha256 , ChaCha20-Poly1305 ").unwrap();
+        assert_eq!(
+            two,
+            SuiteSet::only(Suite::HmacSha256).with(Suite::ChaCha20Poly1305)
+        );
+        assert_eq!(two.to_string(), "hmac-sha256,chacha20-poly1305");
+        assert_eq!(SuiteSet::ALL.iter().collect::<Vec<_>>(), Suite::ALL);
+        assert_eq!(
+            parse("aes-128-gcm"),
+            Err(SuiteSetError("aes-128-gcm".into()))
+        );
+        assert_eq!(parse(""), Err(SuiteSetError(String::new())));
+        assert_eq!(parse("aes-256-gcm,"), Err(SuiteSetError(String::new())));
     }
 }

@@ -17,7 +17,7 @@ use crate::handshake::{
 use crate::keyring::{KeyId, Keyring, SecretKey};
 use crate::message::{decode_client, decode_server, ClientMessage, ServerMessage};
 use crate::session::{Session, SessionError};
-use crate::suite::{KeyLimits, Suite, SuitePolicy};
+use crate::suite::{KeyLimits, Suite, SuitePolicy, SuiteSet};
 use crate::test_support::Recorder;
 use crate::Refusal;
 
@@ -49,10 +49,11 @@ fn ring() -> Keyring {
     ring
 }
 
+/// Offers `suite`, accepts every suite.
 fn offering(suite: Suite) -> SuitePolicy {
     SuitePolicy {
         offer: suite,
-        ..SuitePolicy::default()
+        ..SuitePolicy::integrity()
     }
 }
 
@@ -143,10 +144,7 @@ fn every_suite_carries_calls_both_ways_and_encrypts_when_it_should() {
 fn a_server_requiring_encryption_refuses_suite_1_with_status_9() {
     run(async {
         let (a, b) = UnixStream::pair().unwrap();
-        let strict = SuitePolicy {
-            require_encrypted: true,
-            ..SuitePolicy::default()
-        };
+        let strict = SuitePolicy::default();
         let ((client, server), log) = handshake(a, b, &SuitePolicy::integrity(), &strict).await;
         assert!(matches!(
             client,
@@ -193,7 +191,7 @@ async fn relay(mut from: UnixStream, mut to: UnixStream, at: usize, flip: u8) {
 #[test]
 fn a_relay_rewriting_the_suite_bytes_fails_both_proofs() {
     run(async {
-        let (aes, any) = (offering(Suite::Aes256Gcm), SuitePolicy::default());
+        let (aes, any) = (offering(Suite::Aes256Gcm), SuitePolicy::integrity());
         // The client offers AES-256-GCM; the relay turns the ClientHello's suite byte (offset
         // 6) into 1 and the ServerHello's (offset 7) back into 2, so that each side sees the
         // suite it expects in the hellos.
@@ -231,7 +229,7 @@ fn a_lowered_key_limit_is_reported_then_enforced_on_a_real_session() {
         let (a, b) = UnixStream::pair().unwrap();
         let policy = SuitePolicy {
             offer: Suite::Aes256Gcm,
-            require_encrypted: true,
+            accept: SuiteSet::ENCRYPTED,
             key_limits: Some(KeyLimits {
                 max_frames: 4,
                 max_bytes: u64::MAX,

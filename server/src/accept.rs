@@ -89,17 +89,21 @@ fn admit<S: Service>(
     // No `ShuttingDown` refusal here: the listener closes when the drain starts, so a
     // connection made after that is refused by the OS and the port is free for a new
     // instance at once.
+    let stream = Arc::new(stream);
     let proxied = shared.config.is_trusted_proxy(peer.ip());
     let ticket = if proxied {
         capacity(shared, peer).map(|()| None)
     } else {
-        refusal(shared, peer).map(Some)
+        refusal(shared, peer, &stream).map(Some)
     };
     let ticket = match ticket {
         Ok(ticket) => ticket,
         Err(reason) => {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            refuse(shared, stream, reason);
+            // Nothing else holds the socket of a refused connection.
+            if let Ok(stream) = Arc::try_unwrap(stream) {
+                refuse(shared, stream, reason);
+            }
             return;
         }
     };
@@ -131,9 +135,9 @@ fn admit<S: Service>(
 /// refused or closed.
 async fn behind_proxy<S: Service>(
     shared: &Arc<Shared<S>>,
-    stream: Async<TcpStream>,
+    stream: Arc<Async<TcpStream>>,
     proxy: SocketAddr,
-) -> Option<(Async<TcpStream>, SocketAddr, Ticket)> {
+) -> Option<(Arc<Async<TcpStream>>, SocketAddr, Ticket)> {
     let client = match read_proxy_header(&stream, shared.config.hello_timeout).await {
         Ok(client) => client.unwrap_or(proxy),
         Err(e) => {
@@ -147,22 +151,29 @@ async fn behind_proxy<S: Service>(
         }
     };
     debug!(%client, %proxy, "PROXY header read");
-    let placed = penalty(shared, client).and_then(|()| place(shared, client));
+    let placed = penalty(shared, client).and_then(|()| place(shared, client, &stream));
     match placed {
         Ok(ticket) => Some((stream, client, ticket)),
         Err(reason) => {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            refuse(shared, stream, reason);
+            // Nothing else holds the socket of a refused connection.
+            if let Ok(stream) = Arc::try_unwrap(stream) {
+                refuse(shared, stream, reason);
+            }
             None
         }
     }
 }
 
 /// The new connection's place among the unauthenticated ones, or why it is refused (logged).
-fn refusal<S>(shared: &Shared<S>, peer: SocketAddr) -> Result<Ticket, Refusal> {
+fn refusal<S>(
+    shared: &Shared<S>,
+    peer: SocketAddr,
+    stream: &Arc<Async<TcpStream>>,
+) -> Result<Ticket, Refusal> {
     penalty(shared, peer)?;
     capacity(shared, peer)?;
-    place(shared, peer)
+    place(shared, peer, stream)
 }
 
 /// Refuses an address penalised for failed authentications.
@@ -187,9 +198,16 @@ fn capacity<S>(shared: &Shared<S>, peer: SocketAddr) -> Result<(), Refusal> {
 }
 
 /// A place among the unauthenticated connections, perhaps by evicting another (`admission/`).
-fn place<S>(shared: &Shared<S>, peer: SocketAddr) -> Result<Ticket, Refusal> {
+fn place<S>(
+    shared: &Shared<S>,
+    peer: SocketAddr,
+    stream: &Arc<Async<TcpStream>>,
+) -> Result<Ticket, Refusal> {
     let config = &shared.config;
-    match shared.admission.admit(peer, Instant::now()) {
+    match shared
+        .admission
+        .admit(peer, Some(stream.clone()), Instant::now())
+    {
         Admit::Admitted { ticket, evicted } => {
             if let Some(evicted) = evicted {
                 info!(%peer, %evicted, "evicted an unauthenticated connection to make room");

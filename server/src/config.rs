@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ipnet::IpNet;
-use rpckit_proto::DEFAULT_MAX_FRAME;
+use rpckit_proto::{KeyLimits, SuiteSet, DEFAULT_MAX_FRAME};
 
 /// Longest duration a setting keeps (100 years): as good as no limit, and deadlines computed
 /// from it still fit the clock.
@@ -79,6 +79,17 @@ pub struct ServerConfig {
     /// the proxy's address. From any other address a PROXY header is a malformed hello.
     /// Default empty: no PROXY headers are accepted.
     pub trusted_proxies: Vec<IpNet>,
+    /// Frame-protection suites a client may use; one offering another is refused with status
+    /// 9 (`SuiteNotAllowed`). Default [`SuiteSet::ENCRYPTED`] (AES-256-GCM and
+    /// ChaCha20-Poly1305): the integrity-only suite 1 (HMAC-SHA256, frames in clear) only
+    /// where it is asked for.
+    pub suites: SuiteSet,
+    /// Lower limits on what one session key may seal than its suite's own (an override never
+    /// raises them). A connection whose keys have used half of either limit is drained with
+    /// `GoingAway` and the client moves to a new connection with new keys, so this only makes
+    /// that happen sooner: for tests, or to bound how much one key protects. Default `None`
+    /// (AES-256-GCM: 2^32 frames, 2^38 bytes; the others: the sequence number).
+    pub key_limits: Option<KeyLimits>,
 }
 
 impl ServerConfig {
@@ -133,6 +144,8 @@ impl Default for ServerConfig {
             auth_failure_window: Duration::from_secs(60),
             auth_penalty: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
+            suites: SuiteSet::ENCRYPTED,
+            key_limits: None,
         }
     }
 }
@@ -191,6 +204,7 @@ mod tests {
             assert!(now.checked_add(d + d).is_some());
         }
         let default = ServerConfig::default();
+        assert_eq!(default.suites, SuiteSet::ENCRYPTED, "encrypted by default");
         assert_eq!(
             format!("{:?}", default.clone().bounded()),
             format!("{default:?}")

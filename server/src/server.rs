@@ -187,12 +187,13 @@ mod tests {
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, peer) = listener.accept().unwrap();
-        let stream = Async::new(accepted).unwrap();
+        let stream = std::sync::Arc::new(Async::new(accepted).unwrap());
         let (_trigger, signal) = shutdown_channel();
-        let crate::admission::Admit::Admitted { ticket, .. } = server
-            .shared
-            .admission
-            .admit(peer, std::time::Instant::now())
+        let crate::admission::Admit::Admitted { ticket, .. } =
+            server
+                .shared
+                .admission
+                .admit(peer, Some(stream.clone()), std::time::Instant::now())
         else {
             panic!("an empty table admits");
         };

@@ -70,12 +70,13 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    accept_with_policy(r, w, keyring, config, &SuitePolicy::default(), on_verdict).await
+    accept_with_policy(r, w, keyring, config, &SuitePolicy::integrity(), on_verdict).await
 }
 
-/// Like [`accept_reporting`], with the suites this server accepts set by `policy`: a client
-/// offering suite 1 to a server whose policy requires encryption is refused with status 9
-/// ([`Refusal::SuiteNotAllowed`]). [`accept`] and [`accept_reporting`] accept every suite.
+/// Like [`accept_reporting`], with the suites this server accepts set by `policy.accept`: a
+/// client offering another suite (suite 1 to a server that requires encryption, say) is
+/// refused with status 9 ([`Refusal::SuiteNotAllowed`]). [`accept`] and [`accept_reporting`]
+/// accept every suite.
 pub async fn accept_with_policy<R, W>(
     r: R,
     w: W,
@@ -109,7 +110,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let policy = SuitePolicy::default();
+    let policy = SuitePolicy::integrity();
     accept_policy_with_nonce(r, w, keyring, config, &policy, nonce_s, on_verdict).await
 }
 

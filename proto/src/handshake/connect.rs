@@ -68,9 +68,13 @@ where
 /// fails its proof (an impostor) has then seen them under suite 1 (which does not encrypt;
 /// a third party on the path sees them anyway); under an encrypting suite it sees only their
 /// sizes, since it cannot derive the keys without the secret. They cannot be replayed on
-/// another session. Offers suite 1 (see [`connect_with_policy`]). `first` runs just before the proof is written: if this fails after
-/// that, a genuine server may have run the frames, unless it refused the proof
-/// ([`HandshakeError::Refused`]), in which case it ran none of them.
+/// another session. Offers suite 1 (see [`connect_with_policy`]).
+///
+/// `first` runs just before the proof is written: if this fails after that, a genuine server
+/// may have run the frames, **even if the failure is a refusal of the proof**
+/// ([`HandshakeError::Refused`]): the ServerProof's status byte is not authenticated, so a
+/// relay on the path can forge a refusal after passing the proof and the frames on to the
+/// server. Only a server's own authenticated answers say what ran.
 pub async fn connect_pipelined<R, W, T>(
     r: R,
     w: W,

@@ -110,7 +110,7 @@ pub enum Refusal {
     /// Status 8: authentication failed (unknown key id or wrong key; the peer is not told which).
     AuthFailed,
     /// Status 9: the server knows the suite but its policy does not allow it (a server that
-    /// requires encryption refusing suite 1).
+    /// requires encryption refusing suite 1, say).
     SuiteNotAllowed,
     /// A status this code does not know.
     Other(u8),
@@ -163,9 +163,9 @@ impl std::fmt::Display for Refusal {
                 f.write_str("too many failed authentications from this address")
             }
             Refusal::AuthFailed => f.write_str("authentication failed"),
-            Refusal::SuiteNotAllowed => f.write_str(
-                "frame-protection suite not allowed by the server (it requires encryption)",
-            ),
+            Refusal::SuiteNotAllowed => {
+                f.write_str("frame-protection suite not allowed by the server's policy")
+            }
             Refusal::Other(code) => write!(f, "refused with unknown status {code}"),
         }
     }
@@ -204,7 +204,7 @@ pub enum HandshakeError {
         got: u8,
     },
     /// Server side: the client offered a suite this server's policy does not allow (suite 1
-    /// to a server that requires encryption).
+    /// to a server that requires encryption, say).
     #[error("suite {suite} not allowed by this server's policy")]
     SuiteNotAllowed {
         /// The suite offered.

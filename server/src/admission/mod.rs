@@ -7,6 +7,11 @@
 //! 1. S has `max_unauthenticated_per_source` connections in the table: S's oldest connection
 //!    whose hello has not been answered is evicted (told `Busy`, closed) and the new one takes
 //!    its place; if every one of S's is past its hello, the new one is refused `Busy`.
+//!    A connection whose client's bytes wait unread in its socket is not evicted: its client
+//!    is not idle, the server is behind (a burst of connects accepted before any of their
+//!    hellos was read). While such connections stand in the way, the new one is admitted over
+//!    the cap; their hellos are answered within moments, and the cap holds again. The same
+//!    holds for the table's cap below.
 //! 2. The table holds `max_unauthenticated`: one connection whose hello has not been answered
 //!    is evicted, from the source with the most strikes (its connections missed a handshake
 //!    deadline or sent a malformed hello lately, [`strikes`]), then from the source with the
@@ -28,12 +33,13 @@ mod strikes;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
+use async_io::Async;
 use futures_lite::future;
 
 pub(crate) use self::progress::{HelloWatch, Progress, Stall};
@@ -88,6 +94,24 @@ struct Entry {
     progress: Arc<Progress>,
     /// Sending on it evicts the connection.
     evict: Sender<()>,
+    /// Its socket, to see whether its client's bytes wait unread (`None` in unit tests).
+    socket: Option<Arc<Async<TcpStream>>>,
+}
+
+impl Entry {
+    /// Whether it may be evicted: its hello is not answered yet, and no bytes from its client
+    /// wait unread. A connection whose hello arrived while the server was busy accepting
+    /// others (a burst of connects from one client) is making progress, not idling.
+    fn evictable(&self) -> bool {
+        !self.progress.hello_answered() && !self.has_unread_input()
+    }
+
+    /// Whether its client's bytes wait in the socket, not read yet.
+    fn has_unread_input(&self) -> bool {
+        self.socket
+            .as_ref()
+            .is_some_and(|s| matches!(s.get_ref().peek(&mut [0u8; 1]), Ok(n) if n > 0))
+    }
 }
 
 /// The unauthenticated connections, oldest first, and the strikes.
@@ -116,25 +140,40 @@ impl Table {
         per_source: usize,
         now: Instant,
     ) -> Result<Option<u64>, Cap> {
-        let evictable = self
+        let unanswered = self
             .entries
             .iter()
             .filter(|(_, e)| !e.progress.hello_answered());
         if self.count(source) >= per_source {
-            return evictable
-                .filter(|(_, e)| e.source == source)
-                .map(|(id, _)| Some(*id))
-                .next()
-                .ok_or(Cap::PerSource);
+            let mut backlog = false;
+            for (id, entry) in unanswered.filter(|(_, e)| e.source == source) {
+                if !entry.has_unread_input() {
+                    return Ok(Some(*id));
+                }
+                backlog = true;
+            }
+            // Hellos wait unread: the server is behind, not the clients. They are answered
+            // within moments, after which the cap holds again.
+            return if backlog {
+                Ok(None)
+            } else {
+                Err(Cap::PerSource)
+            };
         }
         if self.entries.len() >= max {
-            return evictable
-                .max_by_key(|(id, e)| {
+            let mut candidates: Vec<_> = unanswered
+                .map(|(id, e)| {
                     let strikes = self.strikes.get(e.source, now);
-                    (strikes, self.count(e.source), Reverse(**id))
+                    ((strikes, self.count(e.source), Reverse(*id)), e)
                 })
-                .map(|(id, _)| Some(*id))
-                .ok_or(Cap::Total);
+                .collect();
+            candidates.sort_unstable_by_key(|(rank, _)| Reverse(*rank));
+            let backlog = !candidates.is_empty();
+            return match candidates.into_iter().find(|(_, e)| e.evictable()) {
+                Some(((_, _, Reverse(id)), _)) => Ok(Some(id)),
+                None if backlog => Ok(None),
+                None => Err(Cap::Total),
+            };
         }
         Ok(None)
     }
@@ -177,7 +216,12 @@ impl Admission {
 
     /// Admits a connection from `peer` at `now`, evicting another if a cap is full (see the
     /// module doc), or refuses it.
-    pub(crate) fn admit(self: &Arc<Self>, peer: SocketAddr, now: Instant) -> Admit {
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        socket: Option<Arc<Async<TcpStream>>>,
+        now: Instant,
+    ) -> Admit {
         let source = Source::of(peer.ip());
         let mut table = self.table();
         let evicted = match table.victim(source, self.max, self.per_source, now) {
@@ -198,6 +242,7 @@ impl Admission {
             source,
             progress: progress.clone(),
             evict,
+            socket,
         });
         self.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
         let ticket = Ticket {

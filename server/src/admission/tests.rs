@@ -23,7 +23,7 @@ fn admission(max: usize, per_source: usize) -> (Arc<Admission>, Arc<ServerStats>
 
 /// Admits `peer`; returns its ticket and whom it evicted.
 fn admit(a: &Arc<Admission>, peer: SocketAddr) -> (Ticket, Option<SocketAddr>) {
-    match a.admit(peer, Instant::now()) {
+    match a.admit(peer, None, Instant::now()) {
         Admit::Admitted { ticket, evicted } => (ticket, evicted),
         Admit::Refused(cap) => panic!("{peer} refused by {cap:?}"),
     }
@@ -58,7 +58,7 @@ fn a_source_at_its_cap_evicts_its_own_oldest_without_a_hello() {
     answer_hello(&third);
     answer_hello(&fourth);
     assert!(matches!(
-        a.admit(peer(1, 5), Instant::now()),
+        a.admit(peer(1, 5), None, Instant::now()),
         Admit::Refused(Cap::PerSource)
     ));
     let now = stats.snapshot();
@@ -88,7 +88,7 @@ fn a_full_table_evicts_from_the_biggest_source_and_struck_sources_first() {
         answer_hello(t);
     }
     assert!(matches!(
-        a.admit(peer(5, 1), Instant::now()),
+        a.admit(peer(5, 1), None, Instant::now()),
         Admit::Refused(Cap::Total)
     ));
     assert_eq!(stats.snapshot().evicted, 2);

@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_lite::StreamExt;
 use rpckit_keyfile::Keygen;
 use rpckit_proto::timer::parse_duration;
-use rpckit_proto::{KeyId, Keyring};
+use rpckit_proto::{KeyId, KeyLimits, Keyring, SuiteSet};
 use rpckit_server::{bind_listener, DemoService, IpNet, Server, ServerConfig};
 use tracing::{error, info, warn};
 
@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 #[command(
     name = "rpc-server",
     version,
-    about = "rpckit RPC server: framed bincode over TCP, HMAC-authenticated"
+    about = "rpckit RPC server: framed bincode over TCP, authenticated and encrypted"
 )]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -135,6 +135,15 @@ struct ServeArgs {
     /// Bind with SO_REUSEPORT, so a new rpc-server can listen on the same port while this one drains (a restart without refused connections).
     #[arg(long, env = "RPC_REUSE_PORT", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     reuse_port: bool,
+    /// Frame-protection suites clients may use: `encrypted` (AES-256-GCM and ChaCha20-Poly1305, every frame encrypted), `any` (also hmac-sha256: frames authenticated but in clear), or a comma list of aes-256-gcm, chacha20-poly1305, hmac-sha256. A client offering another suite is refused (status 9).
+    #[arg(long, env = "RPC_SUITE", default_value = "encrypted", value_parser = |s: &str| s.parse::<SuiteSet>())]
+    suite: SuiteSet,
+    /// Drain a connection (GoingAway; its client reconnects with new keys) once either session key has sealed half this many frames. Only lowers the suite's own limit (AES-256-GCM 2^32 frames). For tests and to bound what one key protects.
+    #[arg(long, env = "RPC_KEY_MAX_FRAMES", default_value_t = u64::MAX, hide_default_value = true)]
+    key_max_frames: u64,
+    /// As --key-max-frames, in payload bytes (AES-256-GCM's own limit: 2^38).
+    #[arg(long, env = "RPC_KEY_MAX_BYTES", default_value_t = u64::MAX, hide_default_value = true)]
+    key_max_bytes: u64,
 }
 
 /// A network in CIDR form, or a single address (a /32 or /128).
@@ -166,6 +175,11 @@ impl ServeArgs {
             auth_failure_window: self.auth_failure_window,
             auth_penalty: self.auth_penalty,
             trusted_proxies: self.trusted_proxies.clone(),
+            suites: self.suite,
+            key_limits: Some(KeyLimits {
+                max_frames: self.key_max_frames,
+                max_bytes: self.key_max_bytes,
+            }),
         }
     }
 }
@@ -300,7 +314,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        info!(%addr, reuse_port = args.reuse_port, trusted_proxies = ?args.trusted_proxies, "listening");
+        info!(%addr, suites = %config.suites, reuse_port = args.reuse_port, trusted_proxies = ?args.trusted_proxies, "listening");
         // The ready line: scripts and tests wait for it.
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "rpc-server listening on {addr}");

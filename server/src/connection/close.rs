@@ -19,6 +19,10 @@ pub(crate) enum Close {
     /// The server drains for shutdown and the last call has been answered.
     #[error("drained for shutdown")]
     Drained,
+    /// The session keys used half of their limits; `GoingAway` went out and the last call
+    /// has been answered.
+    #[error("drained: session keys at half their limit (the client reconnects for new keys)")]
+    KeysUsedUp,
     /// The peer half-closed and its last call has been answered.
     #[error("peer closed its side; calls finished")]
     HalfClosedDone,
@@ -70,7 +74,11 @@ impl Close {
     pub(crate) fn says_goodbye(&self) -> bool {
         matches!(
             self,
-            Close::Drained | Close::HalfClosedDone | Close::GraceOver(_) | Close::Idle(_)
+            Close::Drained
+                | Close::KeysUsedUp
+                | Close::HalfClosedDone
+                | Close::GraceOver(_)
+                | Close::Idle(_)
         )
     }
 

@@ -14,6 +14,7 @@ use async_io::Async;
 use futures_lite::future::{self, FutureExt};
 use futures_lite::io::AsyncWriteExt;
 use rpckit_proto::{KeyId, RpcError, ServerMessage, SessionError, SessionReader};
+use tracing::info;
 
 use super::calls::{Calls, Finished};
 use super::close::Close;
@@ -43,6 +44,9 @@ pub(super) struct Connection<'s, S: Service> {
     pub(super) timers: Timers,
     /// Cleared once the peer has half-closed.
     reading: bool,
+    /// Set once `GoingAway` went out because the session keys have used half of their
+    /// limits: the connection closes, with a goodbye, as soon as no call is in flight.
+    rekeying: bool,
 }
 
 /// What the loop waits for.
@@ -75,6 +79,7 @@ impl<'s, S: Service> Connection<'s, S> {
             calls: Calls::new(shared.stats.clone()),
             timers: Timers::new(Instant::now()),
             reading: true,
+            rekeying: false,
         }
     }
 
@@ -114,6 +119,13 @@ impl<'s, S: Service> Connection<'s, S> {
                     Close::HalfClosedDone
                 });
             }
+            // Two integer compares per direction: cheap enough for every turn.
+            if !self.rekeying && (reader.should_rekey() || self.out.should_rekey()) {
+                self.start_rekey()?;
+            }
+            if self.rekeying && self.calls.is_empty() {
+                return Err(Close::KeysUsedUp);
+            }
             let wake =
                 self.timers
                     .next_wake(config, self.calls.is_empty(), self.out.stalled_since());
@@ -149,10 +161,12 @@ impl<'s, S: Service> Connection<'s, S> {
                 Event::Finished(finished) => reply(&mut self.out, finished.id, finished.result)?,
                 Event::Shutdown => {
                     self.timers.start_drain(config.grace_period);
-                    let notice = ServerMessage::<S::Response>::GoingAway {
-                        grace: config.grace_period,
-                    };
-                    self.out.push(&notice).map_err(fatal)?;
+                    if !self.rekeying {
+                        let notice = ServerMessage::<S::Response>::GoingAway {
+                            grace: config.grace_period,
+                        };
+                        self.out.push(&notice).map_err(fatal)?;
+                    }
                 }
                 Event::Timer => self.on_timer()?,
             }
@@ -207,6 +221,24 @@ impl<'s, S: Service> Connection<'s, S> {
             Event::Timer
         };
         write.or(frame).or(finished).or(stopping).or(tick).await
+    }
+
+    /// The session keys have used half of their limits (PROTOCOL.md §6.2): tells the client
+    /// to move to a new connection, which brings new keys. Unlike a shutdown's drain, calls
+    /// that arrive meanwhile (sent before the client heard) still run, and there is no
+    /// deadline: the connection ends with a goodbye once no call is in flight, and the other
+    /// half of the limits is left for that.
+    fn start_rekey(&mut self) -> Result<(), Close> {
+        self.rekeying = true;
+        info!(peer = %self.peer, key_id = %self.key_id, "session keys at half their limit: going away");
+        if self.timers.draining() {
+            // A shutdown or a half-close drains already.
+            return Ok(());
+        }
+        let notice = ServerMessage::<S::Response>::GoingAway {
+            grace: self.shared.config.grace_period,
+        };
+        self.out.push(&notice).map_err(fatal)
     }
 
     /// Handles a timer tick.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_io::Async;
 use futures_lite::future;
 use rpckit_proto::handshake::{self, server_refusal, HandshakeConfig, ProofVerdict};
-use rpckit_proto::{HandshakeError, Refusal, Session};
+use rpckit_proto::{HandshakeError, Refusal, Session, SuitePolicy};
 use tracing::{debug, warn};
 
 use crate::admission::{HelloWatch, Stall, Ticket};
@@ -52,6 +52,11 @@ pub(super) async fn authenticate<'a, S>(
         timeout: shared.config.handshake_timeout,
         max_frame: shared.config.max_frame,
     };
+    let policy = SuitePolicy {
+        accept: shared.config.suites,
+        key_limits: shared.config.key_limits,
+        ..SuitePolicy::default()
+    };
     let progress = ticket.progress.clone();
     let evicted = ticket.evicted();
     let writer = HelloWatch::new(stream, progress.clone());
@@ -77,7 +82,15 @@ pub(super) async fn authenticate<'a, S>(
             }
         };
         Ended::Done(
-            handshake::accept_reporting(stream, writer, &shared.keyring, &config, verdict).await,
+            handshake::accept_with_policy(
+                stream,
+                writer,
+                &shared.keyring,
+                &config,
+                &policy,
+                verdict,
+            )
+            .await,
         )
     };
     let evicted = async {

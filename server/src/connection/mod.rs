@@ -45,7 +45,7 @@ const CLOSE_READ_LIMIT: usize = 64 << 20;
 
 /// Runs one connection to its end. Never panics on peer input; logs why it closed.
 pub(crate) async fn serve<S: Service>(
-    stream: Async<TcpStream>,
+    stream: Arc<Async<TcpStream>>,
     peer: SocketAddr,
     shared: &Shared<S>,
     shutdown: ShutdownSignal,
@@ -64,7 +64,8 @@ pub(crate) async fn serve<S: Service>(
     // The ServerProof is still unwritten only if frames came with the client's proof
     // (PROTOCOL.md §3.5): it leaves with their answers.
     let calls_with_proof = !unwritten.is_empty();
-    info!(%peer, key_id = %key_id, calls_with_proof, "authenticated");
+    let suite = reader.suite();
+    info!(%peer, key_id = %key_id, %suite, calls_with_proof, "authenticated");
     let out = Outgoing::new(sealer, unwritten, shared.config.max_queued);
     let mut conn = Connection::new(shared, peer, key_id.clone(), out);
     let close = conn.run(&mut reader, &stream, shutdown).await;

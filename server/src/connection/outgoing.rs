@@ -95,6 +95,11 @@ impl Outgoing {
         }
     }
 
+    /// Whether the sealing key has used half of its limits (see [`FrameSealer::should_rekey`]).
+    pub(crate) fn should_rekey(&self) -> bool {
+        self.sealer.should_rekey()
+    }
+
     /// Bytes queued behind the current batch.
     pub(crate) fn queued_bytes(&self) -> usize {
         self.queued.len()
