@@ -1,18 +1,21 @@
 //! The accept loop: takes connections, applies the per-address penalties and the connection
 //! cap, gets each one a place among the unauthenticated connections (`admission/`, which may
-//! evict another to make room), and gives each admitted connection a task of its own.
+//! evict another to make room), and gives each admitted connection a task of its own. A
+//! trusted proxy's connection gets its task first: it reads the PROXY header
+//! (`proxy_header.rs`), and the client's real address then meets the penalties and admission.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use rpckit_proto::Refusal;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::admission::{Admit, Cap, Ticket};
 use crate::connection;
+use crate::proxy_header::read_proxy_header;
 use crate::refuse::refuse;
 use crate::server::Shared;
 use crate::service::Service;
@@ -42,7 +45,36 @@ pub(crate) async fn accept_loop<S: Service>(
     }
 }
 
-/// Decides what to do with a new connection: refuse it, or spawn its task.
+/// Takes the connections the kernel has already queued on `listener` without waiting (at most
+/// `limit`), so that closing the listener does not reset them: with `SO_REUSEPORT` a client
+/// connecting to the shared port may have been queued here just before the drain. They are
+/// served like any other; the drain that follows tells them at once that the server is going
+/// away, and their clients go to another server.
+pub(crate) fn accept_queued<S: Service>(
+    shared: &Arc<Shared<S>>,
+    listener: &Async<TcpListener>,
+    signal: &ShutdownSignal,
+    running: &async_channel::Sender<()>,
+    limit: usize,
+) -> usize {
+    let mut taken = 0;
+    while taken < limit {
+        // The listener is non-blocking: this fails with `WouldBlock` once the queue is empty.
+        let Ok((stream, peer)) = listener.get_ref().accept() else {
+            break;
+        };
+        taken += 1;
+        match Async::new(stream) {
+            Ok(stream) => admit(shared, stream, peer, signal, running),
+            Err(e) => warn!(%peer, error = %e, "cannot set up the accepted socket"),
+        }
+    }
+    taken
+}
+
+/// Decides what to do with a new connection: refuse it, or spawn its task. A trusted proxy's
+/// connection is counted and gets its task at once; the task reads the PROXY header and then
+/// decides with the client's real address.
 fn admit<S: Service>(
     shared: &Arc<Shared<S>>,
     stream: Async<TcpStream>,
@@ -58,7 +90,13 @@ fn admit<S: Service>(
     // connection made after that is refused by the OS and the port is free for a new
     // instance at once.
     let stream = Arc::new(stream);
-    let ticket = match refusal(shared, peer, &stream) {
+    let proxied = shared.config.is_trusted_proxy(peer.ip());
+    let ticket = if proxied {
+        capacity(shared, peer).map(|()| None)
+    } else {
+        refusal(shared, peer, &stream).map(Some)
+    };
+    let ticket = match ticket {
         Ok(ticket) => ticket,
         Err(reason) => {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -81,8 +119,50 @@ fn admit<S: Service>(
         // a connection still counted.
         let _running = running;
         let _counted = AdoptedGauge(&shared.stats.connections);
-        connection::serve(stream, peer, &shared, signal, ticket).await;
+        let (stream, client, ticket) = match ticket {
+            Some(ticket) => (stream, peer, ticket),
+            None => match behind_proxy(&shared, stream, peer).await {
+                Some(admitted) => admitted,
+                None => return,
+            },
+        };
+        connection::serve(stream, client, &shared, signal, ticket).await;
     });
+}
+
+/// For a connection from trusted proxy `proxy`: reads its PROXY header and places the client
+/// it names (or the proxy itself, for a LOCAL header). `None` once the connection has been
+/// refused or closed.
+async fn behind_proxy<S: Service>(
+    shared: &Arc<Shared<S>>,
+    stream: Arc<Async<TcpStream>>,
+    proxy: SocketAddr,
+) -> Option<(Arc<Async<TcpStream>>, SocketAddr, Ticket)> {
+    let client = match read_proxy_header(&stream, shared.config.hello_timeout).await {
+        Ok(client) => client.unwrap_or(proxy),
+        Err(e) => {
+            shared
+                .stats
+                .handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(%proxy, reason = %e, "closed: a trusted proxy's connection without a valid PROXY header");
+            let _ = stream.get_ref().shutdown(Shutdown::Both);
+            return None;
+        }
+    };
+    debug!(%client, %proxy, "PROXY header read");
+    let placed = penalty(shared, client).and_then(|()| place(shared, client, &stream));
+    match placed {
+        Ok(ticket) => Some((stream, client, ticket)),
+        Err(reason) => {
+            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            // Nothing else holds the socket of a refused connection.
+            if let Ok(stream) = Arc::try_unwrap(stream) {
+                refuse(shared, stream, reason);
+            }
+            None
+        }
+    }
 }
 
 /// The new connection's place among the unauthenticated ones, or why it is refused (logged).
@@ -91,18 +171,43 @@ fn refusal<S>(
     peer: SocketAddr,
     stream: &Arc<Async<TcpStream>>,
 ) -> Result<Ticket, Refusal> {
-    let config = &shared.config;
+    penalty(shared, peer)?;
+    capacity(shared, peer)?;
+    place(shared, peer, stream)
+}
+
+/// Refuses an address penalised for failed authentications.
+fn penalty<S>(shared: &Shared<S>, peer: SocketAddr) -> Result<(), Refusal> {
     let now = Instant::now();
     if let Some(until) = shared.penalties.refused(peer.ip(), now) {
         let secs_left = until.saturating_duration_since(now).as_secs();
         warn!(%peer, secs_left, "refused: address penalised after failed authentications");
         return Err(Refusal::RateLimited);
     }
-    if shared.stats.connections.load(Ordering::Relaxed) >= config.max_connections {
-        warn!(%peer, limit = config.max_connections, "refused: connection limit reached");
+    Ok(())
+}
+
+/// Refuses a connection past `max_connections`.
+fn capacity<S>(shared: &Shared<S>, peer: SocketAddr) -> Result<(), Refusal> {
+    let limit = shared.config.max_connections;
+    if shared.stats.connections.load(Ordering::Relaxed) >= limit {
+        warn!(%peer, limit, "refused: connection limit reached");
         return Err(Refusal::Busy);
     }
-    match shared.admission.admit(peer, Some(stream.clone()), now) {
+    Ok(())
+}
+
+/// A place among the unauthenticated connections, perhaps by evicting another (`admission/`).
+fn place<S>(
+    shared: &Shared<S>,
+    peer: SocketAddr,
+    stream: &Arc<Async<TcpStream>>,
+) -> Result<Ticket, Refusal> {
+    let config = &shared.config;
+    match shared
+        .admission
+        .admit(peer, Some(stream.clone()), Instant::now())
+    {
         Admit::Admitted { ticket, evicted } => {
             if let Some(evicted) = evicted {
                 info!(%peer, %evicted, "evicted an unauthenticated connection to make room");

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use ipnet::IpNet;
 use rpckit_proto::{KeyLimits, SuiteSet, DEFAULT_MAX_FRAME};
 
 /// Longest duration a setting keeps (100 years): as good as no limit, and deadlines computed
@@ -73,6 +74,13 @@ pub struct ServerConfig {
     pub auth_failure_window: Duration,
     /// How long an address that hit `auth_failure_limit` is refused. Default 30 s.
     pub auth_penalty: Duration,
+    /// Proxies (HAProxy, a load balancer) whose connections start with a PROXY protocol v2
+    /// header naming the real client: from an address in one of these networks the header is
+    /// required (a connection without a valid one is closed), and its source address replaces
+    /// the proxy's for admission, penalties and logs; a LOCAL header (a health check) keeps
+    /// the proxy's address. From any other address a PROXY header is a malformed hello.
+    /// Default empty: no PROXY headers are accepted.
+    pub trusted_proxies: Vec<IpNet>,
     /// Frame-protection suites a client may use; one offering another is refused with status
     /// 9 (`SuiteNotAllowed`). Default [`SuiteSet::ENCRYPTED`] (AES-256-GCM and
     /// ChaCha20-Poly1305): the integrity-only suite 1 (HMAC-SHA256, frames in clear) only
@@ -87,6 +95,15 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Whether connections from `ip` come through a trusted proxy (see `trusted_proxies`).
+    pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
     /// This configuration with every duration cut to 100 years, which
     /// [`crate::Server::new`] applies: a timeout that long is as good as none, and deadlines
     /// computed from it cannot overflow the clock.
@@ -128,6 +145,7 @@ impl Default for ServerConfig {
             auth_failure_limit: 5,
             auth_failure_window: Duration::from_secs(60),
             auth_penalty: Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
             suites: SuiteSet::ENCRYPTED,
             key_limits: None,
         }
@@ -137,6 +155,24 @@ impl Default for ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_proxies_match_by_network_and_mapped_ipv4() {
+        let config = ServerConfig {
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            ..ServerConfig::default()
+        };
+        for trusted in ["10.1.2.3", "::ffff:10.9.9.9", "::1"] {
+            assert!(
+                config.is_trusted_proxy(trusted.parse().unwrap()),
+                "{trusted}"
+            );
+        }
+        for other in ["11.0.0.1", "127.0.0.1", "::2"] {
+            assert!(!config.is_trusted_proxy(other.parse().unwrap()), "{other}");
+        }
+        assert!(!ServerConfig::default().is_trusted_proxy("127.0.0.1".parse().unwrap()));
+    }
 
     #[test]
     fn bounded_cuts_every_duration_and_keeps_the_rest() {

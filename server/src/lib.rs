@@ -7,8 +7,9 @@
 //! result back through a channel), and writes the answers, everything ready in one write.
 //! Limits and timeouts are in [`ServerConfig`].
 //!
-//! Read it in the order a call flows: [`Server::run`] (`server.rs`) → `accept.rs` (caps,
-//! penalties; `admission/` decides which unauthenticated connection gives way to a new one;
+//! Read it in the order a call flows: [`Server::run`] (`server.rs`; `listen.rs` binds the
+//! listener) → `accept.rs` (caps, penalties; `proxy_header.rs` reads a trusted proxy's PROXY
+//! header; `admission/` decides which unauthenticated connection gives way to a new one;
 //! `refuse.rs` turns peers away) → `connection/` (handshake, event loop, dispatch, answers).
 //! `spawn.rs` is the one place that names the runtime (async-std).
 //!
@@ -24,9 +25,12 @@ mod config;
 mod connection;
 mod demo;
 pub mod fd_limit;
+mod linger;
+mod listen;
 pub mod log_limit;
 pub mod metrics;
 mod penalty;
+mod proxy_header;
 mod refuse;
 mod server;
 mod service;
@@ -36,6 +40,8 @@ mod stats;
 
 pub use config::ServerConfig;
 pub use demo::{DemoService, MAX_SLEEP_MS};
+pub use ipnet::IpNet;
+pub use listen::bind_listener;
 pub use server::Server;
 pub use service::{CallContext, Service};
 pub use stats::{ServerStats, StatsSnapshot};

@@ -1,5 +1,5 @@
 //! Turning a peer away: the refusal a connection gets before its handshake (busy, rate
-//! limited), and the short linger that lets a peer read a refusal before the socket closes.
+//! limited), written and lingered over (`linger.rs`) so the peer can read it.
 
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use async_io::{Async, Timer};
 use futures_lite::future;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::AsyncWriteExt;
 use rpckit_proto::handshake::server_refusal;
 use rpckit_proto::Refusal;
 
+use crate::linger::linger_and_close;
 use crate::server::Shared;
 use crate::spawn::spawn;
 
@@ -19,7 +20,7 @@ use crate::spawn::spawn;
 const MAX_REFUSALS_IN_PROGRESS: usize = 256;
 /// Time a refused peer gets to read the refusal.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
-/// Most bytes read and discarded while lingering.
+/// Most bytes read and discarded while lingering over a refusal.
 const LINGER_READ_LIMIT: usize = 16 * 1024;
 
 /// Tells a peer why it is refused, then closes, in a task of its own. Bounded in time (by
@@ -42,7 +43,7 @@ pub(crate) fn refuse<S: Send + Sync + 'static>(
                 writer.flush().await
             };
             if written.await.is_ok() {
-                linger_and_close(&stream, REFUSAL_LINGER).await;
+                linger_and_close(&stream, REFUSAL_LINGER, LINGER_READ_LIMIT).await;
             }
         };
         // The whole refusal, written and lingered over, takes at most REFUSAL_LINGER.
@@ -53,26 +54,4 @@ pub(crate) fn refuse<S: Send + Sync + 'static>(
         let _ = stream.get_ref().shutdown(Shutdown::Both);
         shared.refusals.fetch_sub(1, Ordering::Relaxed);
     });
-}
-
-/// Half-closes, then reads and discards what the peer still sends (at most 16 KiB, for at most
-/// `linger`), so that a refusal already written is not lost to a reset; then closes.
-pub(crate) async fn linger_and_close(stream: &Async<TcpStream>, linger: Duration) {
-    let _ = stream.get_ref().shutdown(Shutdown::Write);
-    let drain = async {
-        let mut sink = [0u8; 512];
-        let mut total = 0usize;
-        let mut reader = stream;
-        while total < LINGER_READ_LIMIT {
-            match reader.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => total += n,
-            }
-        }
-    };
-    future::or(drain, async {
-        Timer::after(linger).await;
-    })
-    .await;
-    let _ = stream.get_ref().shutdown(Shutdown::Both);
 }

@@ -13,9 +13,10 @@ use futures_lite::future;
 use rpckit_proto::{BufferBudget, Keyring};
 use tracing::{info, warn};
 
-use crate::accept::accept_loop;
+use crate::accept::{accept_loop, accept_queued};
 use crate::admission::Admission;
 use crate::config::ServerConfig;
+use crate::connection;
 use crate::penalty::Penalties;
 use crate::service::Service;
 use crate::shutdown::shutdown_channel;
@@ -101,10 +102,11 @@ impl<S: Service> Server<S> {
     }
 
     /// Serves connections from `listener` until `shutdown` completes; then stops accepting
-    /// (the listener is closed), tells every client it is going away, lets calls in flight
-    /// finish within the grace period, and returns once every connection has closed, or after
-    /// the grace period plus the write timeout plus one second, whichever comes first (a
-    /// warning is logged if connections were left).
+    /// (connections the kernel had already queued are taken, then the listener is closed),
+    /// tells every client it is going away, lets calls in flight finish within the grace
+    /// period, and returns once every connection has closed, or after the grace period plus
+    /// the write timeout plus two seconds (one of them for the close, see `linger.rs`),
+    /// whichever comes first (a warning is logged if connections were left).
     ///
     /// The listener is a plain `std` one (it is made non-blocking here); connections and calls
     /// run as tasks on async-std's executor. Fails only if the listener cannot be registered
@@ -123,19 +125,31 @@ impl<S: Service> Server<S> {
             shutdown,
         )
         .await;
+        let queued = accept_queued(
+            &self.shared,
+            &listener,
+            &signal,
+            &running,
+            self.shared.config.max_connections,
+        );
         drop(listener);
         let stats = self.shared.stats.snapshot();
         info!(
             connections = stats.connections,
             calls_in_flight = stats.calls_in_flight,
+            queued,
             "shutting down: no new connections; draining"
         );
         trigger.fire();
         drop(running);
         let config = &self.shared.config;
-        // Connections finish within the grace period plus the time to write the last answers;
-        // the margin only guards against a bug keeping this process alive for ever.
-        let limit = config.grace_period + config.write_timeout + Duration::from_secs(1);
+        // Connections finish within the grace period plus the time to write the last answers
+        // and the linger before the close; the margin only guards against a bug keeping this
+        // process alive for ever.
+        let limit = config.grace_period
+            + config.write_timeout
+            + connection::CLOSE_LINGER
+            + Duration::from_secs(1);
         let drained = future::or(
             async {
                 let _ = ended.recv().await;
@@ -167,7 +181,6 @@ impl<S: Service> Server<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection;
     use crate::DemoService;
 
     #[test]

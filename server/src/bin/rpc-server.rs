@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_lite::StreamExt;
 use rpckit_keyfile::Keygen;
 use rpckit_proto::{KeyId, KeyLimits, Keyring, SuiteSet};
-use rpckit_server::{DemoService, Server, ServerConfig};
+use rpckit_server::{bind_listener, DemoService, IpNet, Server, ServerConfig};
 use tracing::{error, info, warn};
 
 #[derive(Parser, Debug)]
@@ -128,6 +128,12 @@ struct ServeArgs {
     /// How long a penalised address is refused.
     #[arg(long, env = "RPC_AUTH_PENALTY", default_value = "30s", value_parser = parse_duration)]
     auth_penalty: Duration,
+    /// Proxies whose connections start with a PROXY protocol v2 header naming the real client (comma-separated networks, e.g. 10.0.0.0/8,192.0.2.7/32); their connections without one are closed [default: none, no PROXY headers are accepted]
+    #[arg(long, env = "RPC_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
+    trusted_proxies: Vec<IpNet>,
+    /// Bind with SO_REUSEPORT, so a new rpc-server can listen on the same port while this one drains (a restart without refused connections).
+    #[arg(long, env = "RPC_REUSE_PORT", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    reuse_port: bool,
     /// Frame-protection suites clients may use: `encrypted` (AES-256-GCM and ChaCha20-Poly1305, every frame encrypted), `any` (also hmac-sha256: frames authenticated but in clear), or a comma list of aes-256-gcm, chacha20-poly1305, hmac-sha256. A client offering another suite is refused (status 9).
     #[arg(long, env = "RPC_SUITE", default_value = "encrypted", value_parser = |s: &str| s.parse::<SuiteSet>())]
     suite: SuiteSet,
@@ -137,6 +143,14 @@ struct ServeArgs {
     /// As --key-max-frames, in payload bytes (AES-256-GCM's own limit: 2^38).
     #[arg(long, env = "RPC_KEY_MAX_BYTES", default_value_t = u64::MAX, hide_default_value = true)]
     key_max_bytes: u64,
+}
+
+/// A network in CIDR form, or a single address (a /32 or /128).
+fn parse_network(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is not an address or a network like 10.0.0.0/8"))
 }
 
 impl ServeArgs {
@@ -159,6 +173,7 @@ impl ServeArgs {
             auth_failure_limit: self.auth_failure_limit,
             auth_failure_window: self.auth_failure_window,
             auth_penalty: self.auth_penalty,
+            trusted_proxies: self.trusted_proxies.clone(),
             suites: self.suite,
             key_limits: Some(KeyLimits {
                 max_frames: self.key_max_frames,
@@ -284,7 +299,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let listener = match std::net::TcpListener::bind(args.listen) {
+        let listener = match bind_listener(args.listen, args.reuse_port) {
             Ok(listener) => listener,
             Err(e) => {
                 error!(listen = %args.listen, "cannot listen: {e}");
@@ -298,7 +313,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        info!(%addr, suites = %config.suites, "listening");
+        info!(%addr, suites = %config.suites, reuse_port = args.reuse_port, trusted_proxies = ?args.trusted_proxies, "listening");
         // The ready line: scripts and tests wait for it.
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "rpc-server listening on {addr}");

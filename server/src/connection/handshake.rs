@@ -15,12 +15,14 @@ use rpckit_proto::{HandshakeError, Refusal, Session, SuitePolicy};
 use tracing::{debug, warn};
 
 use crate::admission::{HelloWatch, Stall, Ticket};
-use crate::refuse::linger_and_close;
+use crate::linger::linger_and_close;
 use crate::server::Shared;
 
 /// After a failed handshake, how long the server keeps reading (and discarding) what the peer
 /// sent, so that closing does not reset the connection before the peer reads the refusal.
 const HANDSHAKE_FAILURE_LINGER: Duration = Duration::from_millis(500);
+/// Most bytes read and discarded while lingering after a failed handshake.
+const HANDSHAKE_FAILURE_READ_LIMIT: usize = 16 * 1024;
 
 /// The session of an authenticated connection over its socket.
 pub(super) type Authenticated<'a> = Session<&'a Async<TcpStream>, HelloWatch<&'a Async<TcpStream>>>;
@@ -124,7 +126,12 @@ pub(super) async fn authenticate<'a, S>(
         shared.admission.strike(peer, Instant::now());
     }
     failed(shared, peer, &error, penalised);
-    linger_and_close(stream, HANDSHAKE_FAILURE_LINGER).await;
+    linger_and_close(
+        stream,
+        HANDSHAKE_FAILURE_LINGER,
+        HANDSHAKE_FAILURE_READ_LIMIT,
+    )
+    .await;
     None
 }
 

@@ -1,6 +1,6 @@
 //! One client connection, from handshake to close, in the one task that owns its socket:
 //! handshake → event loop (read frame → check tag → decode → dispatch → queue answer →
-//! write) → goodbye, last writes and close.
+//! write) → goodbye, last writes, and a close that lets the client read them (`linger.rs`).
 //!
 //! - [`handshake`]: the handshake, raced against eviction and the per-step deadline;
 //! - [`event_loop`]: the loop and what it waits for;
@@ -20,6 +20,7 @@ mod timers;
 
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_io::Async;
 use rpckit_proto::ServerMessage;
@@ -28,9 +29,19 @@ use tracing::{info, warn};
 use self::event_loop::Connection;
 use self::outgoing::Outgoing;
 use crate::admission::Ticket;
+use crate::linger::linger_and_close;
 use crate::server::Shared;
 use crate::service::Service;
 use crate::shutdown::ShutdownSignal;
+
+/// After the last answers (and a `Goodbye`) are written, how long the server waits for the
+/// client to close its side, discarding what it still sends, before closing: closing with
+/// unread bytes would reset the connection and could discard what the client has not read.
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// Most bytes read and discarded in that time: calls the client sent before it read the
+/// `Goodbye`, including what waits in the socket's receive buffer, which the kernel grows to
+/// several MiB for a fast sender (up to `net.ipv4.tcp_rmem`'s maximum, 6 MiB by default).
+const CLOSE_READ_LIMIT: usize = 64 << 20;
 
 /// Runs one connection to its end. Never panics on peer input; logs why it closed.
 pub(crate) async fn serve<S: Service>(
@@ -74,7 +85,13 @@ pub(crate) async fn serve<S: Service>(
     } else {
         Ok(())
     };
-    let _ = stream.get_ref().shutdown(Shutdown::Both);
+    if close.may_write() && flushed.is_ok() {
+        // Boxed: the linger's read buffer lives only while it runs, not in every connection's
+        // task for the connection's whole life.
+        Box::pin(linger_and_close(&stream, CLOSE_LINGER, CLOSE_READ_LIMIT)).await;
+    } else {
+        let _ = stream.get_ref().shutdown(Shutdown::Both);
+    }
     match flushed {
         _ if close.is_fault() => warn!(%peer, key_id = %key_id, "closed: {close}"),
         Ok(()) => info!(%peer, key_id = %key_id, "closed: {close}"),
