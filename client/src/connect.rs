@@ -207,10 +207,10 @@ fn suite_policy(config: &ClientConfig) -> SuitePolicy {
 
 /// The handshake's limits from the client's settings.
 fn handshake_config(config: &ClientConfig) -> HandshakeConfig {
-    HandshakeConfig {
-        timeout: config.handshake_timeout,
-        max_frame: config.max_frame,
-    }
+    let mut handshake_config = HandshakeConfig::default();
+    handshake_config.timeout = config.handshake_timeout;
+    handshake_config.max_frame = config.max_frame;
+    handshake_config
 }
 
 /// Connects to `addr` within `timeout`.

@@ -576,9 +576,10 @@ fn ring() -> Keyring {
 /// every byte it wrote. The input can never carry a valid proof (the server's nonce is fresh),
 /// so the handshake always fails.
 fn serve(input: Vec<u8>) -> (HandshakeError, Vec<u8>) {
-    let config = HandshakeConfig {
-        timeout: Duration::from_secs(2),
-        ..HandshakeConfig::default()
+    let config = {
+        let mut handshake_config = HandshakeConfig::default();
+        handshake_config.timeout = Duration::from_secs(2);
+        handshake_config
     };
     let mut out = Vec::new();
     let result = block_on(handshake::accept(

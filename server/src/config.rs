@@ -12,6 +12,7 @@ const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Limits and timeouts of a [`crate::Server`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Deadline for the whole handshake, not reset by each byte. Default 10 s.
     pub handshake_timeout: Duration,

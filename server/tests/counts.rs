@@ -21,10 +21,11 @@ const STEP: Duration = Duration::from_secs(30);
 #[test]
 fn a_connected_client_is_counted_authenticated_and_a_stopped_server_counts_none() {
     const CONNECTIONS: usize = 200;
-    let config = ServerConfig {
+    let config = {
+        let mut server_config = ServerConfig::default();
         // One slot: a connection still counted after its handshake would refuse the next.
-        max_unauthenticated: 1,
-        ..ServerConfig::default()
+        server_config.max_unauthenticated = 1;
+        server_config
     };
     let server = InProcess::start("counts", DemoService, config);
     let stats = server.stats.clone();

@@ -174,9 +174,10 @@ fn call(id: u64, request: Req) -> ClientMessage<Req> {
 fn a_call_finishing_as_the_grace_period_ends_gets_one_answer_and_goodbye_comes_last() {
     let release = Arc::new(AtomicBool::new(false));
     let (pending_tx, pending) = async_std::channel::unbounded();
-    let config = ServerConfig {
-        grace_period: GRACE,
-        ..ServerConfig::default()
+    let config = {
+        let mut server_config = ServerConfig::default();
+        server_config.grace_period = GRACE;
+        server_config
     };
     let (server, session) = start(&release, &pending_tx, config);
 

@@ -266,6 +266,7 @@ impl HandshakeError {
 
 /// Settings of a handshake.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HandshakeConfig {
     /// Deadline for the whole handshake, not reset by each byte. Default 10 s.
     pub timeout: Duration,

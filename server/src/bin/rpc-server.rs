@@ -155,31 +155,31 @@ fn parse_network(text: &str) -> Result<IpNet, String> {
 
 impl ServeArgs {
     fn config(&self) -> ServerConfig {
-        ServerConfig {
-            handshake_timeout: self.handshake_timeout,
-            hello_timeout: self.hello_timeout,
-            max_frame: self.max_frame,
-            max_buffer_memory: self.max_buffer_memory,
-            max_connections: self.max_connections,
-            max_unauthenticated: self.max_unauthenticated,
-            max_unauthenticated_per_source: self.max_unauthenticated_per_source,
-            max_in_flight: self.max_in_flight,
-            max_queued: self.max_queued,
-            write_timeout: self.write_timeout,
-            idle_timeout: self.idle_timeout,
-            keepalive_interval: self.keepalive_interval,
-            keepalive_timeout: self.keepalive_timeout,
-            grace_period: self.grace_period,
-            auth_failure_limit: self.auth_failure_limit,
-            auth_failure_window: self.auth_failure_window,
-            auth_penalty: self.auth_penalty,
-            trusted_proxies: self.trusted_proxies.clone(),
-            suites: self.suite,
-            key_limits: Some(KeyLimits {
-                max_frames: self.key_max_frames,
-                max_bytes: self.key_max_bytes,
-            }),
-        }
+        let mut server_config = ServerConfig::default();
+        server_config.handshake_timeout = self.handshake_timeout;
+        server_config.hello_timeout = self.hello_timeout;
+        server_config.max_frame = self.max_frame;
+        server_config.max_buffer_memory = self.max_buffer_memory;
+        server_config.max_connections = self.max_connections;
+        server_config.max_unauthenticated = self.max_unauthenticated;
+        server_config.max_unauthenticated_per_source = self.max_unauthenticated_per_source;
+        server_config.max_in_flight = self.max_in_flight;
+        server_config.max_queued = self.max_queued;
+        server_config.write_timeout = self.write_timeout;
+        server_config.idle_timeout = self.idle_timeout;
+        server_config.keepalive_interval = self.keepalive_interval;
+        server_config.keepalive_timeout = self.keepalive_timeout;
+        server_config.grace_period = self.grace_period;
+        server_config.auth_failure_limit = self.auth_failure_limit;
+        server_config.auth_failure_window = self.auth_failure_window;
+        server_config.auth_penalty = self.auth_penalty;
+        server_config.trusted_proxies = self.trusted_proxies.clone();
+        server_config.suites = self.suite;
+        server_config.key_limits = Some(KeyLimits {
+            max_frames: self.key_max_frames,
+            max_bytes: self.key_max_bytes,
+        });
+        server_config
     }
 }
 

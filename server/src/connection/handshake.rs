@@ -48,9 +48,11 @@ pub(super) async fn authenticate<'a, S>(
     shared: &Shared<S>,
     ticket: Ticket,
 ) -> Option<Authenticated<'a>> {
-    let config = HandshakeConfig {
-        timeout: shared.config.handshake_timeout,
-        max_frame: shared.config.max_frame,
+    let config = {
+        let mut handshake_config = HandshakeConfig::default();
+        handshake_config.timeout = shared.config.handshake_timeout;
+        handshake_config.max_frame = shared.config.max_frame;
+        handshake_config
     };
     let policy = SuitePolicy {
         accept: shared.config.suites,

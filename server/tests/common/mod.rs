@@ -34,9 +34,10 @@ impl InProcess {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().unwrap();
         // The client library offers hmac-sha256, which the default (encrypted) refuses.
-        let config = rpckit_server::ServerConfig {
-            suites: rpckit_proto::SuiteSet::ALL,
-            ..config
+        let config = {
+            let mut server_config = config;
+            server_config.suites = rpckit_proto::SuiteSet::ALL;
+            server_config
         };
         let server = rpckit_server::Server::new(service, ring, config);
         let stats = server.stats();
