@@ -288,6 +288,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let ids: Vec<&str> = keys.ids().map(|id| id.as_str()).collect();
     info!(keys = ?ids, "keys loaded");
     let config = args.config();
+    raise_fd_limit(config.max_connections);
     run_on_executor(async move {
         let signals = match async_signal::Signals::new([
             async_signal::Signal::Term,
@@ -391,4 +392,25 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+/// Raises the soft limit on open files to the hard limit (often 1,024 against 10,000
+/// connections by default), and warns if it stays below what `max_connections` needs.
+fn raise_fd_limit(max_connections: usize) {
+    let needed = rpckit_server::fd_limit::fds_needed(max_connections);
+    match rpckit_server::fd_limit::raise_nofile_limit() {
+        Ok(limit) => {
+            if limit.raised() {
+                info!(
+                    from = limit.before,
+                    to = limit.soft,
+                    "raised the open-file limit"
+                );
+            }
+            if !limit.covers(needed) {
+                warn!(limit = limit.soft, needed, "the open-file limit is below what --max-connections needs; connections past it will be refused by accept");
+            }
+        }
+        Err(e) => warn!(needed, "cannot raise the open-file limit: {e}"),
+    }
 }
