@@ -19,9 +19,9 @@ pub struct ClientConfig {
     /// `None` waits for ever. Default 30 s.
     pub call_timeout: Option<Duration>,
     /// Calls that may wait to be written behind a write in progress (a large request, a
-    /// server reading slowly): half of them queued for the connection's task, half taken by
-    /// it (their deadlines kept). Once this many wait, further callers wait for room, no
-    /// longer than their own deadlines. Default 1,024.
+    /// server reading slowly): a few (at most 16) queued for the connection's task, the rest
+    /// taken by it (their deadlines kept). Once this many wait, further callers wait for
+    /// room, no longer than their own deadlines. Default 1,024.
     pub max_queued: usize,
     /// After this long without hearing from the server, ping it. Default 30 s.
     pub keepalive_interval: Duration,

@@ -29,6 +29,9 @@ use crate::config::ClientConfig;
 use crate::deadline::{self, Deadline};
 use crate::error::{CallError, ConnectionLost};
 
+/// Most calls waiting in the channel to the connection's task.
+const CHANNEL_SLOTS: usize = 16;
+
 /// How a call on one connection failed.
 #[derive(Debug)]
 pub(crate) enum Failure<Req> {
@@ -103,9 +106,11 @@ where
         next_id: u64,
         config: &ClientConfig,
     ) -> Self {
-        // Half of `max_queued` waits in the channel, half in the task behind a write in
-        // progress (where the task keeps their deadlines).
-        let capacity = config.max_queued.div_ceil(2).max(1);
+        // A few of `max_queued` wait in the channel, the rest in the task behind a write in
+        // progress (where the task keeps their deadlines). The channel stays small: it
+        // allocates its whole ring up front, and each call takes the ring's next slot, so a
+        // large ring cycles through memory that is cold again when it comes round.
+        let capacity = config.max_queued.div_ceil(2).clamp(1, CHANNEL_SLOTS);
         let held = config.max_queued.saturating_sub(capacity);
         let (requests, requests_rx) = async_channel::bounded(capacity);
         let (control, control_rx) = async_channel::unbounded();
