@@ -3,6 +3,8 @@
 //! percentiles and errors by kind. `--idle` instead opens `--conns` connections, proves each
 //! with one call, prints `holding N idle connections`, holds them silently for `--duration`
 //! seconds and closes them (for measuring the server's memory per idle connection).
+//! With `--addr a,b,c` each benchmark connection is a client of all the servers, balancing
+//! its calls over them, and the report shows the calls each one got.
 
 use std::process::ExitCode;
 
@@ -53,6 +55,20 @@ pub fn run_bench(target: &Target, args: BenchArgs) -> ExitCode {
         eprintln!("rpc-client: bench: {e}");
         return ExitCode::from(crate::call::EXIT_LOCAL);
     }
+    // Several servers: the engine is given the first, and each connection balances over all.
+    let list: Vec<&str> = target
+        .addr
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let several = list.len() > 1;
+    if several && args.raw {
+        eprintln!("rpc-client: bench: --raw takes one address");
+        return ExitCode::from(crate::call::EXIT_LOCAL);
+    }
+    let first = list.first().copied().unwrap_or(target.addr.as_str());
+    let mut tally = None;
     let result = if args.raw {
         async_std::task::block_on(run_raw(&target.addr, &args.config))
     } else {
@@ -63,13 +79,21 @@ pub fn run_bench(target: &Target, args: BenchArgs) -> ExitCode {
                 return ExitCode::from(crate::call::EXIT_LOCAL);
             }
         };
-        let driver = KitDriver::new(&args.config.method, key_id, key)
+        let mut driver = KitDriver::new(&args.config.method, key_id, key)
             .pipeline_first_call(args.pipeline_first_call)
             .suite(target.suite());
-        async_std::task::block_on(run(driver, &target.addr, &args.config))
+        if several {
+            driver = driver.balance_over(&target.addr);
+            tally = Some(driver.endpoint_tally());
+        }
+        async_std::task::block_on(run(driver, first, &args.config))
     };
     match result {
-        Ok(report) => {
+        Ok(mut report) => {
+            if let Some(tally) = tally {
+                report.target = target.addr.clone();
+                report.calls_by_endpoint = tally.snapshot();
+            }
             report.print(args.config.json);
             ExitCode::SUCCESS
         }
