@@ -224,7 +224,9 @@ where
             let route = match routed {
                 Ok(route) => route,
                 Err(Detour::Fail(e)) => {
-                    if !alone && matches!(e, CallError::Connect(_)) {
+                    // A failure that cannot pass (authentication, not an rpckit server) keeps
+                    // later calls away from this endpoint for a while.
+                    if !alone && matches!(&e, CallError::Connect(c) if !c.is_transient()) {
                         endpoint.eject(config, Instant::now());
                     }
                     return Err(e);

@@ -178,3 +178,81 @@ pub(crate) fn pick<Req, Resp>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn endpoints(n: usize) -> Vec<Arc<Endpoint<(), ()>>> {
+        let balancer: Balancer<(), ()> = Balancer::new(
+            (1..=n)
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            KeyId::new("pick").unwrap(),
+            SecretKey::new(vec![1; 32]).unwrap(),
+        );
+        balancer.current().to_vec()
+    }
+
+    #[test]
+    fn the_less_loaded_of_two_wins_and_ejected_ones_get_nothing() {
+        let config = ClientConfig::default();
+        let set = endpoints(2);
+        let _busy: Vec<_> = (0..3).map(|_| set[0].begin()).collect();
+        for _ in 0..100 {
+            let picked = pick(&set, &config).unwrap();
+            assert!(Arc::ptr_eq(&picked, &set[1]));
+        }
+        // Ejected as if an hour from now, so that the backoff cannot pass during the test.
+        let later = Instant::now() + Duration::from_secs(3600);
+        set[1].eject(&config, later);
+        assert!(Arc::ptr_eq(&pick(&set, &config).unwrap(), &set[0]));
+        set[0].eject(&config, later);
+        let back = pick(&set, &config).unwrap_err();
+        assert!(back > later && back <= later + config.reconnect_initial_backoff);
+        assert_eq!(
+            set[0].stats(Instant::now(), config.slow_start).state,
+            EndpointState::Ejected
+        );
+    }
+
+    #[test]
+    fn picks_spread_over_idle_endpoints() {
+        let config = ClientConfig::default();
+        let set = endpoints(3);
+        let mut counts = [0u32; 3];
+        for _ in 0..3000 {
+            let picked = pick(&set, &config).unwrap();
+            let i = set.iter().position(|e| Arc::ptr_eq(e, &picked)).unwrap();
+            counts[i] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (700..=1300).contains(&c)),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn an_endpoint_back_after_a_failure_is_eased_in() {
+        let config = ClientConfig::default();
+        let set = endpoints(1);
+        let e = &set[0];
+        let t0 = Instant::now();
+        assert_eq!(e.weight(t0, config.slow_start), 1.0);
+        e.eject(&config, t0);
+        assert_eq!(e.weight(t0, config.slow_start), 0.1, "being tried again");
+        e.connected(t0);
+        assert_eq!(e.weight(t0, config.slow_start), 0.1);
+        let half = e.weight(t0 + config.slow_start / 2, config.slow_start);
+        assert!((half - 0.5).abs() < 1e-9, "{half}");
+        assert_eq!(e.weight(t0 + config.slow_start, config.slow_start), 1.0);
+        assert_eq!(
+            e.stats(t0, config.slow_start).state,
+            EndpointState::Recovering
+        );
+        assert_eq!(e.weight(t0, Duration::ZERO), 1.0);
+    }
+}
