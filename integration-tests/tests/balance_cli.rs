@@ -75,6 +75,9 @@ fn bench_over_three_servers_reports_calls_per_endpoint() {
     let report: Value = serde_json::from_str(&stdout[start..]).expect("JSON");
     assert_eq!(report["errors"].as_u64(), Some(0), "{report:#}");
     assert_eq!(report["target"], list.as_str(), "{report:#}");
+    // As many TCP connections, and calls in flight on each, as against one server.
+    assert_eq!(report["connections"], 3, "{report:#}");
+    assert_eq!(report["depth"], 4, "{report:#}");
     let calls = report["calls"].as_u64().unwrap_or(0);
     assert!(calls > 0, "{report:#}");
     let by_endpoint = report["calls_by_endpoint"]
