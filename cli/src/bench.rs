@@ -3,6 +3,11 @@
 //! percentiles and errors by kind. `--idle` instead opens `--conns` connections, proves each
 //! with one call, prints `holding N idle connections`, holds them silently for `--duration`
 //! seconds and closes them (for measuring the server's memory per idle connection).
+//! With `--addr a,b,c` the run balances over all the servers and the report shows the calls
+//! each one got. It keeps `--conns` TCP connections with `--depth` calls in flight on each,
+//! as against one server: `conns / n` clients (rounded up) of the `n` servers, each with
+//! `depth × n` calls in flight, which it spreads over its `n` connections. (`--churn` and
+//! `--idle` keep one client of all the servers per benchmark connection.)
 
 use std::process::ExitCode;
 
@@ -53,6 +58,23 @@ pub fn run_bench(target: &Target, args: BenchArgs) -> ExitCode {
         eprintln!("rpc-client: bench: {e}");
         return ExitCode::from(crate::call::EXIT_LOCAL);
     }
+    // Several servers: the engine is given the first, and each connection balances over all.
+    let list: Vec<&str> = target
+        .addr
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let several = list.len() > 1;
+    if several && args.raw {
+        eprintln!("rpc-client: bench: --raw takes one address");
+        return ExitCode::from(crate::call::EXIT_LOCAL);
+    }
+    let first = list.first().copied().unwrap_or(target.addr.as_str());
+    let mut tally = None;
+    // With several servers in steady mode: the TCP connections and the calls in flight on
+    // each, for the report (the engine counts clients, and calls in flight per client).
+    let mut balanced = None;
     let result = if args.raw {
         async_std::task::block_on(run_raw(&target.addr, &args.config))
     } else {
@@ -63,13 +85,32 @@ pub fn run_bench(target: &Target, args: BenchArgs) -> ExitCode {
                 return ExitCode::from(crate::call::EXIT_LOCAL);
             }
         };
-        let driver = KitDriver::new(&args.config.method, key_id, key)
+        let mut driver = KitDriver::new(&args.config.method, key_id, key)
             .pipeline_first_call(args.pipeline_first_call)
             .suite(target.suite());
-        async_std::task::block_on(run(driver, &target.addr, &args.config))
+        let mut config = args.config.clone();
+        if several {
+            driver = driver.balance_over(&target.addr);
+            tally = Some(driver.endpoint_tally());
+            if !config.churn && !config.idle {
+                let n = list.len();
+                config.conns = config.conns.div_ceil(n).max(1);
+                config.depth = config.depth.saturating_mul(n);
+                balanced = Some((config.conns * n, args.config.depth));
+            }
+        }
+        async_std::task::block_on(run(driver, first, &config))
     };
     match result {
-        Ok(report) => {
+        Ok(mut report) => {
+            if let Some(tally) = tally {
+                report.target = target.addr.clone();
+                report.calls_by_endpoint = tally.snapshot();
+            }
+            if let Some((connections, depth)) = balanced {
+                report.connections = connections;
+                report.depth = depth;
+            }
             report.print(args.config.json);
             ExitCode::SUCCESS
         }

@@ -33,7 +33,8 @@ struct Cli {
 /// Where and how to connect.
 #[derive(Args, Debug, Clone)]
 pub struct Target {
-    /// Server address (host:port).
+    /// Server address (host:port), or several (host:port,host:port,...): calls then go to
+    /// the less loaded of two picked at random, and one that fails or drains is avoided.
     #[arg(
         long,
         global = true,

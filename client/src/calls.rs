@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
+use rpckit_proto::RpcError;
 
 use crate::deadline::Deadline;
 use crate::error::{CallError, ConnectionLost};
@@ -18,6 +19,9 @@ pub(crate) enum Outcome<Req, Resp> {
     /// The call provably never ran (not written when the connection died, or unanswered when
     /// the server said goodbye): here is its request back, for another connection.
     NotSent(Req),
+    /// The server answered `ShuttingDown`: it did not run the call. Here is its request back,
+    /// for another server.
+    ShuttingDown(Req),
 }
 
 /// Where a call's outcome goes.
@@ -69,7 +73,15 @@ impl<Req, Resp> Calls<Req, Resp> {
     /// out, or its caller went away).
     pub(crate) fn answer(&mut self, id: u64, result: Result<Resp, CallError>) -> bool {
         match self.by_id.remove(&id) {
-            Some(call) => call.reply.send(Outcome::Done(result)).is_ok(),
+            Some(call) => {
+                let outcome = match result {
+                    Err(CallError::Rpc(RpcError::ShuttingDown)) => {
+                        Outcome::ShuttingDown(call.request)
+                    }
+                    result => Outcome::Done(result),
+                };
+                call.reply.send(outcome).is_ok()
+            }
             None => false,
         }
     }

@@ -1,38 +1,43 @@
-//! The `Client`: calls over one multiplexed connection, shared by any number of tasks, with
-//! timeouts, cancellation, and reconnection after the connection is lost.
+//! The `Client`: calls over multiplexed connections to one server or several, shared by any
+//! number of tasks, with timeouts, cancellation, and reconnection after a connection is lost.
 //!
-//! A call reads top to bottom: [`Client::call`] → `route` (the connection that is up, or a
-//! new one, [`crate::connect`]) → [`Connection::call`] (hands the call to the connection's
-//! task and waits for its answer) → the task (`connection/task.rs`) writes it, reads the
-//! answer and hands it back.
+//! A call reads top to bottom: [`Client::call`] → pick an endpoint ([`crate::balance`]: the
+//! only one, or the less loaded of two) → [`route`] (its connection that is up, or a new one,
+//! [`crate::connect`]) → [`Connection::call`] (hands the call to the connection's task and
+//! waits for its answer) → the task (`connection/task.rs`) writes it, reads the answer and
+//! hands it back.
 //!
-//! Retry rule: a call is sent again on a new connection only if it provably never ran: it was
-//! not yet written when the connection died, or it was unanswered when the server said
-//! `Goodbye` (a server answers every call it read before saying goodbye). A call that was
-//! written when the connection died otherwise fails with [`CallError::OutcomeUnknown`],
-//! because the server may have run it; a call the server answered `ShuttingDown` was not run
-//! and may be retried by the caller.
+//! Retry rule: a call is sent again only if it provably never ran: it was not yet written
+//! when the connection died, or it was unanswered when the server said `Goodbye` (a server
+//! answers every call it read before saying goodbye), or (with several endpoints) the server
+//! answered `ShuttingDown`. A call that was written when the connection died otherwise fails
+//! with [`CallError::OutcomeUnknown`], because the server may have run it. With one endpoint a
+//! `ShuttingDown` answer is the caller's to retry; with several, the call goes to another
+//! endpoint, and so does one whose endpoint cannot be connected to (that endpoint is ejected
+//! and tried again after a backoff).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_io::Timer;
-use rpckit_proto::{KeyId, SecretKey};
+use rpckit_proto::{KeyId, RpcError, SecretKey};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tracing::{debug, info};
+use tracing::debug;
 
+use crate::balance::{self, Balancer, Endpoint, EndpointStats};
 use crate::config::ClientConfig;
-use crate::connect::{self, OpenFailure, Target};
-use crate::connection::{Connection, Failure};
-use crate::deadline::{self, Deadline};
-use crate::error::{CallError, ConnectError, ConnectionLost};
-use crate::retry::backoff;
+use crate::connect;
+use crate::connection::Failure;
+use crate::error::{CallError, ConnectError};
+use crate::route::{gave_up, route, this_try, Detour, Route};
 
-/// A client of one server, for the service's `Req`/`Resp` enums.
+/// A client of one server or several, for the service's `Req`/`Resp` enums.
 ///
-/// Cheap to clone: clones share the connection, and any number of tasks may call at once;
-/// calls are multiplexed over one connection by id and answered in any order.
+/// Cheap to clone: clones share the connections, and any number of tasks may call at once;
+/// calls are multiplexed over one connection per server by id and answered in any order.
+/// Given several servers, each call goes to the less loaded of two picked at random (see
+/// [`Client::connect`] and [`Client::endpoint_stats`]).
 ///
 /// ```no_run
 /// use rpckit_client::{Client, ClientConfig};
@@ -54,14 +59,10 @@ pub struct Client<Req, Resp> {
 
 /// The state a [`Client`]'s clones share.
 struct Inner<Req, Resp> {
-    /// Where to connect, and as whom.
-    target: Target,
+    /// The servers, and as whom to connect.
+    balancer: Balancer<Req, Resp>,
     /// Settings.
     config: ClientConfig,
-    /// The connection calls go to, if one is up.
-    current: Mutex<Option<Arc<Connection<Req, Resp>>>>,
-    /// Held while (re)connecting, so concurrent callers make one connection, not many.
-    connecting: async_lock::Mutex<()>,
 }
 
 impl<Req, Resp> Clone for Client<Req, Resp> {
@@ -75,8 +76,7 @@ impl<Req, Resp> Clone for Client<Req, Resp> {
 impl<Req, Resp> std::fmt::Debug for Client<Req, Resp> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("addr", &self.inner.target.addr)
-            .field("key_id", &self.inner.target.key_id)
+            .field("addr", &self.inner.balancer.list)
             .finish_non_exhaustive()
     }
 }
@@ -88,6 +88,12 @@ where
 {
     /// Connects to `addr` (`host:port`) and authenticates with `key_id`/`key`, checking that
     /// the server holds the key too.
+    ///
+    /// `addr` may also list several servers, `host:port,host:port,...`, and a name may
+    /// resolve to several addresses: the client then has one endpoint per address and
+    /// balances calls over them (see [`Client::endpoint_stats`]). It connects to every one
+    /// and fails only if none can be connected to (with the first endpoint's error); the
+    /// others are tried again later, with backoff.
     pub async fn connect(
         addr: impl Into<String>,
         key_id: KeyId,
@@ -95,15 +101,54 @@ where
         config: ClientConfig,
     ) -> Result<Self, ConnectError> {
         let client = Client::lazy(addr, key_id, key, config);
-        let connection = connect::open(&client.inner.target, &client.inner.config).await?;
-        *client.inner.lock_current() = Some(Arc::new(connection));
-        Ok(client)
+        let inner = &client.inner;
+        let set = inner.balancer.endpoints(&inner.config).await;
+        if let [only] = &set[..] {
+            let connection = connect::open(&only.target, &inner.config).await?;
+            only.publish(Arc::new(connection));
+            return Ok(client);
+        }
+        let opening: Vec<_> = set
+            .iter()
+            .map(|endpoint| {
+                let (inner, endpoint) = (inner.clone(), endpoint.clone());
+                async_std::task::spawn(async move {
+                    let opened = connect::open(&endpoint.target, &inner.config).await;
+                    match opened {
+                        Ok(connection) => {
+                            endpoint.connected(Instant::now());
+                            endpoint.publish(Arc::new(connection));
+                            Ok(())
+                        }
+                        Err(e) => {
+                            endpoint.eject(&inner.config, Instant::now());
+                            Err(e)
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut first_error = None;
+        let mut any = false;
+        for opened in opening {
+            match opened.await {
+                Ok(()) => any = true,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if !any => Err(e),
+            _ => Ok(client),
+        }
     }
 
     /// A client of `addr` that connects on its first call rather than now; a failure to
     /// connect is then that call's [`CallError::Connect`]. With
     /// [`ClientConfig::pipeline_first_call`], the call that opens a connection travels with
-    /// the handshake, so it costs one round trip less.
+    /// the handshake, so it costs one round trip less. `addr` may list several servers, as
+    /// for [`Client::connect`].
     ///
     /// ```no_run
     /// use rpckit_client::{Client, ClientConfig};
@@ -129,14 +174,8 @@ where
     ) -> Self {
         Client {
             inner: Arc::new(Inner {
-                target: Target {
-                    addr: addr.into(),
-                    key_id,
-                    key,
-                },
+                balancer: Balancer::new(addr.into(), key_id, key),
                 config: config.bounded(),
-                current: Mutex::new(None),
-                connecting: async_lock::Mutex::new(()),
             }),
         }
     }
@@ -158,14 +197,48 @@ where
     ) -> Result<Resp, CallError> {
         // A timeout too long for an `Instant` (`Duration::MAX`, say) means no timeout.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let config = &self.inner.config;
         let mut request = request;
         let mut reconnects = 0u32;
         let mut first_try = true;
+        // Moves to another endpoint of a call whose connection took no new calls.
+        let mut moves = 0u32;
         loop {
-            let route = self
-                .inner
-                .route(request, deadline, timeout, &mut reconnects)
-                .await?;
+            let set = self.inner.balancer.endpoints(config).await;
+            let alone = set.len() == 1;
+            let endpoint = match &set[..] {
+                [only] => only.clone(),
+                _ => Box::pin(self.inner.pick(&set, deadline, timeout)).await?,
+            };
+            let _in_flight = endpoint.begin();
+            let routed = route(
+                &endpoint,
+                config,
+                request,
+                deadline,
+                timeout,
+                &mut reconnects,
+                alone,
+            )
+            .await;
+            let route = match routed {
+                Ok(route) => route,
+                Err(Detour::Fail(e)) => {
+                    // A failure that cannot pass (authentication, not an rpckit server) keeps
+                    // later calls away from this endpoint for a while.
+                    if !alone && matches!(&e, CallError::Connect(c) if !c.is_transient()) {
+                        endpoint.eject(config, Instant::now());
+                    }
+                    return Err(e);
+                }
+                Err(Detour::Elsewhere(back, e)) => {
+                    debug!(addr = %endpoint.target.addr, error = %e, "endpoint ejected");
+                    endpoint.eject(config, Instant::now());
+                    request = back;
+                    continue;
+                }
+            };
+            endpoint.sent();
             // The usual case, a connection that was up already: the call has all of its
             // timeout left.
             let fresh = first_try && matches!(route, Route::Up(..));
@@ -178,37 +251,73 @@ where
                 }
                 Route::Rode(connection, outcome) => (connection, outcome),
             };
-            match outcome {
+            let back = match outcome {
                 Ok(response) => return Ok(response),
                 Err(Failure::Error(CallError::Timeout(_))) => {
                     return Err(CallError::Timeout(timeout.unwrap_or_default()))
                 }
                 Err(Failure::Error(e)) => return Err(e),
+                Err(Failure::ShuttingDown(_)) if alone => {
+                    return Err(CallError::Rpc(RpcError::ShuttingDown))
+                }
+                Err(Failure::ShuttingDown(back)) => {
+                    debug!(addr = %endpoint.target.addr, "answered ShuttingDown; sending it elsewhere");
+                    back
+                }
                 Err(Failure::NotSent(back)) => {
                     debug!("call not sent before the connection closed; sending it again");
-                    self.inner.forget(&connection);
-                    request = back;
+                    back
+                }
+            };
+            request = back;
+            endpoint.forget(&connection);
+            if !alone {
+                // Dead, or draining: no new calls there until its backoff has passed.
+                endpoint.eject(config, Instant::now());
+                moves += 1;
+                if moves > config.reconnect_attempts.saturating_add(set.len() as u32) {
+                    return Err(gave_up(
+                        moves,
+                        ConnectError::Io {
+                            addr: endpoint.target.addr.clone(),
+                            source: std::io::ErrorKind::ConnectionAborted.into(),
+                        },
+                    ));
                 }
             }
         }
     }
 
-    /// Whether a usable connection is up right now.
+    /// Whether a usable connection is up right now (to any endpoint).
     pub fn is_connected(&self) -> bool {
         self.inner
-            .lock_current()
-            .as_ref()
-            .is_some_and(|c| c.usable())
+            .balancer
+            .current()
+            .iter()
+            .any(|e| e.usable().is_some())
     }
 
-    /// Says goodbye and closes the connection, waiting (up to the write timeout) until the
+    /// What each endpoint has done so far, in the order of the address list (a name counts
+    /// once for each address it resolved to).
+    pub fn endpoint_stats(&self) -> Vec<EndpointStats> {
+        let now = Instant::now();
+        self.inner
+            .balancer
+            .current()
+            .iter()
+            .map(|e| e.stats(now, self.inner.config.slow_start))
+            .collect()
+    }
+
+    /// Says goodbye and closes the connections, waiting (up to the write timeout) until each
     /// goodbye is written. Calls in flight that were written end with an error
     /// (`OutcomeUnknown`); those not written yet are sent again on a new connection, as is a
     /// later call.
     pub async fn close(&self) {
-        let connection = self.inner.lock_current().take();
-        if let Some(connection) = connection {
-            connection.goodbye().await;
+        for endpoint in self.inner.balancer.current().iter() {
+            if let Some(connection) = endpoint.take() {
+                connection.goodbye().await;
+            }
         }
     }
 }
@@ -218,191 +327,27 @@ where
     Req: Serialize + Send + 'static,
     Resp: DeserializeOwned + Send + 'static,
 {
-    /// Whether the call that opens a new connection rides with the handshake's proof: when
-    /// asked to, or under an encrypting suite towards a server that has proven the key to
-    /// this process before ([`ClientConfig::pipeline_first_call`]).
-    fn pipelines_first_call(&self) -> bool {
-        let config = &self.config;
-        config.pipeline_first_call
-            || (config.suite.is_encrypted()
-                && crate::proven::has_proven(&self.target, config.suite))
-    }
-
-    fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<Arc<Connection<Req, Resp>>>> {
-        self.current.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Makes a new connection the one calls go to; `pipelined`: its first call went out with
-    /// the handshake.
-    fn publish(
+    /// The endpoint of `set` (two or more) for the next call; if every one is ejected, waits
+    /// for the first to come back, within the call's deadline.
+    async fn pick(
         &self,
-        connection: Connection<Req, Resp>,
-        pipelined: bool,
-    ) -> Arc<Connection<Req, Resp>> {
-        info!(addr = %self.target.addr, first_call_in_handshake = pipelined, "connected");
-        let connection = Arc::new(connection);
-        *self.lock_current() = Some(connection.clone());
-        connection
-    }
-
-    fn forget(&self, connection: &Arc<Connection<Req, Resp>>) {
-        let mut current = self.lock_current();
-        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, connection)) {
-            current.take();
-        }
-    }
-
-    /// Where `request` goes: the usable connection, or a new one (connecting with exponential
-    /// backoff and jitter), which with [`ClientConfig::pipeline_first_call`] carries the call
-    /// in its handshake.
-    async fn route(
-        &self,
-        request: Req,
+        set: &[Arc<Endpoint<Req, Resp>>],
         deadline: Option<Instant>,
         timeout: Option<Duration>,
-        reconnects: &mut u32,
-    ) -> Result<Route<Req, Resp>, CallError> {
-        if let Some(c) = self.lock_current().as_ref().filter(|c| c.usable()) {
-            return Ok(Route::Up(c.clone(), request));
-        }
-        // Connecting counts against the call's timeout too.
-        let timed_out = || CallError::Timeout(timeout.unwrap_or_default());
-        // Another caller may be connecting (and backing off) under a deadline later than
-        // ours: wait for it no longer than our own.
-        let connecting = deadline::until(deadline, self.connecting.lock())
-            .await
-            .ok_or_else(timed_out)?;
-        if let Some(c) = self.lock_current().as_ref().filter(|c| c.usable()) {
-            return Ok(Route::On(c.clone(), request));
-        }
-        let mut request = request;
-        let mut last: Option<ConnectError> = None;
-        loop {
-            let attempts = self.config.reconnect_attempts;
-            if *reconnects > attempts {
-                // Each connection closed before the call could be sent on it.
-                let last = last.unwrap_or_else(|| ConnectError::Io {
-                    addr: self.target.addr.clone(),
-                    source: std::io::ErrorKind::ConnectionAborted.into(),
-                });
-                return Err(gave_up(*reconnects, last));
-            }
-            if *reconnects > 0 {
-                let delay = backoff(
-                    *reconnects,
-                    self.config.reconnect_initial_backoff,
-                    self.config.reconnect_max_backoff,
-                );
-                if let Some(d) = deadline {
-                    if Instant::now().checked_add(delay).is_none_or(|t| t >= d) {
-                        return Err(CallError::Timeout(
-                            d.saturating_duration_since(Instant::now()),
-                        ));
+    ) -> Result<Arc<Endpoint<Req, Resp>>, CallError> {
+        // Each wait ends an ejection; a bound keeps a clock gone wrong from spinning.
+        for _ in 0..=set.len().saturating_mul(64) {
+            match balance::pick(set, &self.config) {
+                Ok(endpoint) => return Ok(endpoint),
+                Err(back_at) => {
+                    if deadline.is_some_and(|d| back_at >= d) {
+                        return Err(CallError::Timeout(timeout.unwrap_or_default()));
                     }
+                    Timer::at(back_at).await;
                 }
-                Timer::after(delay).await;
             }
-            *reconnects += 1;
-            let failed = if self.pipelines_first_call() {
-                let this_try = this_try(deadline, timeout, false)?;
-                // Boxed, here and below: connecting is rare, and its future would otherwise
-                // sit inside every call's future (a test's thousand calls overflowed a stack).
-                let open = Box::pin(connect::open_with_call(
-                    &self.target,
-                    &self.config,
-                    request,
-                    this_try,
-                ));
-                match deadline::until(deadline, open)
-                    .await
-                    .ok_or_else(timed_out)?
-                {
-                    Ok((connection, first)) => {
-                        let connection = self.publish(connection, true);
-                        drop(connecting);
-                        let outcome = match first {
-                            Ok(first) => connection.wait(first.id, first.answer).await,
-                            Err(e) => Err(Failure::Error(e)),
-                        };
-                        return Ok(Route::Rode(connection, outcome));
-                    }
-                    Err(OpenFailure::NotSent(e, back)) => {
-                        request = back;
-                        e
-                    }
-                    Err(OpenFailure::OutcomeUnknown(e)) => {
-                        return Err(CallError::OutcomeUnknown(ConnectionLost::Handshake(
-                            Arc::new(e),
-                        )))
-                    }
-                }
-            } else {
-                let open = Box::pin(connect::open(&self.target, &self.config));
-                match deadline::until(deadline, open)
-                    .await
-                    .ok_or_else(timed_out)?
-                {
-                    Ok(connection) => {
-                        let connection = self.publish(connection, false);
-                        return Ok(Route::On(connection, request));
-                    }
-                    Err(e) => e,
-                }
-            };
-            if !failed.is_transient() {
-                return Err(CallError::Connect(failed));
-            }
-            if *reconnects > attempts {
-                return Err(gave_up(*reconnects, failed));
-            }
-            debug!(addr = %self.target.addr, error = %failed, attempt = *reconnects, "connect failed");
-            last = Some(failed);
         }
-    }
-}
-
-/// The error of a call that made `attempts` connection attempts, the last failing with
-/// `last`: that failure itself if there was only the one attempt.
-fn gave_up(attempts: u32, last: ConnectError) -> CallError {
-    CallError::Connect(if attempts <= 1 {
-        last
-    } else {
-        ConnectError::GaveUp {
-            attempts,
-            last: Box::new(last),
-        }
-    })
-}
-
-/// How a call reaches the server.
-enum Route<Req, Resp> {
-    /// To be sent on this connection, which was up already (no wait).
-    Up(Arc<Connection<Req, Resp>>, Req),
-    /// To be sent on this connection, found or made after waiting.
-    On(Arc<Connection<Req, Resp>>, Req),
-    /// Sent with the handshake of this new connection, and how it ended.
-    Rode(Arc<Connection<Req, Resp>>, Result<Resp, Failure<Req>>),
-}
-
-/// The deadline of one try of a call due by `deadline` (made from `timeout`), or `Timeout` if
-/// it has passed. `fresh`: the try starts as the deadline was made, with all of the timeout
-/// left (a clock read would only say so).
-fn this_try(
-    deadline: Option<Instant>,
-    timeout: Option<Duration>,
-    fresh: bool,
-) -> Result<Option<Deadline>, CallError> {
-    let (Some(at), Some(timeout)) = (deadline, timeout) else {
-        return Ok(None);
-    };
-    let left = if fresh {
-        Some(timeout)
-    } else {
-        at.checked_duration_since(Instant::now())
-    };
-    match left {
-        Some(left) if !left.is_zero() => Ok(Some(Deadline { at, left })),
-        _ => Err(CallError::Timeout(timeout)),
+        Err(CallError::Timeout(timeout.unwrap_or_default()))
     }
 }
 

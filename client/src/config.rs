@@ -63,6 +63,14 @@ pub struct ClientConfig {
     /// or its timeout passes before the server's proof came, the new connection is dropped
     /// and the server may still run it. Default `false`.
     pub pipeline_first_call: bool,
+    /// A client of several endpoints (an address list, or a name with several addresses)
+    /// resolves the names in its list again this often, keeping the connections of
+    /// addresses that stay. Default 30 s.
+    pub resolve_interval: Duration,
+    /// A client of several endpoints eases one that comes back after a failure in over this
+    /// long: its share of new calls grows from a tenth to all of it (zero: at once).
+    /// Default 10 s.
+    pub slow_start: Duration,
 }
 
 impl ClientConfig {
@@ -78,6 +86,8 @@ impl ClientConfig {
             &mut self.write_timeout,
             &mut self.reconnect_initial_backoff,
             &mut self.reconnect_max_backoff,
+            &mut self.resolve_interval,
+            &mut self.slow_start,
         ] {
             *d = (*d).min(MAX_DURATION);
         }
@@ -102,6 +112,8 @@ impl Default for ClientConfig {
             reconnect_max_backoff: Duration::from_secs(5),
             suite: Suite::preferred(),
             pipeline_first_call: false,
+            resolve_interval: Duration::from_secs(30),
+            slow_start: Duration::from_secs(10),
         }
     }
 }
@@ -121,6 +133,8 @@ mod tests {
             write_timeout: Duration::MAX,
             reconnect_initial_backoff: Duration::MAX,
             reconnect_max_backoff: Duration::MAX,
+            resolve_interval: Duration::MAX,
+            slow_start: Duration::MAX,
             ..ClientConfig::default()
         }
         .bounded();
@@ -133,6 +147,8 @@ mod tests {
             huge.write_timeout,
             huge.reconnect_initial_backoff,
             huge.reconnect_max_backoff,
+            huge.resolve_interval,
+            huge.slow_start,
         ] {
             assert_eq!(d, MAX_DURATION);
             assert!(now.checked_add(d + d).is_some());

@@ -7,6 +7,11 @@
 //! connection dies, every call in flight ends at once with a typed [`CallError`], and the next
 //! call reconnects with backoff.
 //!
+//! Given several servers (`"a:1,b:2,c:3"`, or a name with several addresses), the client keeps
+//! a connection to each and sends every call to the less loaded of two picked at random,
+//! avoiding servers that failed or are draining ([`Client::endpoint_stats`];
+//! docs/OPERATIONS.md, "Scaling out").
+//!
 //! Each connection has one task on the async-std executor that owns its socket: it writes
 //! every call and reads every answer, handing each to its caller. A caller that is itself a task on that executor
 //! (`async_std::task::spawn`) is resumed on the same thread; a caller blocked in `block_on` on
@@ -17,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+mod balance;
 mod calls;
 mod client;
 mod config;
@@ -26,7 +32,9 @@ mod deadline;
 mod error;
 mod proven;
 mod retry;
+mod route;
 
+pub use balance::{EndpointState, EndpointStats};
 pub use client::Client;
 pub use config::ClientConfig;
 pub use error::{CallError, ConnectError, ConnectionLost};

@@ -5,10 +5,14 @@
 //! For an idle run ([`Driver::prepare_idle`]) the clients' keepalive interval is stretched
 //! past the hold, so that they send nothing while held. With
 //! [`KitDriver::pipeline_first_call`] each client connects on its first call, which travels
-//! with the handshake.
+//! with the handshake. With [`KitDriver::balance_over`] each benchmark connection is a client
+//! of several servers instead, balancing its calls over them; [`KitDriver::endpoint_tally`]
+//! then sums the calls each endpoint got.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rpckit_proto::demo::{Request, Response};
@@ -34,6 +38,30 @@ pub struct KitDriver {
     pipeline: bool,
     /// The suite the clients offer.
     suite: Suite,
+    /// Several servers (`host:port,host:port,...`) each connection balances over, in place of
+    /// the one address the engine gives.
+    balance: Option<String>,
+    /// Calls per endpoint of the connections closed so far.
+    tally: EndpointTally,
+}
+
+/// Calls per endpoint address, summed over a driver's connections as they are dropped.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointTally(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl EndpointTally {
+    /// The calls each endpoint got so far, by address.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Adds what `client`'s endpoints did.
+    fn add(&self, client: &Client<Request, Response>) {
+        let mut tally = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for endpoint in client.endpoint_stats() {
+            *tally.entry(endpoint.addr).or_default() += endpoint.calls;
+        }
+    }
 }
 
 /// Idle mode: how much longer than the hold the clients wait before their first keepalive ping.
@@ -49,6 +77,8 @@ impl KitDriver {
             keepalive_interval: None,
             pipeline: false,
             suite: ClientConfig::default().suite,
+            balance: None,
+            tally: EndpointTally::default(),
         }
     }
 
@@ -56,6 +86,19 @@ impl KitDriver {
     pub fn suite(mut self, suite: Suite) -> Self {
         self.suite = suite;
         self
+    }
+
+    /// Each connection is a client of every server in `list` (`host:port,host:port,...`),
+    /// balancing its calls over them, whatever address the engine gives.
+    pub fn balance_over(mut self, list: &str) -> Self {
+        self.balance = Some(list.to_owned());
+        self
+    }
+
+    /// The calls each endpoint got, summed over the connections as they are dropped (after
+    /// a run, every connection's).
+    pub fn endpoint_tally(&self) -> EndpointTally {
+        self.tally.clone()
     }
 
     /// With `on`, each connection opens on its first call, which travels with the handshake's
@@ -78,6 +121,14 @@ impl KitDriver {
 pub struct KitConnection {
     client: Client<Request, Response>,
     echo: bool,
+    /// Where its calls per endpoint go when it is dropped.
+    tally: EndpointTally,
+}
+
+impl Drop for KitConnection {
+    fn drop(&mut self) {
+        self.tally.add(&self.client);
+    }
 }
 
 fn connect_error(e: &ConnectError) -> BenchError {
@@ -147,15 +198,21 @@ impl Driver for KitDriver {
         // server has proven the key to this process (a churn run's every connection but its
         // first).
         let lazy = self.pipeline || self.suite.is_encrypted();
+        let addr = self.balance.clone().unwrap_or_else(|| addr.to_string());
+        let tally = self.tally.clone();
         async move {
             let client = if lazy {
-                Client::lazy(addr.to_string(), key_id, key, config)
+                Client::lazy(addr, key_id, key, config)
             } else {
-                Client::connect(addr.to_string(), key_id, key, config)
+                Client::connect(addr, key_id, key, config)
                     .await
                     .map_err(|e| connect_error(&e))?
             };
-            Ok(KitConnection { client, echo })
+            Ok(KitConnection {
+                client,
+                echo,
+                tally,
+            })
         }
     }
 

@@ -65,7 +65,7 @@ pub use driver::{make_payload, Connection, Driver};
 pub use engine::run;
 pub use error::BenchError;
 pub use idle::run_idle;
-pub use kit::{KitConnection, KitDriver};
+pub use kit::{EndpointTally, KitConnection, KitDriver};
 pub use raw::{run_raw, RawDriver};
 pub use report::{BenchReport, IdleCounts, LatencySummary};
 pub use sha::measure_sha256_throughput;

@@ -101,6 +101,10 @@ pub struct BenchReport {
     pub error_samples: BTreeMap<String, String>,
     /// Latency of the counted calls (churn: connect + call + close), microseconds.
     pub latency_us: LatencySummary,
+    /// Against several servers (`--addr a,b,c`): calls each endpoint got over the whole run
+    /// (warmup included), by address; empty (and absent from the JSON) otherwise.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub calls_by_endpoint: BTreeMap<String, u64>,
 }
 
 /// What the engine knows about a run besides its counters.
@@ -174,6 +178,7 @@ impl BenchReport {
                 .map(|(k, (_, m))| (k.clone(), m.clone()))
                 .collect(),
             latency_us: LatencySummary::from_nanos(&totals.hist),
+            calls_by_endpoint: BTreeMap::new(),
         }
     }
 
@@ -233,6 +238,17 @@ impl BenchReport {
             "  latency us p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  (mean {:.1})\n",
             l.p50, l.p90, l.p99, l.p999, l.max, l.mean
         ));
+        let spread: u64 = self.calls_by_endpoint.values().sum();
+        for (addr, n) in &self.calls_by_endpoint {
+            let share = if spread > 0 {
+                *n as f64 * 100.0 / spread as f64
+            } else {
+                0.0
+            };
+            out.push_str(&format!(
+                "  endpoint   {addr}: {n} calls ({share:.1} %, warmup included)\n"
+            ));
+        }
         for (kind, n) in &self.errors_by_kind {
             let sample = self
                 .error_samples
@@ -355,6 +371,15 @@ mod tests {
         assert_eq!(json["calls"], 10);
         assert_eq!(json["errors_by_kind"]["y"], 3);
         assert!(rep.human().contains("connections/s"));
+        assert!(json.get("calls_by_endpoint").is_none());
+        let mut spread = rep.clone();
+        spread.calls_by_endpoint.insert("127.0.0.1:1".into(), 3);
+        spread.calls_by_endpoint.insert("127.0.0.1:2".into(), 1);
+        let json: serde_json::Value = serde_json::from_str(&spread.to_json()).unwrap();
+        assert_eq!(json["calls_by_endpoint"]["127.0.0.1:2"], 1);
+        assert!(spread
+            .human()
+            .contains("endpoint   127.0.0.1:1: 3 calls (75.0 %"));
         assert!(!rep.idle && rep.connections_held.is_none());
 
         let idle = RunInfo {

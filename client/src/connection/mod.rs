@@ -37,6 +37,9 @@ const CHANNEL_SLOTS: usize = 16;
 pub(crate) enum Failure<Req> {
     /// The call provably never ran; here is its request back, for another connection.
     NotSent(Req),
+    /// The server answered `ShuttingDown` (it did not run the call); here is its request
+    /// back, for another server.
+    ShuttingDown(Req),
     /// A final outcome for the caller.
     Error(CallError),
 }
@@ -245,6 +248,7 @@ impl<Req, Resp> Connection<Req, Resp> {
         match outcome {
             Ok(Outcome::Done(result)) => result.map_err(Failure::Error),
             Ok(Outcome::NotSent(request)) => Err(Failure::NotSent(request)),
+            Ok(Outcome::ShuttingDown(request)) => Err(Failure::ShuttingDown(request)),
             Err(oneshot::Canceled) => Err(Failure::Error(CallError::OutcomeUnknown(
                 ConnectionLost::TaskEnded,
             ))),
