@@ -82,13 +82,14 @@ pub fn run(target: &Target, args: CallArgs) -> ExitCode {
         Ok(found) => found,
         Err(e) => return fail(EXIT_LOCAL, e),
     };
-    let config = ClientConfig {
-        connect_timeout: target.connect_timeout,
-        handshake_timeout: target.connect_timeout,
-        call_timeout: Some(args.timeout),
-        reconnect_attempts: 0,
-        suite: target.suite(),
-        ..ClientConfig::default()
+    let config = {
+        let mut client_config = ClientConfig::default();
+        client_config.connect_timeout = target.connect_timeout;
+        client_config.handshake_timeout = target.connect_timeout;
+        client_config.call_timeout = Some(args.timeout);
+        client_config.reconnect_attempts = 0;
+        client_config.suite = target.suite();
+        client_config
     };
     let outcome = async_std::task::block_on(async {
         // One deadline for TCP connect and handshake together, as `--connect-timeout` says.

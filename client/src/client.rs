@@ -156,10 +156,8 @@ where
     /// use rpckit_proto::{KeyId, SecretKey};
     ///
     /// # async fn demo(id: KeyId, key: SecretKey) -> Result<(), rpckit_client::CallError> {
-    /// let config = ClientConfig {
-    ///     pipeline_first_call: true,
-    ///     ..ClientConfig::default()
-    /// };
+    /// let mut config = ClientConfig::default();
+    /// config.pipeline_first_call = true;
     /// let client: Client<Request, Response> = Client::lazy("127.0.0.1:7878", id, key, config);
     /// // Connects, and the call rides with the handshake's proof.
     /// let answer = client.call(Request::Uppercase("hello".into())).await?;

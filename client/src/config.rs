@@ -8,6 +8,7 @@ use crate::deadline::MAX_DURATION;
 
 /// Settings of a [`crate::Client`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// Time allowed for TCP connect. Default 5 s.
     pub connect_timeout: Duration,

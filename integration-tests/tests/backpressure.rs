@@ -126,10 +126,9 @@ async fn start_big(
 
 /// A client whose connection queues at most two frames behind a write under way.
 fn room_for_two() -> ClientConfig {
-    ClientConfig {
-        max_queued: 2,
-        ..ClientConfig::default()
-    }
+    let mut client_config = ClientConfig::default();
+    client_config.max_queued = 2;
+    client_config
 }
 
 /// Echo calls of `"{label} {i}"` for each `i` in `ids`, each polled once (so each is queued,

@@ -191,9 +191,10 @@ fn a_killed_server_costs_only_the_calls_in_flight_there() {
 fn a_draining_server_fails_no_call_and_a_restarted_one_is_eased_back_in() {
     let key = TestKey::new("balance-drain");
     let mut servers = start_three(&key, &[]);
-    let config = ClientConfig {
-        reconnect_max_backoff: Duration::from_millis(200),
-        ..ClientConfig::default()
+    let config = {
+        let mut client_config = ClientConfig::default();
+        client_config.reconnect_max_backoff = Duration::from_millis(200);
+        client_config
     };
     let client = connect(&addr_list(&servers), &key, config);
     within(STEP, pings(&client, 6, 60));

@@ -143,10 +143,11 @@ fn a_call_held_without_being_polled_does_not_stall_its_connection() {
     let server = ServerProcess::start(&key.path, &[]);
     // Pings every 100 ms; a pong may take up to 2 s (a busy machine can hold a round trip up
     // for hundreds of milliseconds), so only pongs left unread end the connection.
-    let config = ClientConfig {
-        keepalive_interval: Duration::from_millis(100),
-        keepalive_timeout: Duration::from_secs(2),
-        ..ClientConfig::default()
+    let config = {
+        let mut client_config = ClientConfig::default();
+        client_config.keepalive_interval = Duration::from_millis(100);
+        client_config.keepalive_timeout = Duration::from_secs(2);
+        client_config
     };
     let held = client(server.addr, &key, config);
     let other = client(server.addr, &key, ClientConfig::default());
@@ -249,15 +250,12 @@ fn calls_after_an_idle_close_reconnect_by_themselves() {
     let mut server = ServerProcess::start(&key.path, &["--idle-timeout", "300ms"]);
     // Each call that opens a connection travels with the handshake's proof, so the server
     // reads it before its idle clock can run out, however slowly the test itself runs.
-    let client: Client<Request, Response> = Client::lazy(
-        server.addr.to_string(),
-        key.id.clone(),
-        key.key.clone(),
-        ClientConfig {
-            pipeline_first_call: true,
-            ..ClientConfig::default()
-        },
-    );
+    let client: Client<Request, Response> =
+        Client::lazy(server.addr.to_string(), key.id.clone(), key.key.clone(), {
+            let mut client_config = ClientConfig::default();
+            client_config.pipeline_first_call = true;
+            client_config
+        });
     for round in 0..3 {
         let text = format!("round {round}");
         let answer = within(STEP, client.call(Request::Uppercase(text.clone())));

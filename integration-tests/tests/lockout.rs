@@ -50,9 +50,10 @@ fn flood(server: &ServerProcess, from: IpAddr, n: usize, kept: usize) -> Vec<Tcp
 /// The real client: connects (counting attempts, each one a fresh connection with no retry
 /// inside) and makes a call. Returns how many attempts it took.
 fn real_client_calls(server: &ServerProcess, key: &TestKey) -> usize {
-    let config = ClientConfig {
-        reconnect_attempts: 0,
-        ..ClientConfig::default()
+    let config = {
+        let mut client_config = ClientConfig::default();
+        client_config.reconnect_attempts = 0;
+        client_config
     };
     within(STEP, async {
         for attempt in 1..=2 {

@@ -18,10 +18,9 @@ use rpckit_proto::{ClientMessage, KeyId, SecretKey, ServerMessage};
 const STEP: Duration = Duration::from_secs(10);
 
 fn pipelining() -> ClientConfig {
-    ClientConfig {
-        pipeline_first_call: true,
-        ..ClientConfig::default()
-    }
+    let mut client_config = ClientConfig::default();
+    client_config.pipeline_first_call = true;
+    client_config
 }
 
 fn lazy(
@@ -206,15 +205,11 @@ fn case_41_a_forged_refusal_after_the_call_rode_is_outcome_unknown() {
             stream.write_all(&forged).await.expect("write the refusal");
             n
         });
-        let client = lazy(
-            addr,
-            &key.id,
-            &key.key,
-            ClientConfig {
-                reconnect_attempts: 0,
-                ..pipelining()
-            },
-        );
+        let client = lazy(addr, &key.id, &key.key, {
+            let mut client_config = pipelining();
+            client_config.reconnect_attempts = 0;
+            client_config
+        });
         let outcome = client.call(Request::Uppercase("ran?".into())).await;
         assert!(forger.await > 33, "the call came in the proof's write");
         match outcome {
@@ -256,9 +251,10 @@ async fn fake_server_closing(
 #[test]
 fn connection_lost_after_the_call_left_is_outcome_unknown_and_before_is_a_connect_error() {
     let key = TestKey::new("pipe");
-    let config = ClientConfig {
-        reconnect_attempts: 0,
-        ..pipelining()
+    let config = {
+        let mut client_config = pipelining();
+        client_config.reconnect_attempts = 0;
+        client_config
     };
     within(STEP, async {
         // Closed after the proof and the call were written: the server may have run it.
@@ -305,12 +301,10 @@ fn a_call_timeout_bounds_connecting_to_a_server_that_never_answers_the_hello() {
             held
         });
         for pipeline_first_call in [false, true] {
-            let config = ClientConfig {
-                call_timeout: Some(Duration::from_millis(300)),
-                reconnect_attempts: 0,
-                pipeline_first_call,
-                ..ClientConfig::default()
-            };
+            let mut config = ClientConfig::default();
+            config.call_timeout = Some(Duration::from_millis(300));
+            config.reconnect_attempts = 0;
+            config.pipeline_first_call = pipeline_first_call;
             let client = lazy(addr, &key.id, &key.key, config);
             let started = std::time::Instant::now();
             let outcome = client.call(Request::Ping).await;

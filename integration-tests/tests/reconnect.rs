@@ -53,11 +53,12 @@ fn refusing_server(refusal: Refusal) -> (std::net::SocketAddr, Arc<AtomicUsize>)
 
 /// One call through a client that may reconnect `ATTEMPTS` times, quickly.
 fn call_once(addr: std::net::SocketAddr, key: &TestKey) -> Result<Response, CallError> {
-    let config = ClientConfig {
-        reconnect_attempts: ATTEMPTS,
-        reconnect_initial_backoff: Duration::from_millis(5),
-        reconnect_max_backoff: Duration::from_millis(20),
-        ..ClientConfig::default()
+    let config = {
+        let mut client_config = ClientConfig::default();
+        client_config.reconnect_attempts = ATTEMPTS;
+        client_config.reconnect_initial_backoff = Duration::from_millis(5);
+        client_config.reconnect_max_backoff = Duration::from_millis(20);
+        client_config
     };
     let client: Client<Request, Response> =
         Client::lazy(addr.to_string(), key.id.clone(), key.key.clone(), config);
@@ -124,10 +125,11 @@ fn a_call_waiting_for_another_calls_connect_gives_up_at_its_own_deadline() {
         }
         held
     });
-    let config = ClientConfig {
-        handshake_timeout: Duration::from_secs(120),
-        call_timeout: Some(Duration::from_secs(120)),
-        ..ClientConfig::default()
+    let config = {
+        let mut client_config = ClientConfig::default();
+        client_config.handshake_timeout = Duration::from_secs(120);
+        client_config.call_timeout = Some(Duration::from_secs(120));
+        client_config
     };
     let client: Client<Request, Response> =
         Client::lazy(addr.to_string(), key.id.clone(), key.key.clone(), config);

@@ -306,12 +306,13 @@ fn case_30_client_keepalive_detects_a_silent_server_outcome_unknown() {
         });
         // The first ping goes 2 s after connecting, so the call below is written before it
         // even on a busy machine; then 200 ms without a pong ends the connection.
-        let config = ClientConfig {
-            keepalive_interval: Duration::from_secs(2),
-            keepalive_timeout: Duration::from_millis(200),
-            call_timeout: None,
-            reconnect_attempts: 0,
-            ..ClientConfig::default()
+        let config = {
+            let mut client_config = ClientConfig::default();
+            client_config.keepalive_interval = Duration::from_secs(2);
+            client_config.keepalive_timeout = Duration::from_millis(200);
+            client_config.call_timeout = None;
+            client_config.reconnect_attempts = 0;
+            client_config
         };
         let c: Client<Request, Response> =
             Client::connect(addr.to_string(), key.id.clone(), key.key.clone(), config)
@@ -380,11 +381,12 @@ fn case_32_server_restart_client_reconnects_with_a_full_handshake() {
     let key = TestKey::new("faults");
     let mut first = ServerProcess::start(&key.path, &[]);
     let addr = first.addr;
-    let config = ClientConfig {
-        reconnect_attempts: 2,
-        reconnect_initial_backoff: Duration::from_millis(10),
-        reconnect_max_backoff: Duration::from_millis(50),
-        ..ClientConfig::default()
+    let config = {
+        let mut client_config = ClientConfig::default();
+        client_config.reconnect_attempts = 2;
+        client_config.reconnect_initial_backoff = Duration::from_millis(10);
+        client_config.reconnect_max_backoff = Duration::from_millis(50);
+        client_config
     };
     let c = client(addr, &key, config);
     assert_eq!(
@@ -417,10 +419,11 @@ fn case_32_server_restart_client_reconnects_with_a_full_handshake() {
 fn case_33_sigterm_drains_calls_in_flight_and_exits_zero() {
     let key = Arc::new(TestKey::new("faults"));
     let mut server = ServerProcess::start(&key.path, &["--grace-period", "5s"]);
-    let config = ClientConfig {
-        reconnect_attempts: 1,
-        reconnect_initial_backoff: Duration::from_millis(10),
-        ..ClientConfig::default()
+    let config = {
+        let mut client_config = ClientConfig::default();
+        client_config.reconnect_attempts = 1;
+        client_config.reconnect_initial_backoff = Duration::from_millis(10);
+        client_config
     };
     let c = Arc::new(client(server.addr, &key, config));
 

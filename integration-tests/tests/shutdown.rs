@@ -31,10 +31,9 @@ fn call(id: u64, request: Request) -> ClientMessage<Request> {
 }
 
 fn no_reconnect() -> ClientConfig {
-    ClientConfig {
-        reconnect_attempts: 0,
-        ..ClientConfig::default()
-    }
+    let mut client_config = ClientConfig::default();
+    client_config.reconnect_attempts = 0;
+    client_config
 }
 
 #[test]

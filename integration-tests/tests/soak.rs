@@ -98,9 +98,10 @@ fn soak_with_faults_loses_no_call() {
         workers.push(std::thread::spawn(move || {
             async_std::task::block_on(async move {
                 let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (n + 1));
-                let config = ClientConfig {
-                    call_timeout: Some(Duration::from_secs(5)),
-                    ..ClientConfig::default()
+                let config = {
+                    let mut client_config = ClientConfig::default();
+                    client_config.call_timeout = Some(Duration::from_secs(5));
+                    client_config
                 };
                 let client = match rpckit_client::Client::<Request, Response>::connect(
                     addr.to_string(),

@@ -182,14 +182,15 @@ impl Driver for KitDriver {
         &self,
         addr: SocketAddr,
     ) -> impl Future<Output = Result<KitConnection, BenchError>> + Send {
-        let config = ClientConfig {
-            call_timeout: Some(Duration::from_secs(30)),
+        let config = {
+            let mut client_config = ClientConfig::default();
             // The engine reconnects by itself after a failure; keep the two apart.
-            reconnect_attempts: 0,
-            keepalive_interval: self.keepalive_interval(),
-            pipeline_first_call: self.pipeline,
-            suite: self.suite,
-            ..ClientConfig::default()
+            client_config.call_timeout = Some(Duration::from_secs(30));
+            client_config.reconnect_attempts = 0;
+            client_config.keepalive_interval = self.keepalive_interval();
+            client_config.pipeline_first_call = self.pipeline;
+            client_config.suite = self.suite;
+            client_config
         };
         let (key_id, key) = (self.key_id.clone(), self.key.clone());
         let echo = self.method == "echo";

@@ -37,9 +37,10 @@ fn a_connected_client_is_counted_authenticated_and_a_stopped_server_counts_none(
                 server.addr.to_string(),
                 server.id.clone(),
                 server.key.clone(),
-                ClientConfig {
-                    reconnect_attempts: 0,
-                    ..ClientConfig::default()
+                {
+                    let mut client_config = ClientConfig::default();
+                    client_config.reconnect_attempts = 0;
+                    client_config
                 },
             )
             .await
