@@ -87,6 +87,7 @@ pub fn run_bench(target: &Target, args: BenchArgs) -> ExitCode {
         };
         let mut driver = KitDriver::new(&args.config.method, key_id, key)
             .pipeline_first_call(args.pipeline_first_call)
+            .churn(args.config.churn)
             .suite(target.suite());
         let mut config = args.config.clone();
         if several {

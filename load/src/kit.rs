@@ -38,6 +38,8 @@ pub struct KitDriver {
     pipeline: bool,
     /// The suite the clients offer.
     suite: Suite,
+    /// Whether each connection makes one call and closes (`--churn`).
+    churn: bool,
     /// Several servers (`host:port,host:port,...`) each connection balances over, in place of
     /// the one address the engine gives.
     balance: Option<String>,
@@ -77,9 +79,18 @@ impl KitDriver {
             keepalive_interval: None,
             pipeline: false,
             suite: ClientConfig::default().suite,
+            churn: false,
             balance: None,
             tally: EndpointTally::default(),
         }
+    }
+
+    /// With `on`, each connection makes one call and closes (`--churn`): it then connects
+    /// on that call, which under an encrypting suite rides with the handshake's proof once the
+    /// server has proven the key (the client's default).
+    pub fn churn(mut self, on: bool) -> Self {
+        self.churn = on;
+        self
     }
 
     /// The suite the clients offer (default: the client's, an encrypting suite).
@@ -194,11 +205,11 @@ impl Driver for KitDriver {
         };
         let (key_id, key) = (self.key_id.clone(), self.key.clone());
         let echo = self.method == "echo";
-        // Connects on the first call: with `--pipeline-first-call`, or under an encrypting
-        // suite, where the client's default lets that call ride with the proof once the
-        // server has proven the key to this process (a churn run's every connection but its
-        // first).
-        let lazy = self.pipeline || self.suite.is_encrypted();
+        // Connects on the first call: with `--pipeline-first-call`, or for a churn loop under
+        // an encrypting suite, where the client's default lets that call ride with the proof
+        // once the server has proven the key to this process (every connection but the
+        // first). Otherwise connects before the run, as a long-lived client does.
+        let lazy = self.pipeline || (self.churn && self.suite.is_encrypted());
         let addr = self.balance.clone().unwrap_or_else(|| addr.to_string());
         let tally = self.tally.clone();
         async move {
