@@ -7,7 +7,8 @@ use std::time::Duration;
 use futures_channel::oneshot;
 use rpckit_proto::handshake::{self, HandshakeConfig};
 use rpckit_proto::{
-    ClientMessage, HandshakeError, KeyId, SecretKey, Session, SocketReader, SuitePolicy, TcpSocket,
+    ClientMessage, HandshakeError, KeyId, SecretKey, Session, SessionWriter, SocketReader,
+    SuitePolicy, TcpSocket,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -61,26 +62,35 @@ where
     Resp: DeserializeOwned + Send + 'static,
 {
     let socket = connect_within(&target.addr, config.connect_timeout).await?;
+    let (session, ()) = authenticate(&socket, target, config, |_| ())
+        .await
+        .map_err(|e| handshake_error(&target.addr, e))?;
+    Ok(start(&socket, session, Calls::new(), 1, config))
+}
+
+/// Runs the handshake on `socket` (`first` may queue frames behind the proof), and notes
+/// whether the server proved the key to this process ([`proven`]).
+async fn authenticate<'a, T>(
+    socket: &'a TcpSocket,
+    target: &Target,
+    config: &ClientConfig,
+    first: impl FnOnce(&mut SessionWriter<&'a TcpSocket>) -> T,
+) -> Result<(Session<SocketReader, &'a TcpSocket>, T), HandshakeError> {
     let handshake = handshake::connect_with_policy(
         socket.reader(),
-        &socket,
+        socket,
         &target.key_id,
         &target.key,
         &handshake_config(config),
         &suite_policy(config),
-        |_| (),
+        first,
     )
     .await;
-    match handshake {
-        Ok((session, ())) => {
-            proven::note(target, config.suite);
-            Ok(start(&socket, session, Calls::new(), 1, config))
-        }
-        Err(e) => {
-            proven::forget(target, config.suite);
-            Err(handshake_error(&target.addr, e))
-        }
+    match &handshake {
+        Ok(_) => proven::note(target, config.suite),
+        Err(_) => proven::forget(target, config.suite),
     }
+    handshake
 }
 
 /// Connects and authenticates like [`open`], sending `request` in the same write as the
@@ -111,29 +121,20 @@ where
     };
     // Set when the handshake queues the call behind its proof (just before writing it).
     let mut handed = false;
-    let handshake = handshake::connect_with_policy(
-        socket.reader(),
-        &socket,
-        &target.key_id,
-        &target.key,
-        &handshake_config(config),
-        &suite_policy(config),
-        |w| {
-            let pushed = w.push_client(&ClientMessage::Call {
-                id: ID,
-                deadline: deadline.map(|d| d.left),
-                request: &request,
-            });
-            // Not encodable (too large, say): nothing of it goes out.
-            handed = pushed.is_ok();
-            pushed
-        },
-    )
+    let handshake = authenticate(&socket, target, config, |w| {
+        let pushed = w.push_client(&ClientMessage::Call {
+            id: ID,
+            deadline: deadline.map(|d| d.left),
+            request: &request,
+        });
+        // Not encodable (too large, say): nothing of it goes out.
+        handed = pushed.is_ok();
+        pushed
+    })
     .await;
     let (session, pushed) = match handshake {
         Ok(done) => done,
         Err(e) => {
-            proven::forget(target, config.suite);
             let failed = handshake_error(&target.addr, e);
             return Err(if handed {
                 // Handed to the socket: a genuine server may have run it, whatever came back.
@@ -143,7 +144,6 @@ where
             });
         }
     };
-    proven::note(target, config.suite);
     let mut calls = Calls::new();
     let (reply, answer) = oneshot::channel();
     let encode_error = match pushed {
