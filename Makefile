@@ -1,7 +1,7 @@
 # rpckit: each target is a thin wrapper over cargo (or a script in scripts/).
 CARGO ?= cargo
 
-.PHONY: build run demo test lint fmt bench soak fuzz clean
+.PHONY: build run demo test lint fmt bench bench-suites soak fuzz clean
 
 ## build: debug build of every crate and binary
 build:
@@ -26,12 +26,22 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## bench: release build; kit vs raw reference, pinned to CPUs; prints the table
+## bench: release build; kit vs raw reference, pinned to CPUs, then the encrypting suite vs
+## the integrity-only one (as bench-suites); prints both tables
 ## (knobs: BENCH_SECS, BENCH_WARMUP, BENCH_ROUNDS, BENCH_WORKLOADS, BENCH_IDLE_CONNS,
-## BENCH_STRICT; `cargo run --release -p rpckit-load --bin rpc-bench -- --help`)
+## BENCH_STRICT, RPC_SUITE; `cargo run --release -p rpckit-load --bin rpc-bench -- --help`)
 bench:
 	$(CARGO) build --release --workspace --bins
-	$(CARGO) run --release -p rpckit-load --bin rpc-bench --
+	$(CARGO) run --release -p rpckit-load --bin rpc-bench --; kit=$$?; \
+	$(CARGO) run --release -p rpckit-load --bin rpc-bench -- suites; suites=$$?; \
+	test $$kit -eq 0 && test $$suites -eq 0
+
+## bench-suites: release build; only the suite table: the client's default encrypting suite
+## (RPC_SUITE=aes-256-gcm,chacha20-poly1305 for both) vs hmac-sha256, same binaries, paired
+## rounds; W1-W3 and W5 must reach 0.95 of hmac-sha256
+bench-suites:
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) run --release -p rpckit-load --bin rpc-bench -- suites
 
 ## soak: bounded soak (SOAK_SECS, default 60) of many clients with random faults
 soak:

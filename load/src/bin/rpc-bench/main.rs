@@ -2,7 +2,8 @@
 //!
 //! Default mode: the kit (`rpc-server` loaded by `rpc-client bench`) against the raw reference
 //! (`rpc-raw-reference` loaded by `rpc-client bench --raw`), same engine, same run. `ab` mode:
-//! an old build of the kit against a new one, each its own server and client.
+//! an old build of the kit against a new one, each its own server and client. `suites` mode:
+//! the encrypting suites against the integrity-only one, same binaries.
 //!
 //! Servers are pinned to one CPU (`taskset -c`) and load clients to another; every wait on a
 //! process is a wait on its ready line or its exit, and every client run is bounded. W6 (idle
@@ -16,6 +17,7 @@ mod results;
 mod runner;
 mod stats;
 mod suite;
+mod suite_ab;
 mod workload;
 
 use std::path::PathBuf;
@@ -27,7 +29,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "rpc-bench",
-    about = "Benchmark the kit against the raw reference, or an old build against a new one"
+    about = "Benchmark the kit against the raw reference, an old build against a new one, or the encrypting suites against the integrity-only one"
 )]
 struct Cli {
     #[command(flatten)]
@@ -36,7 +38,7 @@ struct Cli {
     mode: Option<Mode>,
 }
 
-/// Options of both modes.
+/// Options of every mode.
 #[derive(Debug, Args)]
 pub struct Opts {
     /// Measured seconds per run.
@@ -45,11 +47,11 @@ pub struct Opts {
     /// Warmup seconds per run (not measured).
     #[arg(long, global = true, env = "BENCH_WARMUP", default_value_t = 1.0)]
     pub warmup: f64,
-    /// Paired rounds of each load workload [default: 5; ab: 20].
+    /// Paired rounds of each load workload [default: 5; ab: 20; suites: 5].
     #[arg(long, global = true, env = "BENCH_ROUNDS")]
     pub rounds: Option<usize>,
     /// Workloads to run: numbers 1-7 separated by commas or spaces (6 is idle memory, run
-    /// once first) [default: 1,2,3,4,5,6,7; ab: 1,2,3,4,5,6].
+    /// once first) [default: 1,2,3,4,5,6,7; ab: 1,2,3,4,5,6; suites: 1,2,3,4,5].
     #[arg(long, global = true, env = "BENCH_WORKLOADS")]
     pub workloads: Option<String>,
     /// Idle connections held for W6.
@@ -67,7 +69,8 @@ pub struct Opts {
     /// Directory of `rpc-server`, `rpc-client` and `rpc-raw-reference` [default: this binary's].
     #[arg(long, global = true)]
     pub bin_dir: Option<PathBuf>,
-    /// Where reports and tables go [default: `bench` beside the binaries' directory, i.e. target/bench].
+    /// Where reports and tables go [default: `bench` beside the binaries' directory, i.e.
+    /// target/bench; suites: its `suites` directory].
     #[arg(long, global = true)]
     pub out: Option<PathBuf>,
 }
@@ -86,6 +89,15 @@ enum Mode {
         #[arg(long)]
         new: PathBuf,
     },
+    /// The encrypting suites against the integrity-only one (`hmac-sha256`), same binaries,
+    /// same run: reports per workload the medians and the median of per-round ratios
+    /// encrypted ÷ integrity-only (target ≥ 0.95 on W1–W3 and W5; W4 reported).
+    Suites {
+        /// Encrypting suites to compare with hmac-sha256, separated by commas:
+        /// aes-256-gcm, chacha20-poly1305, or encrypted (also: any) for the client's default.
+        #[arg(long, env = "RPC_SUITE", default_value = "encrypted")]
+        suite: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -97,6 +109,8 @@ fn main() -> ExitCode {
     let outcome = match cli.mode {
         None => suite::kit_vs_reference(&cli.opts),
         Some(Mode::Ab { old, new }) => suite::old_vs_new(&cli.opts, &old, &new),
+        Some(Mode::Suites { suite }) => suite_ab::parse_encrypting(&suite)
+            .and_then(|suites| suite_ab::encrypted_vs_integrity(&cli.opts, &suites)),
     };
     match outcome {
         Ok(failed) if failed.is_empty() => ExitCode::SUCCESS,

@@ -155,6 +155,14 @@ impl Row {
     }
 }
 
+/// The names of the rows that missed their target.
+pub fn missed(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .filter(|r| r.pass == Some(false))
+        .map(|r| r.name.clone())
+        .collect()
+}
+
 /// The main table; `test` and `base` name the two sides (kit, ref).
 pub fn main_table(rows: &[Row], test: &str, base: &str) -> Vec<String> {
     let ratio = format!("{test} ÷ {base}");
@@ -172,12 +180,13 @@ pub fn main_table(rows: &[Row], test: &str, base: &str) -> Vec<String> {
     table(&head, &rows.iter().map(Row::cells).collect::<Vec<_>>())
 }
 
-/// CPU µs per call, server and client, of both sides for each load workload that ran.
-pub fn cpu_table(results: &Results, workloads: &[Workload], test: &str, base: &str) -> Vec<String> {
+/// CPU µs per call, server and client, of each side (`kit`, `ref`, ...) for each load workload
+/// that ran on all of them.
+pub fn cpu_table(results: &Results, workloads: &[Workload], sides: &[&str]) -> Vec<String> {
     let mut rows = Vec::new();
     for w in workloads {
         let mut cells = vec![w.label.to_owned()];
-        for side in [test, base] {
+        for side in sides {
             let name = format!("w{}-{side}", w.n);
             if !results.runs.contains_key(&name) {
                 continue;
@@ -185,11 +194,15 @@ pub fn cpu_table(results: &Results, workloads: &[Workload], test: &str, base: &s
             let (srv, cli) = results.cpu_per_call(&name);
             cells.push(format!("{} / {}", fmt(srv), fmt(cli)));
         }
-        if cells.len() == 3 {
+        if cells.len() == sides.len() + 1 {
             rows.push(cells);
         }
     }
-    let a = format!("{test} CPU µs/call server / client");
-    let b = format!("{base} CPU µs/call server / client");
-    table(&["run", &a, &b], &rows)
+    let heads: Vec<String> = sides
+        .iter()
+        .map(|s| format!("{s} CPU µs/call server / client"))
+        .collect();
+    let mut head = vec!["run"];
+    head.extend(heads.iter().map(String::as_str));
+    table(&head, &rows)
 }

@@ -307,13 +307,10 @@ pub fn sha256_mb_per_sec(bench: &mut Bench, client: &Path, cpu: usize) -> Result
     Ok(value["sha256_bytes_per_sec"].as_f64().unwrap_or(0.0) / 1e6)
 }
 
-/// The two sides' runs of one round in the order given, the first side first.
-pub fn paired<'a>(a: &'a mut Side, b: &'a mut Side, round: usize) -> [&'a mut Side; 2] {
-    if round % 2 == 1 {
-        [a, b]
-    } else {
-        [b, a]
-    }
+/// The order in which `sides` sides run in `round` (from 1): the one going first rotates, so
+/// with two sides they alternate.
+pub fn round_order(sides: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..sides).map(move |i| (i + round.saturating_sub(1)) % sides)
 }
 
 /// `rpc-server`'s cap on connections in the handshake from one address.

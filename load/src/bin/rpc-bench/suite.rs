@@ -1,15 +1,16 @@
-//! The two comparisons: the kit against the raw reference (`make bench`), and an old build of
-//! the kit against a new one (`ab`). Both: W6 first on fresh servers, then paired rounds.
+//! The two comparisons of builds: the kit against the raw reference (`make bench`), and an old
+//! build of the kit against a new one (`ab`); and what every mode shares (setup, the rounds,
+//! publishing the tables). All: W6 first on fresh servers, then paired rounds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
 use crate::procs;
-use crate::results::{cpu_table, main_table, Results, Row, Target};
-use crate::runner::{paired, sha256_mb_per_sec, Bench, Side};
+use crate::results::{cpu_table, main_table, missed, Results, Row, Target};
+use crate::runner::{round_order, sha256_mb_per_sec, Bench, Side};
 use crate::stats::fmt;
-use crate::workload::{parse_list, Workload, LOAD, W7_CONNS};
+use crate::workload::{parse_list, selected_loads, LOAD, W7_CONNS};
 use crate::Opts;
 
 /// Workload target of the kit against the reference: kit ÷ ref must reach this.
@@ -25,22 +26,39 @@ fn target(n: u8) -> Option<f64> {
 }
 
 /// A `≥ factor×` target.
-fn at_least(factor: f64, of: &str) -> Target {
+pub fn at_least(factor: f64, of: &str) -> Target {
     Some((format!("≥ {factor}× {of}"), Box::new(move |r| r >= factor)))
 }
 
-/// What both modes set up: checks, output directory, fd limit, the selected workloads.
-fn prepare(
+/// The directory of the binaries under test: `--bin-dir`, else this binary's.
+pub fn bin_dir(opts: &Opts) -> Result<PathBuf, String> {
+    match &opts.bin_dir {
+        Some(d) => Ok(d.clone()),
+        None => Ok(std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .parent()
+            .ok_or("binary has no directory")?
+            .to_path_buf()),
+    }
+}
+
+/// What every mode sets up: checks, output directory (`sub` of it, if given), fd limit, the
+/// selected workloads.
+pub fn prepare(
     opts: &Opts,
+    sub: Option<&str>,
     default_rounds: usize,
     default_workloads: &str,
 ) -> Result<(Bench, usize, Vec<u8>), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin_dir = exe.parent().ok_or("binary has no directory")?.to_path_buf();
-    let out = opts
+    let exe_dir = exe.parent().ok_or("binary has no directory")?.to_path_buf();
+    let mut out = opts
         .out
         .clone()
-        .unwrap_or_else(|| bin_dir.parent().unwrap_or(&bin_dir).join("bench"));
+        .unwrap_or_else(|| exe_dir.parent().unwrap_or(&exe_dir).join("bench"));
+    if let Some(sub) = sub {
+        out.push(sub);
+    }
     let rounds = opts.rounds.unwrap_or(default_rounds);
     if rounds == 0 {
         return Err("--rounds must be at least 1".into());
@@ -70,30 +88,34 @@ fn prepare(
     Ok((bench, rounds, workloads))
 }
 
-/// Runs W6 on both sides, then `rounds` paired rounds of the selected load workloads; `extra`
-/// gives a side's extra arguments for a workload. Returns the results and W6 KiB per
-/// connection of (test, base).
-fn run_rounds(
+/// Runs W6 on every side, then `rounds` rounds of the selected load workloads, each workload
+/// on every side back to back (the side going first rotating, see [`round_order`]); `extra`
+/// gives a side's extra arguments for a workload, one list per run (a second list makes a
+/// second row, `w<n>d`). Returns the results and, if W6 ran, each side's KiB per connection.
+pub fn run_rounds(
     bench: &mut Bench,
-    test: &mut Side,
-    base: &mut Side,
+    sides: &mut [Side],
     rounds: usize,
     selected: &[u8],
     idle_conns: u64,
     extra: impl Fn(&Side, u8) -> Vec<Vec<&'static str>>,
-) -> Result<(Results, Option<(f64, f64)>), String> {
+) -> Result<(Results, Option<Vec<f64>>), String> {
     let mut results = Results::default();
     let w6 = if selected.contains(&6) {
-        let (t, _) = test.idle(bench, idle_conns, &format!("w6-{}", test.label))?;
-        let (b, _) = base.idle(bench, idle_conns, &format!("w6-{}", base.label))?;
-        Some((t, b))
+        let mut kib = Vec::new();
+        for side in sides.iter_mut() {
+            let name = format!("w6-{}", side.label);
+            kib.push(side.idle(bench, idle_conns, &name)?.0);
+        }
+        Some(kib)
     } else {
         None
     };
     for round in 1..=rounds {
         eprintln!("bench: round {round} of {rounds}");
         for w in LOAD.iter().filter(|w| selected.contains(&w.n)) {
-            for side in paired(test, base, round) {
+            for i in round_order(sides.len(), round) {
+                let side = &mut sides[i];
                 for (i, args) in extra(side, w.n).iter().enumerate() {
                     // The first variant is the workload itself; more are extra rows (W5d).
                     let tag = if i == 0 {
@@ -112,7 +134,7 @@ fn run_rounds(
 }
 
 /// Prints the tables and writes `latest.md` and `summary.json`.
-fn publish(
+pub fn publish(
     bench: &Bench,
     title: &str,
     header: &[String],
@@ -161,7 +183,7 @@ fn publish(
 }
 
 /// The run's circumstances, for the table header.
-fn header(command: &str, opts: &Opts, rounds: usize) -> Vec<String> {
+pub fn header(command: &str, opts: &Opts, rounds: usize) -> Vec<String> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -174,12 +196,12 @@ fn header(command: &str, opts: &Opts, rounds: usize) -> Vec<String> {
     vec![
         format!("command: {command}"),
         format!("machine: {} CPUs ({cpu}); load average now {}", std::thread::available_parallelism().map_or(0, |n| n.get()), load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")),
-        format!("pinning: servers on CPU {}, load clients on CPU {}; {} s measured after {} s warmup per run; {rounds} paired rounds, the side going first alternating; values are medians over rounds, ratios medians of per-round ratios", opts.server_cpu, opts.client_cpu, opts.secs, opts.warmup),
+        format!("pinning: servers on CPU {}, load clients on CPU {}; {} s measured after {} s warmup per run; {rounds} paired rounds, the side going first alternating (rotating among three or more); values are medians over rounds, ratios medians of per-round ratios", opts.server_cpu, opts.client_cpu, opts.secs, opts.warmup),
     ]
 }
 
 /// The W6 row: KiB per idle connection of each side, target ≤ 8 KiB for the tested one.
-fn w6_row(kib: (f64, f64), errors: (u64, u64), conns: u64) -> Row {
+pub fn w6_row(kib: (f64, f64), errors: (u64, u64), conns: u64) -> Row {
     let mut row = Row::new(
         format!("W6 memory ({conns} idle conns)"),
         "KiB/conn",
@@ -195,17 +217,10 @@ fn w6_row(kib: (f64, f64), errors: (u64, u64), conns: u64) -> Row {
 
 /// `make bench`: the kit against the raw reference. Returns the targets missed.
 pub fn kit_vs_reference(opts: &Opts) -> Result<Vec<String>, String> {
-    let (mut bench, rounds, selected) = prepare(opts, 5, "1,2,3,4,5,6,7")?;
-    let bin_dir = match &opts.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| e.to_string())?
-            .parent()
-            .ok_or("no dir")?
-            .to_path_buf(),
-    };
-    let mut kit = Side::kit("kit", &bin_dir, opts.server_cpu, &mut bench)?;
-    let mut reference = Side::reference(&bin_dir, opts.server_cpu, &mut bench)?;
+    let (mut bench, rounds, selected) = prepare(opts, None, 5, "1,2,3,4,5,6,7")?;
+    let bin_dir = bin_dir(opts)?;
+    let kit = Side::kit("kit", &bin_dir, opts.server_cpu, &mut bench)?;
+    let reference = Side::reference(&bin_dir, opts.server_cpu, &mut bench)?;
     let sha = sha256_mb_per_sec(&mut bench, &kit.client.clone(), opts.server_cpu)?;
     // W4 twice on the kit: the default (encrypting) suite, then the integrity-only suite.
     let extra = |side: &Side, n: u8| match (side.raw, n) {
@@ -214,8 +229,7 @@ pub fn kit_vs_reference(opts: &Opts) -> Result<Vec<String>, String> {
     };
     let (results, w6) = run_rounds(
         &mut bench,
-        &mut kit,
-        &mut reference,
+        &mut [kit, reference],
         rounds,
         &selected,
         opts.idle_conns,
@@ -293,22 +307,14 @@ pub fn kit_vs_reference(opts: &Opts) -> Result<Vec<String>, String> {
             }
         }
     }
-    if let Some(kib) = w6 {
-        rows.push(w6_row(kib, (0, 0), opts.idle_conns));
+    if let Some(kib) = &w6 {
+        rows.push(w6_row((kib[0], kib[1]), (0, 0), opts.idle_conns));
     }
-    let failed: Vec<String> = rows
-        .iter()
-        .filter(|r| r.pass == Some(false))
-        .map(|r| r.name.clone())
-        .collect();
-    let loads: Vec<Workload> = LOAD
-        .iter()
-        .filter(|w| selected.contains(&w.n))
-        .copied()
-        .collect();
+    let failed = missed(&rows);
+    let loads = selected_loads(&selected);
     let tables = vec![
         main_table(&rows, "kit", "reference"),
-        cpu_table(&results, &loads, "kit", "ref"),
+        cpu_table(&results, &loads, &["kit", "ref"]),
     ];
     let notes = vec![
         format!("[a] The kit's clients offer the default encrypting suite (AES-256-GCM where the CPU has AES); the integrity-only row runs the same load with --suite hmac-sha256 (HMAC-SHA256 tags; SHA-256 here: {} MB/s on one core), without a target.", fmt(sha)),
@@ -317,7 +323,7 @@ pub fn kit_vs_reference(opts: &Opts) -> Result<Vec<String>, String> {
         "A target fails if either side counted errors in any round.".to_owned(),
     ];
     let head = header("make bench (rpc-bench)", opts, rounds);
-    let summary = json!({ "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(), "sha256_mb_per_sec": sha, "failed": failed, "w6_kib_per_conn": w6.map(|k| [k.0, k.1]) });
+    let summary = json!({ "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(), "sha256_mb_per_sec": sha, "failed": failed, "w6_kib_per_conn": w6 });
     publish(
         &bench,
         "rpckit benchmark: kit vs raw reference",
@@ -331,9 +337,9 @@ pub fn kit_vs_reference(opts: &Opts) -> Result<Vec<String>, String> {
 
 /// `ab`: the old build against the new one. Returns the targets missed.
 pub fn old_vs_new(opts: &Opts, old_dir: &Path, new_dir: &Path) -> Result<Vec<String>, String> {
-    let (mut bench, rounds, selected) = prepare(opts, 20, "1,2,3,4,5,6")?;
-    let mut new = Side::kit("new", new_dir, opts.server_cpu, &mut bench)?;
-    let mut old = Side::kit("old", old_dir, opts.server_cpu, &mut bench)?;
+    let (mut bench, rounds, selected) = prepare(opts, None, 20, "1,2,3,4,5,6")?;
+    let new = Side::kit("new", new_dir, opts.server_cpu, &mut bench)?;
+    let old = Side::kit("old", old_dir, opts.server_cpu, &mut bench)?;
     let extra = |_: &Side, n: u8| {
         if n == 5 {
             vec![vec!["--pipeline-first-call"]]
@@ -343,8 +349,7 @@ pub fn old_vs_new(opts: &Opts, old_dir: &Path, new_dir: &Path) -> Result<Vec<Str
     };
     let (results, w6) = run_rounds(
         &mut bench,
-        &mut new,
-        &mut old,
+        &mut [new, old],
         rounds,
         &selected,
         opts.idle_conns,
@@ -366,22 +371,14 @@ pub fn old_vs_new(opts: &Opts, old_dir: &Path, new_dir: &Path) -> Result<Vec<Str
         row.pass = Some(row.ratio() >= 0.90 && row.errors.0 == 0);
         rows.push(row);
     }
-    if let Some(kib) = w6 {
-        rows.push(w6_row(kib, (0, 0), opts.idle_conns));
+    if let Some(kib) = &w6 {
+        rows.push(w6_row((kib[0], kib[1]), (0, 0), opts.idle_conns));
     }
-    let failed: Vec<String> = rows
-        .iter()
-        .filter(|r| r.pass == Some(false))
-        .map(|r| r.name.clone())
-        .collect();
-    let loads: Vec<Workload> = LOAD
-        .iter()
-        .filter(|w| selected.contains(&w.n))
-        .copied()
-        .collect();
+    let failed = missed(&rows);
+    let loads = selected_loads(&selected);
     let tables = vec![
         main_table(&rows, "new", "old"),
-        cpu_table(&results, &loads, "new", "old"),
+        cpu_table(&results, &loads, &["new", "old"]),
     ];
     let notes = vec![format!("old: {}; new: {}. Each side is its own rpc-server and rpc-client; W5 with --pipeline-first-call on both. W6 KiB/conn of the new build against 8 KiB. A row fails on the new build's errors only; the old build's are shown.", old_dir.display(), new_dir.display())];
     let head = header(
@@ -393,7 +390,7 @@ pub fn old_vs_new(opts: &Opts, old_dir: &Path, new_dir: &Path) -> Result<Vec<Str
         opts,
         rounds,
     );
-    let summary = json!({ "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(), "failed": failed, "w6_kib_per_conn": w6.map(|k| [k.0, k.1]) });
+    let summary = json!({ "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(), "failed": failed, "w6_kib_per_conn": w6 });
     publish(
         &bench,
         "rpckit benchmark: old build vs new build",

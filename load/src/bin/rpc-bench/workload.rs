@@ -143,6 +143,14 @@ pub const LOAD: [Workload; 6] = [
 /// Connections W7 opens (the open-file limit must allow them).
 pub const W7_CONNS: u64 = 2000;
 
+/// The load workloads among `selected`, in order.
+pub fn selected_loads(selected: &[u8]) -> Vec<Workload> {
+    LOAD.iter()
+        .filter(|w| selected.contains(&w.n))
+        .copied()
+        .collect()
+}
+
 /// Parses a workload list: numbers 1-7 separated by commas or spaces.
 pub fn parse_list(text: &str) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
