@@ -28,6 +28,7 @@ pub mod fd_limit;
 mod linger;
 mod listen;
 pub mod log_limit;
+mod log_summary;
 pub mod metrics;
 mod penalty;
 mod proxy_header;

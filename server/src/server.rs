@@ -6,7 +6,7 @@ use std::io;
 use std::net::TcpListener;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use futures_lite::future;
@@ -17,6 +17,8 @@ use crate::accept::{accept_loop, accept_queued};
 use crate::admission::Admission;
 use crate::config::ServerConfig;
 use crate::connection;
+use crate::log_limit::LogLimiter;
+use crate::log_summary::SummaryTicker;
 use crate::penalty::Penalties;
 use crate::service::Service;
 use crate::shutdown::shutdown_channel;
@@ -41,6 +43,8 @@ pub(crate) struct Shared<S> {
     pub(crate) refusals: AtomicUsize,
     /// Read-buffer memory shared by all connections.
     pub(crate) buffer_budget: Arc<BufferBudget>,
+    /// Rate limits on connection-level warnings (`log_summary.rs`).
+    pub(crate) log_limit: Arc<LogLimiter>,
 }
 
 /// An rpckit server for one [`Service`].
@@ -72,6 +76,11 @@ impl<S: Service> Server<S> {
             config.auth_penalty,
         );
         let buffer_budget = BufferBudget::new(config.max_buffer_memory);
+        let log_limit = Arc::new(LogLimiter::new(
+            config.log_burst,
+            config.log_window,
+            Instant::now(),
+        ));
         let stats = Arc::new(ServerStats::default());
         let admission = Arc::new(Admission::new(
             config.max_unauthenticated,
@@ -92,6 +101,7 @@ impl<S: Service> Server<S> {
                 admission,
                 refusals: AtomicUsize::new(0),
                 buffer_budget,
+                log_limit,
             }),
         }
     }
@@ -117,6 +127,8 @@ impl<S: Service> Server<S> {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let listener = Async::new(listener)?;
+        // Sums up suppressed warnings each window until `run` returns.
+        let _summaries = SummaryTicker::start(self.shared.log_limit.clone());
         let (trigger, signal) = shutdown_channel();
         // Each connection task holds a clone of `running`; `ended` fails once all are gone.
         let (running, ended) = async_channel::bounded::<()>(1);

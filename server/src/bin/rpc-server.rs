@@ -143,6 +143,12 @@ struct ServeArgs {
     /// As --key-max-frames, in payload bytes (AES-256-GCM's own limit: 2^38).
     #[arg(long, env = "RPC_KEY_MAX_BYTES", default_value_t = u64::MAX, hide_default_value = true)]
     key_max_bytes: u64,
+    /// Connection-level warnings (refusals, evictions, failed handshakes, faults) logged one by one per reason in each --log-window; the rest go to debug and one summary line per reason says how many were not logged.
+    #[arg(long, env = "RPC_LOG_BURST", default_value_t = 5)]
+    log_burst: u32,
+    /// The window of --log-burst.
+    #[arg(long, env = "RPC_LOG_WINDOW", default_value = "10s", value_parser = parse_duration)]
+    log_window: Duration,
 }
 
 /// A network in CIDR form, or a single address (a /32 or /128).
@@ -175,6 +181,8 @@ impl ServeArgs {
         server_config.auth_penalty = self.auth_penalty;
         server_config.trusted_proxies = self.trusted_proxies.clone();
         server_config.suites = self.suite;
+        server_config.log_burst = self.log_burst;
+        server_config.log_window = self.log_window;
         server_config.key_limits = Some(KeyLimits {
             max_frames: self.key_max_frames,
             max_bytes: self.key_max_bytes,

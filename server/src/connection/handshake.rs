@@ -12,10 +12,12 @@ use async_io::Async;
 use futures_lite::future;
 use rpckit_proto::handshake::{self, server_refusal, HandshakeConfig, ProofVerdict};
 use rpckit_proto::{HandshakeError, Refusal, Session, SuitePolicy};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::admission::{HelloWatch, Stall, Ticket};
 use crate::linger::linger_and_close;
+use crate::log_limit::WarnReason;
+use crate::log_summary::limited;
 use crate::server::Shared;
 
 /// After a failed handshake, how long the server keeps reading (and discarding) what the peer
@@ -118,7 +120,7 @@ pub(super) async fn authenticate<'a, S>(
         }
         Ended::Stalled(stall) => {
             shared.admission.strike(peer, Instant::now());
-            failed(shared, peer, &stall, false);
+            failed(shared, peer, &stall, WarnReason::HandshakeTimeout, false);
             let _ = stream.get_ref().shutdown(Shutdown::Both);
             return None;
         }
@@ -127,7 +129,7 @@ pub(super) async fn authenticate<'a, S>(
     if strikes_the_source(&error) {
         shared.admission.strike(peer, Instant::now());
     }
-    failed(shared, peer, &error, penalised);
+    failed(shared, peer, &error, warn_reason(&error), penalised);
     linger_and_close(
         stream,
         HANDSHAKE_FAILURE_LINGER,
@@ -152,11 +154,30 @@ fn strikes_the_source(e: &HandshakeError) -> bool {
     )
 }
 
-/// Counts and logs a failed handshake; `penalised`: the failure put the address under penalty.
+/// The log budget a failed handshake is counted against.
+fn warn_reason(e: &HandshakeError) -> WarnReason {
+    match e {
+        HandshakeError::Timeout(_) => WarnReason::HandshakeTimeout,
+        HandshakeError::BadMagic { .. }
+        | HandshakeError::UnsupportedVersion { .. }
+        | HandshakeError::Malformed(_)
+        | HandshakeError::UnexpectedMessage { .. } => WarnReason::HandshakeMalformed,
+        HandshakeError::UnsupportedSuite { .. } | HandshakeError::SuiteNotAllowed { .. } => {
+            WarnReason::HandshakeSuite
+        }
+        HandshakeError::UnknownKeyId(_) => WarnReason::HandshakeUnknownKey,
+        HandshakeError::BadClientProof(_) => WarnReason::HandshakeBadProof,
+        _ => WarnReason::HandshakeFailed,
+    }
+}
+
+/// Counts and logs (within `kind`'s log budget) a failed handshake; `penalised`: the failure
+/// put the address under penalty.
 fn failed<S>(
     shared: &Shared<S>,
     peer: SocketAddr,
     reason: &dyn std::fmt::Display,
+    kind: WarnReason,
     penalised: bool,
 ) {
     shared
@@ -164,8 +185,8 @@ fn failed<S>(
         .handshake_failures
         .fetch_add(1, Ordering::Relaxed);
     if penalised {
-        warn!(%peer, reason = %reason, penalty_secs = shared.config.auth_penalty.as_secs(), "handshake failed; address penalised")
+        limited!(&shared.log_limit, kind, warn, %peer, reason = %reason, penalty_secs = shared.config.auth_penalty.as_secs(), "handshake failed; address penalised")
     } else {
-        warn!(%peer, reason = %reason, "handshake failed");
+        limited!(&shared.log_limit, kind, warn, %peer, reason = %reason, "handshake failed");
     }
 }
