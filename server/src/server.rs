@@ -17,6 +17,7 @@ use crate::accept::{accept_loop, accept_queued};
 use crate::admission::Admission;
 use crate::config::ServerConfig;
 use crate::connection;
+use crate::keyring_handle::KeyringHandle;
 use crate::log_limit::LogLimiter;
 use crate::log_summary::SummaryTicker;
 use crate::penalty::Penalties;
@@ -29,8 +30,8 @@ use crate::stats::ServerStats;
 pub(crate) struct Shared<S> {
     /// The service calls are dispatched to.
     pub(crate) service: Arc<S>,
-    /// Keys clients may authenticate with.
-    pub(crate) keyring: Keyring,
+    /// Keys clients may authenticate with, replaceable while the server runs.
+    pub(crate) keyring: KeyringHandle,
     /// Limits and timeouts.
     pub(crate) config: ServerConfig,
     /// Live counters.
@@ -94,7 +95,7 @@ impl<S: Service> Server<S> {
         Server {
             shared: Arc::new(Shared {
                 service: Arc::new(service),
-                keyring,
+                keyring: KeyringHandle::new(keyring, stats.clone()),
                 config,
                 stats,
                 penalties,
@@ -109,6 +110,12 @@ impl<S: Service> Server<S> {
     /// The server's live counters.
     pub fn stats(&self) -> Arc<ServerStats> {
         self.shared.stats.clone()
+    }
+
+    /// A handle on the server's keyring, to rotate keys while it runs (before or during
+    /// [`Server::run`]): new handshakes use the new keys at once.
+    pub fn keyring_handle(&self) -> KeyringHandle {
+        self.shared.keyring.clone()
     }
 
     /// Serves connections from `listener` until `shutdown` completes; then stops accepting

@@ -63,6 +63,8 @@ pub(super) async fn authenticate<'a, S>(
     };
     let progress = ticket.progress.clone();
     let evicted = ticket.evicted();
+    // Read once per handshake: a keyring reloaded from now on is used by the next one.
+    let keyring = shared.keyring.current();
     let writer = HelloWatch::new(stream, progress.clone());
     // Both happen once the proof is checked, before the peer hears the verdict: a failed
     // proof counts against the address, so the client cannot come back before its failure
@@ -86,15 +88,8 @@ pub(super) async fn authenticate<'a, S>(
             }
         };
         Ended::Done(
-            handshake::accept_with_policy(
-                stream,
-                writer,
-                &shared.keyring,
-                &config,
-                &policy,
-                verdict,
-            )
-            .await,
+            handshake::accept_with_policy(stream, writer, &keyring, &config, &policy, verdict)
+                .await,
         )
     };
     let evicted = async {
