@@ -11,7 +11,10 @@
 //! listener) → `accept.rs` (caps, penalties; `proxy_header.rs` reads a trusted proxy's PROXY
 //! header; `admission/` decides which unauthenticated connection gives way to a new one;
 //! `refuse.rs` turns peers away) → `connection/` (handshake, event loop, dispatch, answers).
-//! `spawn.rs` is the one place that names the runtime (async-std).
+//! `keyring_handle.rs` holds the keys, replaceable while the server runs (key rotation);
+//! `log_summary.rs` puts connection-level warnings through `log_limit.rs`'s per-reason rate
+//! limit and logs what it held back. `spawn.rs` is the one place that names the runtime
+//! (async-std).
 //!
 //! The stock `rpc-server` binary serves [`DemoService`]; your own service is any type that
 //! implements [`Service`] for your own serde request/response enums.
