@@ -58,7 +58,8 @@ fn request(method: &str, args: &[String]) -> Result<Request, String> {
     }
 }
 
-fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+/// Prints `rpc-client: <message>` on stderr and returns exit code `code`.
+pub fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("rpc-client: {message}");
     ExitCode::from(code)
 }
@@ -107,12 +108,19 @@ pub fn run(target: &Target, args: CallArgs) -> ExitCode {
     });
     match outcome {
         Ok(response) => print(&response, args.json),
-        Err(CallError::Connect(e)) => connect_failure(&e),
-        Err(e @ CallError::Rpc(RpcError::DeadlineExceeded)) => fail(EXIT_TIMEOUT, e),
-        Err(e @ CallError::Rpc(_)) => fail(EXIT_SERVER_ERROR, e),
-        Err(e @ CallError::Timeout(_)) => fail(EXIT_TIMEOUT, e),
-        Err(e @ CallError::OutcomeUnknown(_)) => fail(EXIT_UNKNOWN, e),
-        Err(e) => fail(EXIT_LOCAL, e),
+        Err(e) => call_failure(&e),
+    }
+}
+
+/// Prints why a call failed (connecting included) and returns its exit code.
+pub fn call_failure(e: &CallError) -> ExitCode {
+    match e {
+        CallError::Connect(e) => connect_failure(e),
+        CallError::Rpc(RpcError::DeadlineExceeded) => fail(EXIT_TIMEOUT, e),
+        CallError::Rpc(_) => fail(EXIT_SERVER_ERROR, e),
+        CallError::Timeout(_) => fail(EXIT_TIMEOUT, e),
+        CallError::OutcomeUnknown(_) => fail(EXIT_UNKNOWN, e),
+        _ => fail(EXIT_LOCAL, e),
     }
 }
 

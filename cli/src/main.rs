@@ -1,7 +1,8 @@
 //! `rpc-client`: call an rpckit server from the command line, or load it with `bench`.
 //!
 //! First start a server (`make run`, or `rpc-server`). Then:
-//! `rpc-client call uppercase hello` prints `HELLO`.
+//! `rpc-client call uppercase hello` prints `HELLO`; `rpc-client health` exits 0 if the
+//! server completes a handshake and answers a ping within `--timeout` (a container probe).
 //!
 //! Exit codes: 0 success, 1 local error (key file, arguments), 2 usage, 3 cannot connect,
 //! 4 authentication failed (either way), 5 the server answered with an error, 6 timeout,
@@ -9,6 +10,7 @@
 
 mod bench;
 mod call;
+mod health;
 mod keys;
 
 use std::process::ExitCode;
@@ -98,6 +100,9 @@ enum Command {
     /// --duration seconds after --warmup; --churn opens a new connection per call. Reports
     /// calls/s, MB/s, latency percentiles (HDR histogram) and errors by kind.
     Bench(bench::BenchArgs),
+    /// Probe the server: exit 0 if it completes a handshake and answers a ping within
+    /// --timeout (default 2s), else the exit code `call` would give. Prints one line.
+    Health(health::HealthArgs),
 }
 
 fn main() -> ExitCode {
@@ -112,6 +117,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Call(args) => call::run(&cli.target, args),
         Command::Bench(args) => bench::run_bench(&cli.target, args),
+        Command::Health(args) => health::run(&cli.target, args),
     }
 }
 

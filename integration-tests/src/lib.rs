@@ -310,6 +310,17 @@ impl ServerProcess {
     /// Like [`ServerProcess::start`] but listening on `listen` (for example the fixed
     /// `127.0.0.1:<port>` of a server that was stopped, to restart it on the same port).
     pub fn start_at(listen: &str, keyring: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(listen, keyring, extra, &[])
+    }
+
+    /// Like [`ServerProcess::start_at`], with `env` added to the server's environment (for
+    /// example `RPC_KEY`, which takes precedence over `--keyring`).
+    pub fn start_with_env(
+        listen: &str,
+        keyring: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = Command::new(bin("rpc-server"));
         cmd.arg("--listen")
             .arg(listen)
@@ -322,6 +333,7 @@ impl ServerProcess {
             // rpc-client and the client library offer hmac-sha256, which the server's default
             // (`encrypted`) refuses; a `--suite` in `extra` takes precedence.
             .env("RPC_SUITE", "any")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

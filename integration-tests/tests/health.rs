@@ -1,124 +1,96 @@
-//! The metrics listener's health check, as a load balancer sees it: `/healthz` answers 200
-//! while the server serves; from the first SIGTERM it answers 503, while for `--drain-delay`
-//! the RPC port goes on accepting and answering as usual; the metrics listener keeps
-//! answering through the drain that follows, until the process exits 0.
+//! `rpc-client health` against the real `rpc-server`: 0 for a healthy server, and `call`'s
+//! exit codes otherwise (4 wrong key, 3 nothing listening, 6 a server that never answers),
+//! with one short line each.
 
-use std::net::Shutdown;
-use std::time::Duration;
+use std::net::TcpListener;
+use std::process::Output;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use rpckit_client::ClientConfig;
-use rpckit_integration_tests::{
-    client, http_get, next_message, raw_session, within, ServerProcess, TestKey,
-};
-use rpckit_proto::demo::{Request, Response};
-use rpckit_proto::{ClientMessage, ServerMessage};
+use rpckit_integration_tests::{bin, cli, DeadPort, ServerProcess, TestKey};
 
-const STEP: Duration = Duration::from_secs(30);
+/// `rpc-client`'s exit codes (`cli/src/main.rs`).
+const EXIT_CONNECT: i32 = 3;
+const EXIT_AUTH: i32 = 4;
+const EXIT_TIMEOUT: i32 = 6;
 
-#[track_caller]
-fn wait_log(server: &ServerProcess, needle: &str) {
-    if server.wait_for_log(needle, STEP).is_none() {
-        panic!("no log line with {needle:?}; log:\n{}", server.log_text());
-    }
+/// The exit code and the one line the probe printed (stdout on success, stderr otherwise).
+fn outcome(out: &Output) -> (Option<i32>, String) {
+    let printed = if out.status.success() {
+        &out.stdout
+    } else {
+        &out.stderr
+    };
+    let text = String::from_utf8_lossy(printed).into_owned();
+    assert_eq!(text.lines().count(), 1, "one line: {text:?}");
+    (out.status.code(), text)
 }
 
 #[test]
-fn healthz_turns_503_at_the_first_signal_while_the_drain_delay_still_serves() {
-    let key = TestKey::new("health-drain");
-    // The delay only has to outlast one new connection and call on a busy machine.
-    let mut server = ServerProcess::start(
-        &key.path,
-        &[
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--drain-delay",
-            "10s",
-            "--grace-period",
-            "60s",
-        ],
-    );
-    let metrics = server
-        .metrics_addr
-        .expect("the metrics line before the ready line");
+fn a_healthy_server_exits_0_with_one_line() {
+    let key = TestKey::new("health");
+    let server = ServerProcess::start(&key.path, &[]);
+    let (code, line) = outcome(&cli(server.addr, &key.path, &["health"]));
+    assert_eq!(code, Some(0), "{line}");
     assert!(
-        metrics.ip().is_loopback() && metrics.port() != 0,
-        "{metrics}"
+        line.starts_with("ok: ") && line.contains("answered ping in"),
+        "{line}"
     );
-    let healthz = http_get(metrics, "/healthz");
-    assert_eq!((healthz.status, healthz.body.as_str()), (200, "serving\n"));
-
-    within(STEP, async {
-        // A call that holds the drain open until the test closes its connection: the Pong
-        // after it proves the server has read it.
-        let (stream, session) = raw_session(server.addr, &key).await;
-        let (mut reader, mut writer) = session.split();
-        writer
-            .push_client(&ClientMessage::Call {
-                id: 1,
-                deadline: None,
-                request: Request::Sleep { ms: 600_000 },
-            })
-            .unwrap();
-        writer
-            .push_client(&ClientMessage::<Request>::Ping { nonce: 7 })
-            .unwrap();
-        writer.flush().await.unwrap();
-        assert_eq!(
-            next_message(&mut reader).await,
-            ServerMessage::Pong { nonce: 7 }
-        );
-
-        server.signal(libc::SIGTERM);
-        wait_log(&server, "draining soon");
-        let healthz = http_get(metrics, "/healthz");
-        assert_eq!((healthz.status, healthz.body.as_str()), (503, "draining\n"));
-        // The RPC port still accepts a new connection and answers its call.
-        let mut config = ClientConfig::default();
-        config.reconnect_attempts = 0;
-        let lib = client(server.addr, &key, config);
-        assert_eq!(
-            lib.call(Request::Uppercase("still here".into()))
-                .await
-                .expect("a call in the drain delay"),
-            Response::Uppercase("STILL HERE".into())
-        );
-        lib.close().await;
-
-        // Then the drain proper: the metrics listener still answers while the slow call
-        // holds it open.
-        wait_log(&server, "shutting down: no new connections; draining");
-        assert_eq!(
-            next_message(&mut reader).await,
-            ServerMessage::GoingAway {
-                grace: Duration::from_secs(60)
-            }
-        );
-        let healthz = http_get(metrics, "/healthz");
-        assert_eq!((healthz.status, healthz.body.as_str()), (503, "draining\n"));
-        let scrape = http_get(metrics, "/metrics");
-        assert_eq!(scrape.status, 200);
-        assert!(
-            scrape.body.lines().any(|l| l == "rpckit_draining 1"),
-            "{}",
-            scrape.body
-        );
-        // Cancelling the last call ends the drain; closing our side lets the connection go.
-        writer
-            .push_client(&ClientMessage::<Request>::Cancel { id: 1 })
-            .unwrap();
-        writer.flush().await.unwrap();
-        stream.shutdown(Shutdown::Write).unwrap();
-    });
-    let status = server
-        .wait_exit(STEP)
-        .unwrap_or_else(|| panic!("rpc-server did not exit; log:\n{}", server.log_text()));
-    assert_eq!(status.code(), Some(0), "{}", server.log_text());
+    // The probe is an authenticated client that says goodbye: no failed handshake.
+    assert!(server
+        .wait_for_log("closed: client said goodbye", Duration::from_secs(10))
+        .is_some());
+    assert_eq!(
+        server.log_count("handshake failed"),
+        0,
+        "{}",
+        server.log_text()
+    );
 }
 
 #[test]
-fn without_metrics_listen_there_is_no_metrics_line() {
-    let key = TestKey::new("health-off");
-    let mut server = ServerProcess::start(&key.path, &[]);
-    assert_eq!(server.metrics_addr, None);
-    server.stop(STEP);
+fn a_wrong_key_exits_with_the_auth_code() {
+    let key = TestKey::new("health");
+    let other = TestKey::new("health");
+    let server = ServerProcess::start(&key.path, &[]);
+    let (code, line) = outcome(&cli(server.addr, &other.path, &["health"]));
+    assert_eq!(code, Some(EXIT_AUTH), "{line}");
+    assert!(line.contains("authentication failed"), "{line}");
+}
+
+#[test]
+fn nothing_listening_exits_with_the_connect_code() {
+    let key = TestKey::new("health");
+    let dead = DeadPort::new();
+    let (code, line) = outcome(&cli(dead.addr(), &key.path, &["health"]));
+    assert_eq!(code, Some(EXIT_CONNECT), "{line}");
+}
+
+#[test]
+fn a_server_that_never_answers_exits_with_the_timeout_code_in_time() {
+    let key = TestKey::new("health");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    // Accepts the probe's connection and holds it open without a word.
+    let (held_tx, held_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((stream, _)) = listener.accept() {
+            let _ = held_tx.send(stream);
+        }
+    });
+    // Built before the clock starts: the first use in a test process may build the binaries.
+    let _ = bin("rpc-client");
+    let started = Instant::now();
+    let (code, line) = outcome(&cli(addr, &key.path, &["health", "--timeout", "1s"]));
+    let took = started.elapsed();
+    assert_eq!(code, Some(EXIT_TIMEOUT), "{line}");
+    assert!(line.contains("timed out"), "{line}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+        "took {took:?}"
+    );
+    assert!(
+        held_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "the probe connected"
+    );
 }

@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use rpckit_proto::Refusal;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::admission::{Admit, Cap, Ticket};
 use crate::connection;
+use crate::log_limit::WarnReason;
+use crate::log_summary::limited;
 use crate::proxy_header::read_proxy_header;
 use crate::refuse::refuse;
 use crate::server::Shared;
@@ -38,7 +40,7 @@ pub(crate) async fn accept_loop<S: Service>(
         match listener.accept().await {
             Ok((stream, peer)) => admit(shared, stream, peer, signal, running),
             Err(e) => {
-                warn!(error = %e, "accept failed; backing off");
+                limited!(&shared.log_limit, WarnReason::AcceptFailed, warn, error = %e, "accept failed; backing off");
                 Timer::after(ACCEPT_BACKOFF).await;
             }
         }
@@ -145,7 +147,7 @@ async fn behind_proxy<S: Service>(
                 .stats
                 .handshake_failures
                 .fetch_add(1, Ordering::Relaxed);
-            warn!(%proxy, reason = %e, "closed: a trusted proxy's connection without a valid PROXY header");
+            limited!(&shared.log_limit, WarnReason::BadProxyHeader, warn, %proxy, reason = %e, "closed: a trusted proxy's connection without a valid PROXY header");
             let _ = stream.get_ref().shutdown(Shutdown::Both);
             return None;
         }
@@ -181,7 +183,7 @@ fn penalty<S>(shared: &Shared<S>, peer: SocketAddr) -> Result<(), Refusal> {
     let now = Instant::now();
     if let Some(until) = shared.penalties.refused(peer.ip(), now) {
         let secs_left = until.saturating_duration_since(now).as_secs();
-        warn!(%peer, secs_left, "refused: address penalised after failed authentications");
+        limited!(&shared.log_limit, WarnReason::RefusedPenalised, warn, %peer, secs_left, "refused: address penalised after failed authentications");
         return Err(Refusal::RateLimited);
     }
     Ok(())
@@ -191,7 +193,7 @@ fn penalty<S>(shared: &Shared<S>, peer: SocketAddr) -> Result<(), Refusal> {
 fn capacity<S>(shared: &Shared<S>, peer: SocketAddr) -> Result<(), Refusal> {
     let limit = shared.config.max_connections;
     if shared.stats.connections.load(Ordering::Relaxed) >= limit {
-        warn!(%peer, limit, "refused: connection limit reached");
+        limited!(&shared.log_limit, WarnReason::RefusedConnectionLimit, warn, %peer, limit, "refused: connection limit reached");
         return Err(Refusal::Busy);
     }
     Ok(())
@@ -210,16 +212,16 @@ fn place<S>(
     {
         Admit::Admitted { ticket, evicted } => {
             if let Some(evicted) = evicted {
-                info!(%peer, %evicted, "evicted an unauthenticated connection to make room");
+                limited!(&shared.log_limit, WarnReason::EvictedUnauthenticated, info, %peer, %evicted, "evicted an unauthenticated connection to make room");
             }
             Ok(ticket)
         }
         Admit::Refused(Cap::PerSource) => {
-            warn!(%peer, limit = ?config.max_unauthenticated_per_source, "refused: this source's unauthenticated connections are all past their hello");
+            limited!(&shared.log_limit, WarnReason::RefusedUnauthenticated, warn, %peer, limit = ?config.max_unauthenticated_per_source, "refused: this source's unauthenticated connections are all past their hello");
             Err(Refusal::Busy)
         }
         Admit::Refused(Cap::Total) => {
-            warn!(%peer, limit = config.max_unauthenticated, "refused: unauthenticated connections are all past their hello");
+            limited!(&shared.log_limit, WarnReason::RefusedUnauthenticated, warn, %peer, limit = config.max_unauthenticated, "refused: unauthenticated connections are all past their hello");
             Err(Refusal::Busy)
         }
     }

@@ -98,6 +98,12 @@ pub struct ServerConfig {
     /// that happen sooner: for tests, or to bound how much one key protects. Default `None`
     /// (AES-256-GCM: 2^32 frames, 2^38 bytes; the others: the sequence number).
     pub key_limits: Option<KeyLimits>,
+    /// Connection-level warnings (refusals, evictions, failed handshakes, connections closed
+    /// for faults) logged one by one per reason in each `log_window`; the rest of the window's
+    /// go to debug and are summed up in one line when it ends. Default 5.
+    pub log_burst: u32,
+    /// The window of `log_burst`. Default 10 s.
+    pub log_window: Duration,
 }
 
 impl ServerConfig {
@@ -125,6 +131,7 @@ impl ServerConfig {
             &mut self.drain_delay,
             &mut self.auth_failure_window,
             &mut self.auth_penalty,
+            &mut self.log_window,
         ] {
             *d = (*d).min(MAX_DURATION);
         }
@@ -156,6 +163,8 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             suites: SuiteSet::ENCRYPTED,
             key_limits: None,
+            log_burst: 5,
+            log_window: Duration::from_secs(10),
         }
     }
 }
@@ -195,6 +204,7 @@ mod tests {
             drain_delay: Duration::MAX,
             auth_failure_window: Duration::MAX,
             auth_penalty: Duration::MAX,
+            log_window: Duration::MAX,
             ..ServerConfig::default()
         }
         .bounded();
@@ -210,6 +220,7 @@ mod tests {
             huge.drain_delay,
             huge.auth_failure_window,
             huge.auth_penalty,
+            huge.log_window,
         ] {
             assert_eq!(d, MAX_DURATION);
             // Deadlines from it fit the clock, with room to add another.

@@ -11,7 +11,10 @@
 //! listener) → `accept.rs` (caps, penalties; `proxy_header.rs` reads a trusted proxy's PROXY
 //! header; `admission/` decides which unauthenticated connection gives way to a new one;
 //! `refuse.rs` turns peers away) → `connection/` (handshake, event loop, dispatch, answers).
-//! `spawn.rs` is the one place that names the runtime (async-std).
+//! `keyring_handle.rs` holds the keys, replaceable while the server runs (key rotation);
+//! `log_summary.rs` puts connection-level warnings through `log_limit.rs`'s per-reason rate
+//! limit and logs what it held back. `spawn.rs` is the one place that names the runtime
+//! (async-std).
 //!
 //! The stock `rpc-server` binary serves [`DemoService`]; your own service is any type that
 //! implements [`Service`] for your own serde request/response enums.
@@ -25,9 +28,11 @@ mod config;
 mod connection;
 mod demo;
 pub mod fd_limit;
+mod keyring_handle;
 mod linger;
 mod listen;
 pub mod log_limit;
+mod log_summary;
 pub mod metrics;
 mod penalty;
 mod proxy_header;
@@ -41,6 +46,7 @@ mod stats;
 pub use config::ServerConfig;
 pub use demo::{DemoService, MAX_SLEEP_MS};
 pub use ipnet::IpNet;
+pub use keyring_handle::KeyringHandle;
 pub use listen::bind_listener;
 pub use server::Server;
 pub use service::{CallContext, Service};

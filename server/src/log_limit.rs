@@ -25,22 +25,47 @@ pub enum WarnReason {
     RefusedUnauthenticated,
     /// A connection refused: its address is penalised after failed authentications.
     RefusedPenalised,
-    /// A handshake failed (wrong key, unknown key id, deadline, protocol error).
+    /// An unauthenticated connection evicted to make room for a new one.
+    EvictedUnauthenticated,
+    /// A handshake failed: a deadline (hello, proof, whole handshake) passed.
+    HandshakeTimeout,
+    /// A handshake failed: the hello was malformed (bad magic, version, layout, type).
+    HandshakeMalformed,
+    /// A handshake failed: the client named a key id the keyring does not hold.
+    HandshakeUnknownKey,
+    /// A handshake failed: the client's proof did not verify (a wrong key).
+    HandshakeBadProof,
+    /// A handshake failed: the suite offered is unknown or not allowed.
+    HandshakeSuite,
+    /// A handshake failed for another reason (the peer left, an i/o error).
     HandshakeFailed,
-    /// A connection closed for bad input after authentication.
+    /// A trusted proxy's connection came without a valid PROXY header.
+    BadProxyHeader,
+    /// A connection closed for bad input or a protocol error after authentication.
     BadInput,
+    /// A connection closed for another fault after authentication (peer unresponsive, not
+    /// reading, an i/o error).
+    ConnectionFault,
     /// `accept()` failed (for example EMFILE).
     AcceptFailed,
 }
 
 impl WarnReason {
     /// Every reason, in the order of [`WarnReason::index`].
-    pub const ALL: [WarnReason; 6] = [
+    pub const ALL: [WarnReason; 14] = [
         WarnReason::RefusedConnectionLimit,
         WarnReason::RefusedUnauthenticated,
         WarnReason::RefusedPenalised,
+        WarnReason::EvictedUnauthenticated,
+        WarnReason::HandshakeTimeout,
+        WarnReason::HandshakeMalformed,
+        WarnReason::HandshakeUnknownKey,
+        WarnReason::HandshakeBadProof,
+        WarnReason::HandshakeSuite,
         WarnReason::HandshakeFailed,
+        WarnReason::BadProxyHeader,
         WarnReason::BadInput,
+        WarnReason::ConnectionFault,
         WarnReason::AcceptFailed,
     ];
 
@@ -50,13 +75,42 @@ impl WarnReason {
             WarnReason::RefusedConnectionLimit => 0,
             WarnReason::RefusedUnauthenticated => 1,
             WarnReason::RefusedPenalised => 2,
-            WarnReason::HandshakeFailed => 3,
-            WarnReason::BadInput => 4,
-            WarnReason::AcceptFailed => 5,
+            WarnReason::EvictedUnauthenticated => 3,
+            WarnReason::HandshakeTimeout => 4,
+            WarnReason::HandshakeMalformed => 5,
+            WarnReason::HandshakeUnknownKey => 6,
+            WarnReason::HandshakeBadProof => 7,
+            WarnReason::HandshakeSuite => 8,
+            WarnReason::HandshakeFailed => 9,
+            WarnReason::BadProxyHeader => 10,
+            WarnReason::BadInput => 11,
+            WarnReason::ConnectionFault => 12,
+            WarnReason::AcceptFailed => 13,
         }
     }
 
-    /// What `n` events of this reason were, for a summary line.
+    /// A short name for the reason, as the `reason` field of a summary line.
+    pub fn name(self) -> &'static str {
+        match self {
+            WarnReason::RefusedConnectionLimit => "refused_connection_limit",
+            WarnReason::RefusedUnauthenticated => "refused_unauthenticated",
+            WarnReason::RefusedPenalised => "refused_penalised",
+            WarnReason::EvictedUnauthenticated => "evicted_unauthenticated",
+            WarnReason::HandshakeTimeout => "handshake_timeout",
+            WarnReason::HandshakeMalformed => "handshake_malformed",
+            WarnReason::HandshakeUnknownKey => "handshake_unknown_key",
+            WarnReason::HandshakeBadProof => "handshake_bad_proof",
+            WarnReason::HandshakeSuite => "handshake_suite",
+            WarnReason::HandshakeFailed => "handshake_failed",
+            WarnReason::BadProxyHeader => "bad_proxy_header",
+            WarnReason::BadInput => "bad_input",
+            WarnReason::ConnectionFault => "connection_fault",
+            WarnReason::AcceptFailed => "accept_failed",
+        }
+    }
+
+    /// What `n` events of this reason were, for a summary line. Worded so that a summary
+    /// does not contain the text of the one-by-one lines it stands for.
     fn describe(self, n: u64) -> String {
         match self {
             WarnReason::RefusedConnectionLimit => {
@@ -66,10 +120,28 @@ impl WarnReason {
                 format!("refused {n} connections: too many unauthenticated")
             }
             WarnReason::RefusedPenalised => {
-                format!("refused {n} connections: address penalised")
+                format!("refused {n} connections: source penalised for failed authentications")
+            }
+            WarnReason::EvictedUnauthenticated => {
+                format!("evicted {n} unauthenticated connections to make room")
+            }
+            WarnReason::HandshakeTimeout => format!("{n} handshakes failed: timed out"),
+            WarnReason::HandshakeMalformed => format!("{n} handshakes failed: malformed hello"),
+            WarnReason::HandshakeUnknownKey => {
+                format!("{n} handshakes failed: key id not in the keyring")
+            }
+            WarnReason::HandshakeBadProof => format!("{n} handshakes failed: wrong key"),
+            WarnReason::HandshakeSuite => {
+                format!("{n} handshakes failed: suite unknown or not allowed")
             }
             WarnReason::HandshakeFailed => format!("{n} handshakes failed"),
+            WarnReason::BadProxyHeader => {
+                format!("closed {n} trusted proxy connections: no valid PROXY header")
+            }
             WarnReason::BadInput => format!("closed {n} connections: bad input"),
+            WarnReason::ConnectionFault => {
+                format!("closed {n} connections: faults (unresponsive, not reading, i/o)")
+            }
             WarnReason::AcceptFailed => format!("accept failed {n} times"),
         }
     }
@@ -153,6 +225,11 @@ impl LogLimiter {
     /// The window length.
     pub fn window(&self) -> Duration {
         self.window
+    }
+
+    /// The instant windows are numbered from: window `n` ends at `origin + (n + 1) * window`.
+    pub fn origin(&self) -> Instant {
+        self.origin
     }
 
     /// The number of the window `now` falls in (saturating at the 32-bit limit, far past any
@@ -363,6 +440,16 @@ mod tests {
         assert_eq!(logged, 5);
         let s = limiter.tick(t0 + TEN_S);
         assert_eq!((s[0].total, s[0].suppressed), (40_000, 39_995));
+    }
+
+    #[test]
+    fn every_reason_has_its_own_slot_in_order() {
+        for (i, reason) in WarnReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason:?}");
+        }
+        let names: std::collections::HashSet<_> =
+            WarnReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), WarnReason::ALL.len());
     }
 
     #[test]

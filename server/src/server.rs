@@ -6,7 +6,7 @@ use std::io;
 use std::net::TcpListener;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
 use futures_lite::future;
@@ -18,6 +18,9 @@ use crate::admission::Admission;
 use crate::config::ServerConfig;
 use crate::connection;
 use crate::metrics::ServerMetrics;
+use crate::keyring_handle::KeyringHandle;
+use crate::log_limit::LogLimiter;
+use crate::log_summary::SummaryTicker;
 use crate::penalty::Penalties;
 use crate::service::Service;
 use crate::shutdown::shutdown_channel;
@@ -28,8 +31,8 @@ use crate::stats::ServerStats;
 pub(crate) struct Shared<S> {
     /// The service calls are dispatched to.
     pub(crate) service: Arc<S>,
-    /// Keys clients may authenticate with.
-    pub(crate) keyring: Keyring,
+    /// Keys clients may authenticate with, replaceable while the server runs.
+    pub(crate) keyring: KeyringHandle,
     /// Limits and timeouts.
     pub(crate) config: ServerConfig,
     /// Live counters.
@@ -45,6 +48,8 @@ pub(crate) struct Shared<S> {
     /// Prometheus metrics, if the embedder asked for them ([`Server::with_metrics`]);
     /// `None` costs the data path nothing but a branch.
     pub(crate) metrics: Option<ServerMetrics>,
+    /// Rate limits on connection-level warnings (`log_summary.rs`).
+    pub(crate) log_limit: Arc<LogLimiter>,
 }
 
 /// An rpckit server for one [`Service`].
@@ -76,6 +81,11 @@ impl<S: Service> Server<S> {
             config.auth_penalty,
         );
         let buffer_budget = BufferBudget::new(config.max_buffer_memory);
+        let log_limit = Arc::new(LogLimiter::new(
+            config.log_burst,
+            config.log_window,
+            Instant::now(),
+        ));
         let stats = Arc::new(ServerStats::default());
         let admission = Arc::new(Admission::new(
             config.max_unauthenticated,
@@ -89,7 +99,7 @@ impl<S: Service> Server<S> {
         Server {
             shared: Arc::new(Shared {
                 service: Arc::new(service),
-                keyring,
+                keyring: KeyringHandle::new(keyring, stats.clone()),
                 config,
                 stats,
                 penalties,
@@ -97,6 +107,7 @@ impl<S: Service> Server<S> {
                 refusals: AtomicUsize::new(0),
                 buffer_budget,
                 metrics: None,
+                log_limit,
             }),
         }
     }
@@ -144,6 +155,12 @@ impl<S: Service> Server<S> {
         self.shared.stats.clone()
     }
 
+    /// A handle on the server's keyring, to rotate keys while it runs (before or during
+    /// [`Server::run`]): new handshakes use the new keys at once.
+    pub fn keyring_handle(&self) -> KeyringHandle {
+        self.shared.keyring.clone()
+    }
+
     /// Serves connections from `listener` until `shutdown` completes; then marks the metrics
     /// draining (`/healthz` answers 503), goes on serving as usual for
     /// [`ServerConfig::drain_delay`], and then stops accepting
@@ -162,6 +179,8 @@ impl<S: Service> Server<S> {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let listener = Async::new(listener)?;
+        // Sums up suppressed warnings each window until `run` returns.
+        let _summaries = SummaryTicker::start(self.shared.log_limit.clone());
         let (trigger, signal) = shutdown_channel();
         // Each connection task holds a clone of `running`; `ended` fails once all are gone.
         let (running, ended) = async_channel::bounded::<()>(1);

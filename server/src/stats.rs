@@ -20,6 +20,10 @@ pub struct ServerStats {
     pub(crate) refused: AtomicU64,
     /// Unauthenticated connections evicted to make room for new ones since start.
     pub(crate) evicted: AtomicU64,
+    /// Keyrings put in force while running (reloaded or replaced) since start.
+    pub(crate) keyring_reloads: AtomicU64,
+    /// Keyring reloads refused (the file could not be read or parsed) since start.
+    pub(crate) keyring_reload_failures: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -41,6 +45,10 @@ pub struct StatsSnapshot {
     /// Unauthenticated connections evicted to make room for new ones since start
     /// (`ServerConfig::max_unauthenticated`).
     pub evicted: u64,
+    /// Keyrings put in force while running ([`crate::KeyringHandle`]) since start.
+    pub keyring_reloads: u64,
+    /// Keyring reloads refused since start: the keys in force stayed.
+    pub keyring_reload_failures: u64,
 }
 
 impl ServerStats {
@@ -54,6 +62,8 @@ impl ServerStats {
             handshake_failures: self.handshake_failures.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
+            keyring_reloads: self.keyring_reloads.load(Ordering::Relaxed),
+            keyring_reload_failures: self.keyring_reload_failures.load(Ordering::Relaxed),
         }
     }
 }

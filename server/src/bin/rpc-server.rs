@@ -5,7 +5,7 @@
 //! `rpc-client call uppercase hello`. SIGINT or SIGTERM drains and exits 0; a second signal
 //! exits 1 at once, without waiting for calls in flight. With `--metrics-listen ADDR` it
 //! serves Prometheus metrics and `/healthz` there and prints `rpc-server metrics on ADDR`
-//! before the ready line.
+//! before the ready line. SIGHUP reloads the keyring file.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -18,7 +18,7 @@ use futures_lite::StreamExt;
 use rpckit_keyfile::Keygen;
 use rpckit_proto::{KeyId, KeyLimits, Keyring, SuiteSet};
 use rpckit_server::metrics::{serve_http, HttpConfig, ServerMetrics, DEMO_METHODS};
-use rpckit_server::{bind_listener, DemoService, IpNet, Server, ServerConfig};
+use rpckit_server::{bind_listener, DemoService, IpNet, KeyringHandle, Server, ServerConfig};
 use tracing::{error, info, warn};
 
 #[derive(Parser, Debug)]
@@ -152,6 +152,12 @@ struct ServeArgs {
     /// As --key-max-frames, in payload bytes (AES-256-GCM's own limit: 2^38).
     #[arg(long, env = "RPC_KEY_MAX_BYTES", default_value_t = u64::MAX, hide_default_value = true)]
     key_max_bytes: u64,
+    /// Connection-level warnings (refusals, evictions, failed handshakes, faults) logged one by one per reason in each --log-window; the rest go to debug and one summary line per reason says how many were not logged.
+    #[arg(long, env = "RPC_LOG_BURST", default_value_t = 5)]
+    log_burst: u32,
+    /// The window of --log-burst.
+    #[arg(long, env = "RPC_LOG_WINDOW", default_value = "10s", value_parser = parse_duration)]
+    log_window: Duration,
 }
 
 /// A network in CIDR form, or a single address (a /32 or /128).
@@ -185,6 +191,8 @@ impl ServeArgs {
         server_config.auth_penalty = self.auth_penalty;
         server_config.trusted_proxies = self.trusted_proxies.clone();
         server_config.suites = self.suite;
+        server_config.log_burst = self.log_burst;
+        server_config.log_window = self.log_window;
         server_config.key_limits = Some(KeyLimits {
             max_frames: self.key_max_frames,
             max_bytes: self.key_max_bytes,
@@ -258,13 +266,14 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
-/// The keys to accept: RPC_KEY from the environment, or the keyring file.
-fn load_keys(args: &ServeArgs) -> Result<Keyring, String> {
+/// The keys to accept: RPC_KEY from the environment, or the keyring file (whose path comes
+/// back too, for reloads).
+fn load_keys(args: &ServeArgs) -> Result<(Keyring, Option<PathBuf>), String> {
     if let Some(found) = rpckit_keyfile::key_from_env(None) {
         let (id, key) = found.map_err(|e| e.to_string())?;
         let mut ring = Keyring::new();
         ring.insert(id, key);
-        return Ok(ring);
+        return Ok((ring, None));
     }
     let path = args
         .keyring
@@ -279,7 +288,28 @@ fn load_keys(args: &ServeArgs) -> Result<Keyring, String> {
     if rpckit_keyfile::readable_by_others(&path) {
         warn!(path = %path.display(), "keyring file is readable by other users; run chmod 600 on it");
     }
-    Ok(ring)
+    Ok((ring, Some(path)))
+}
+
+/// On each SIGHUP, reloads the keyring file (`keyring`, `None` when the key came from
+/// RPC_KEY) into `handle`. Never returns (so it can race a future of any output); does not
+/// touch the drain's signals.
+async fn reload_on_hangup<T>(
+    mut hangups: async_signal::Signals,
+    handle: KeyringHandle,
+    keyring: Option<PathBuf>,
+) -> T {
+    while let Some(Ok(_)) = hangups.next().await {
+        match &keyring {
+            // Logged and counted by the handle; a file that does not parse leaves the keys.
+            Some(path) => {
+                info!(path = %path.display(), "SIGHUP: reloading the keyring");
+                let _ = handle.reload(path);
+            }
+            None => info!("SIGHUP: the key comes from RPC_KEY; nothing to reload"),
+        }
+    }
+    std::future::pending().await
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -288,8 +318,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         error!("refusing --key: a secret on the command line is visible to every user in `ps`; use --keyring FILE or the RPC_KEY environment variable");
         return ExitCode::from(2);
     }
-    let keys = match load_keys(&args) {
-        Ok(keys) => keys,
+    let (keys, keyring_path) = match load_keys(&args) {
+        Ok(found) => found,
         Err(e) => {
             error!("cannot load keys: {e}");
             return ExitCode::from(1);
@@ -307,6 +337,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             Ok(signals) => signals,
             Err(e) => {
                 error!("cannot install signal handlers: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let hangups = match async_signal::Signals::new([async_signal::Signal::Hup]) {
+            Ok(hangups) => hangups,
+            Err(e) => {
+                error!("cannot install the SIGHUP handler: {e}");
                 return ExitCode::from(1);
             }
         };
@@ -341,6 +378,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         if let Some(metrics) = metrics {
             server = server.with_metrics(metrics);
         }
+        let reloads = reload_on_hangup(hangups, server.keyring_handle(), keyring_path);
         let mut signals = signals;
         // The first signal starts the drain; a second one ends the process without waiting.
         let (first_tx, first_rx) = async_channel::bounded::<()>(1);
@@ -360,7 +398,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         let shutdown = async move {
             let _ = first_rx.recv().await;
         };
-        let run = async { Ok(server.run(listener, shutdown).await) };
+        let run =
+            futures_lite::future::or(async { Ok(server.run(listener, shutdown).await) }, reloads);
         let second_signal = async { Err(watch.await) };
         let result = futures_lite::future::or(run, second_signal).await;
         match result {

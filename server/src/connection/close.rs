@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use rpckit_proto::{DecodeError, FrameError, SessionError};
 
+use crate::log_limit::WarnReason;
+
 /// Why the connection's event loop ended.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Close {
@@ -85,6 +87,17 @@ impl Close {
     /// Whether this is a fault rather than an orderly end.
     pub(crate) fn is_fault(&self) -> bool {
         !self.says_goodbye() && !matches!(self, Close::ClientGoodbye | Close::PeerClosed)
+    }
+
+    /// The log budget a fault is counted against: bad input and protocol errors, or the
+    /// peer's and the network's faults.
+    pub(crate) fn warn_reason(&self) -> WarnReason {
+        match self {
+            Close::ReusedCallId(_) | Close::Undecodable(_) | Close::BadInput(_) => {
+                WarnReason::BadInput
+            }
+            _ => WarnReason::ConnectionFault,
+        }
     }
 
     /// Whether what is still queued may be written: not after the writing side failed (part

@@ -71,7 +71,8 @@ impl<S: Service> Connection<'_, S> {
         // An id still in flight: answering this call would give the id two answers, and
         // refusing it too (PROTOCOL.md §9.1). The connection ends instead.
         if self.calls.contains(id) {
-            warn!(peer = %self.peer, key_id = %self.key_id, id, "call id reused while in flight; closing");
+            // The close is logged (within its log budget) with the reason.
+            debug!(peer = %self.peer, key_id = %self.key_id, id, "call id reused while in flight; closing");
             return Err(Close::ReusedCallId(id));
         }
         let refusal = if self.timers.draining() {

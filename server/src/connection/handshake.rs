@@ -12,10 +12,12 @@ use async_io::Async;
 use futures_lite::future;
 use rpckit_proto::handshake::{self, server_refusal, HandshakeConfig, ProofVerdict};
 use rpckit_proto::{HandshakeError, Refusal, Session, SuitePolicy};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::admission::{HelloWatch, Stall, Ticket};
 use crate::linger::linger_and_close;
+use crate::log_limit::WarnReason;
+use crate::log_summary::limited;
 use crate::server::Shared;
 
 /// After a failed handshake, how long the server keeps reading (and discarding) what the peer
@@ -61,6 +63,8 @@ pub(super) async fn authenticate<'a, S>(
     };
     let progress = ticket.progress.clone();
     let evicted = ticket.evicted();
+    // Read once per handshake: a keyring reloaded from now on is used by the next one.
+    let keyring = shared.keyring.current();
     let writer = HelloWatch::new(stream, progress.clone());
     // Both happen once the proof is checked, before the peer hears the verdict: a failed
     // proof counts against the address, so the client cannot come back before its failure
@@ -84,15 +88,8 @@ pub(super) async fn authenticate<'a, S>(
             }
         };
         Ended::Done(
-            handshake::accept_with_policy(
-                stream,
-                writer,
-                &shared.keyring,
-                &config,
-                &policy,
-                verdict,
-            )
-            .await,
+            handshake::accept_with_policy(stream, writer, &keyring, &config, &policy, verdict)
+                .await,
         )
     };
     let evicted = async {
@@ -118,7 +115,7 @@ pub(super) async fn authenticate<'a, S>(
         }
         Ended::Stalled(stall) => {
             shared.admission.strike(peer, Instant::now());
-            failed(shared, peer, &stall, false);
+            failed(shared, peer, &stall, WarnReason::HandshakeTimeout, false);
             let _ = stream.get_ref().shutdown(Shutdown::Both);
             return None;
         }
@@ -127,7 +124,7 @@ pub(super) async fn authenticate<'a, S>(
     if strikes_the_source(&error) {
         shared.admission.strike(peer, Instant::now());
     }
-    failed(shared, peer, &error, penalised);
+    failed(shared, peer, &error, warn_reason(&error), penalised);
     linger_and_close(
         stream,
         HANDSHAKE_FAILURE_LINGER,
@@ -152,11 +149,30 @@ fn strikes_the_source(e: &HandshakeError) -> bool {
     )
 }
 
-/// Counts and logs a failed handshake; `penalised`: the failure put the address under penalty.
+/// The log budget a failed handshake is counted against.
+fn warn_reason(e: &HandshakeError) -> WarnReason {
+    match e {
+        HandshakeError::Timeout(_) => WarnReason::HandshakeTimeout,
+        HandshakeError::BadMagic { .. }
+        | HandshakeError::UnsupportedVersion { .. }
+        | HandshakeError::Malformed(_)
+        | HandshakeError::UnexpectedMessage { .. } => WarnReason::HandshakeMalformed,
+        HandshakeError::UnsupportedSuite { .. } | HandshakeError::SuiteNotAllowed { .. } => {
+            WarnReason::HandshakeSuite
+        }
+        HandshakeError::UnknownKeyId(_) => WarnReason::HandshakeUnknownKey,
+        HandshakeError::BadClientProof(_) => WarnReason::HandshakeBadProof,
+        _ => WarnReason::HandshakeFailed,
+    }
+}
+
+/// Counts and logs (within `kind`'s log budget) a failed handshake; `penalised`: the failure
+/// put the address under penalty.
 fn failed<S>(
     shared: &Shared<S>,
     peer: SocketAddr,
     reason: &dyn std::fmt::Display,
+    kind: WarnReason,
     penalised: bool,
 ) {
     shared
@@ -164,8 +180,8 @@ fn failed<S>(
         .handshake_failures
         .fetch_add(1, Ordering::Relaxed);
     if penalised {
-        warn!(%peer, reason = %reason, penalty_secs = shared.config.auth_penalty.as_secs(), "handshake failed; address penalised")
+        limited!(&shared.log_limit, kind, warn, %peer, reason = %reason, penalty_secs = shared.config.auth_penalty.as_secs(), "handshake failed; address penalised")
     } else {
-        warn!(%peer, reason = %reason, "handshake failed");
+        limited!(&shared.log_limit, kind, warn, %peer, reason = %reason, "handshake failed");
     }
 }

@@ -24,12 +24,14 @@ use std::time::Duration;
 
 use async_io::Async;
 use rpckit_proto::ServerMessage;
-use tracing::{info, warn};
+use tracing::info;
 
 use self::event_loop::Connection;
 use self::outgoing::Outgoing;
 use crate::admission::Ticket;
 use crate::linger::linger_and_close;
+use crate::log_limit::WarnReason;
+use crate::log_summary::limited;
 use crate::server::Shared;
 use crate::service::Service;
 use crate::shutdown::ShutdownSignal;
@@ -92,9 +94,15 @@ pub(crate) async fn serve<S: Service>(
     } else {
         let _ = stream.get_ref().shutdown(Shutdown::Both);
     }
+    let limiter = &shared.log_limit;
     match flushed {
-        _ if close.is_fault() => warn!(%peer, key_id = %key_id, "closed: {close}"),
+        _ if close.is_fault() => {
+            limited!(limiter, close.warn_reason(), warn, %peer, key_id = %key_id, "closed: {close}")
+        }
         Ok(()) => info!(%peer, key_id = %key_id, "closed: {close}"),
-        Err(e) => warn!(%peer, key_id = %key_id, "closed: {close}; last write: {e}"),
+        Err(e) => {
+            let reason = WarnReason::ConnectionFault;
+            limited!(limiter, reason, warn, %peer, key_id = %key_id, "closed: {close}; last write: {e}")
+        }
     }
 }

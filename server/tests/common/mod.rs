@@ -16,6 +16,8 @@ pub struct InProcess {
     pub key: rpckit_proto::SecretKey,
     /// Its live counts.
     pub stats: std::sync::Arc<rpckit_server::ServerStats>,
+    /// Its keyring, to rotate keys.
+    pub keyring: rpckit_server::KeyringHandle,
     stop: async_std::channel::Sender<()>,
     running: std::thread::JoinHandle<std::io::Result<()>>,
 }
@@ -41,6 +43,7 @@ impl InProcess {
         };
         let server = rpckit_server::Server::new(service, ring, config);
         let stats = server.stats();
+        let keyring = server.keyring_handle();
         let (stop, stop_rx) = async_std::channel::bounded::<()>(1);
         let running = std::thread::spawn(move || {
             async_std::task::block_on(server.run(listener, async move {
@@ -52,6 +55,7 @@ impl InProcess {
             id,
             key,
             stats,
+            keyring,
             stop,
             running,
         }
