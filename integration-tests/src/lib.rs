@@ -7,6 +7,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod rolling;
+pub mod steady_load;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -566,6 +569,21 @@ impl ServerProcess {
         }
     }
 
+    /// Drains the server and returns how many calls it ran: sends SIGTERM (unless it has
+    /// exited already), waits for it to exit 0 and for its whole log ([`ServerProcess::stop`]),
+    /// and reads `calls_total` from its `drained: every connection closed` line. Panics, with
+    /// the log, if it exits otherwise or has no such line.
+    pub fn drain_and_count_calls(&mut self, timeout: Duration) -> u64 {
+        let status = self.stop(timeout);
+        assert_eq!(status.code(), Some(0), "log:\n{}", self.log_text());
+        let log = self.log.lock().unwrap();
+        let line = log
+            .iter()
+            .find(|l| l.contains("drained: every connection closed"))
+            .unwrap_or_else(|| panic!("no drain line in the log:\n{}", log.join("\n")));
+        calls_total(line)
+    }
+
     /// Resident memory of the process in KiB (Linux).
     pub fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
@@ -611,6 +629,31 @@ impl Drop for ServerProcess {
             None => {}
         }
     }
+}
+
+/// The `calls_total` field of a server's `drained: every connection closed` line: the calls
+/// whose handler ran (answered or cancelled) over the process's life.
+pub fn calls_total(line: &str) -> u64 {
+    let digits: String = line
+        .split("calls_total")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no calls_total in {line:?}"))
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no count in {line:?}"))
+}
+
+/// The servers' addresses as a client's address list, `a,b,c`.
+pub fn addr_list(servers: &[ServerProcess]) -> String {
+    servers
+        .iter()
+        .map(|s| s.addr.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Runs `rpc-client --addr <addr> --keyring <keyring> <args>` and returns its output.
