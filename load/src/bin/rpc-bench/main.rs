@@ -14,6 +14,7 @@
 mod procs;
 mod results;
 mod runner;
+mod spread;
 mod stats;
 mod suite;
 mod workload;
@@ -86,6 +87,10 @@ enum Mode {
         #[arg(long)]
         new: PathBuf,
     },
+    /// One server against three (`rpc-client bench --addr a,b,c --conns 12 --depth 32`, all
+    /// servers on the server CPU): median calls/s of each, the median 3 ÷ 1 ratio (target
+    /// ≥ 0.90) and how evenly the three got calls (target ±15 %).
+    Spread,
 }
 
 fn main() -> ExitCode {
@@ -97,6 +102,7 @@ fn main() -> ExitCode {
     let outcome = match cli.mode {
         None => suite::kit_vs_reference(&cli.opts),
         Some(Mode::Ab { old, new }) => suite::old_vs_new(&cli.opts, &old, &new),
+        Some(Mode::Spread) => spread::one_vs_three(&cli.opts),
     };
     match outcome {
         Ok(failed) if failed.is_empty() => ExitCode::SUCCESS,

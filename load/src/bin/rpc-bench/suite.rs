@@ -30,7 +30,7 @@ fn at_least(factor: f64, of: &str) -> Target {
 }
 
 /// What both modes set up: checks, output directory, fd limit, the selected workloads.
-fn prepare(
+pub(crate) fn prepare(
     opts: &Opts,
     default_rounds: usize,
     default_workloads: &str,
@@ -161,7 +161,7 @@ fn publish(
 }
 
 /// The run's circumstances, for the table header.
-fn header(command: &str, opts: &Opts, rounds: usize) -> Vec<String> {
+pub(crate) fn header(command: &str, opts: &Opts, rounds: usize) -> Vec<String> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
