@@ -9,6 +9,9 @@
 
 pub mod rolling;
 pub mod steady_load;
+mod http_get;
+
+pub use http_get::{http_get, HttpAnswer};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -159,18 +162,46 @@ impl TestKey {
     }
 }
 
-/// Reads a child's stdout on a thread of its own and sends the address of each line
-/// `<prefix><addr>` (the ready line a server prints once listening).
-fn ready_line(stdout: ChildStdout, prefix: &'static str) -> mpsc::Receiver<String> {
+/// Reads a child's stdout on a thread of its own and sends each line (a server prints its
+/// ready line, and any address lines before it, there).
+fn stdout_lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix(prefix) {
-                let _ = tx.send(addr.trim().to_owned());
-            }
+            // Read on when nobody listens, so the child never blocks on a full pipe.
+            let _ = tx.send(line);
         }
     });
     rx
+}
+
+/// Addresses a process printed on stdout up to its ready line `<ready><addr>`: the ready
+/// line's address, and the address of the first line `<other><addr>` before it, if `other`
+/// is given and there is one.
+/// `None` if no ready line came within [`READY_TIMEOUT`] (or stdout ended first).
+fn ready_addresses(
+    lines: &mpsc::Receiver<String>,
+    ready: &str,
+    other: Option<&str>,
+) -> Option<(SocketAddr, Option<SocketAddr>)> {
+    let end = Instant::now() + READY_TIMEOUT;
+    let mut other_addr = None;
+    // Bounded: a process prints a handful of lines before its ready line.
+    for _ in 0..1_000 {
+        let left = end.checked_duration_since(Instant::now())?;
+        let line = lines.recv_timeout(left).ok()?;
+        if let Some(addr) = line.strip_prefix(ready) {
+            let addr = addr
+                .trim()
+                .parse()
+                .expect("ready line names a socket address");
+            return Some((addr, other_addr));
+        }
+        if let Some(addr) = other.and_then(|o| line.strip_prefix(o)) {
+            other_addr = other_addr.or_else(|| addr.trim().parse().ok());
+        }
+    }
+    None
 }
 
 /// A running `rpc-raw-reference` (the raw server `make bench` measures the kit against),
@@ -194,13 +225,10 @@ impl RawReference {
             .spawn()
             .expect("spawn rpc-raw-reference");
         let stdout = child.stdout.take().expect("piped stdout");
-        let ready = ready_line(stdout, "rpc-raw-reference listening on ");
-        match ready.recv_timeout(READY_TIMEOUT) {
-            Ok(addr) => RawReference {
-                child,
-                addr: addr.parse().expect("ready line names a socket address"),
-            },
-            Err(_) => {
+        let lines = stdout_lines(stdout);
+        match ready_addresses(&lines, "rpc-raw-reference listening on ", None) {
+            Some((addr, _)) => RawReference { child, addr },
+            None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!("rpc-raw-reference printed no ready line within {READY_TIMEOUT:?}");
@@ -261,6 +289,9 @@ pub struct ServerProcess {
     exit_rx: Option<mpsc::Receiver<std::io::Result<ExitStatus>>>,
     /// The address from its ready line.
     pub addr: SocketAddr,
+    /// The metrics listener's address (`rpc-server metrics on ADDR`, printed before the ready
+    /// line when started with `--metrics-listen`).
+    pub metrics_addr: Option<SocketAddr>,
     /// Every stderr (log) line so far.
     log: Arc<Mutex<Vec<String>>>,
     /// New log lines as they come.
@@ -302,10 +333,15 @@ impl ServerProcess {
 
         let log = Arc::new(Mutex::new(Vec::new()));
         let (log_rx, log_end_rx) = log_reader(stderr, log.clone());
-        let ready = ready_line(stdout, "rpc-server listening on ");
-        let addr = match ready.recv_timeout(READY_TIMEOUT) {
-            Ok(addr) => addr.parse().expect("ready line names a socket address"),
-            Err(_) => {
+        let lines = stdout_lines(stdout);
+        let ready = ready_addresses(
+            &lines,
+            "rpc-server listening on ",
+            Some("rpc-server metrics on "),
+        );
+        let (addr, metrics_addr) = match ready {
+            Some(addrs) => addrs,
+            None => {
                 let _ = child.kill();
                 let log = log.lock().unwrap().join("\n");
                 panic!("rpc-server printed no ready line within {READY_TIMEOUT:?}; log:\n{log}");
@@ -318,6 +354,7 @@ impl ServerProcess {
             exited: None,
             exit_rx: None,
             addr,
+            metrics_addr,
             log,
             log_rx,
             log_end_rx,

@@ -66,6 +66,11 @@ pub struct ServerConfig {
     /// On shutdown, time calls in flight get to finish before they are answered
     /// `ShuttingDown`. Default 10 s.
     pub grace_period: Duration,
+    /// On shutdown, time the server goes on accepting and serving as usual before it drains,
+    /// while its metrics already say it is draining (`/healthz` answers 503): a load balancer
+    /// that checks `/healthz` stops sending new connections before the listener closes.
+    /// Default 0 (drain at once).
+    pub drain_delay: Duration,
     /// Failed authentications (unknown key id or wrong key) from one IP address within
     /// `auth_failure_window` after which the address is refused (`RateLimited`) for
     /// `auth_penalty`. Other handshake failures (bad magic, a malformed hello, a timeout) do
@@ -117,6 +122,7 @@ impl ServerConfig {
             &mut self.keepalive_interval,
             &mut self.keepalive_timeout,
             &mut self.grace_period,
+            &mut self.drain_delay,
             &mut self.auth_failure_window,
             &mut self.auth_penalty,
         ] {
@@ -143,6 +149,7 @@ impl Default for ServerConfig {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             grace_period: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
             auth_failure_limit: 5,
             auth_failure_window: Duration::from_secs(60),
             auth_penalty: Duration::from_secs(30),
@@ -185,6 +192,7 @@ mod tests {
             keepalive_interval: Duration::MAX,
             keepalive_timeout: Duration::MAX,
             grace_period: Duration::MAX,
+            drain_delay: Duration::MAX,
             auth_failure_window: Duration::MAX,
             auth_penalty: Duration::MAX,
             ..ServerConfig::default()
@@ -199,6 +207,7 @@ mod tests {
             huge.keepalive_interval,
             huge.keepalive_timeout,
             huge.grace_period,
+            huge.drain_delay,
             huge.auth_failure_window,
             huge.auth_penalty,
         ] {

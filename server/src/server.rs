@@ -17,6 +17,7 @@ use crate::accept::{accept_loop, accept_queued};
 use crate::admission::Admission;
 use crate::config::ServerConfig;
 use crate::connection;
+use crate::metrics::ServerMetrics;
 use crate::penalty::Penalties;
 use crate::service::Service;
 use crate::shutdown::shutdown_channel;
@@ -41,6 +42,9 @@ pub(crate) struct Shared<S> {
     pub(crate) refusals: AtomicUsize,
     /// Read-buffer memory shared by all connections.
     pub(crate) buffer_budget: Arc<BufferBudget>,
+    /// Prometheus metrics, if the embedder asked for them ([`Server::with_metrics`]);
+    /// `None` costs the data path nothing but a branch.
+    pub(crate) metrics: Option<ServerMetrics>,
 }
 
 /// An rpckit server for one [`Service`].
@@ -92,8 +96,47 @@ impl<S: Service> Server<S> {
                 admission,
                 refusals: AtomicUsize::new(0),
                 buffer_budget,
+                metrics: None,
             }),
         }
+    }
+
+    /// This server, recording into `metrics` (off by default). Serve them to scrapers and
+    /// load balancers with [`crate::metrics::serve_http`] on a listener of their own: build
+    /// them with the service's method names, keep a clone for the listener, and let it run
+    /// until the process exits, so `/healthz` answers 503 through the whole drain.
+    ///
+    /// ```no_run
+    /// use rpckit_server::metrics::{serve_http, HttpConfig, ServerMetrics};
+    /// use rpckit_server::{DemoService, Server, ServerConfig};
+    /// use rpckit_proto::Keyring;
+    ///
+    /// # async fn run(keyring: Keyring) -> Result<(), Box<dyn std::error::Error>> {
+    /// let metrics = ServerMetrics::new(rpckit_server::metrics::DEMO_METHODS)?;
+    /// let http = async_io::Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 9100))?;
+    /// async_std::task::spawn(serve_http(
+    ///     http,
+    ///     metrics.clone(),
+    ///     HttpConfig::default(),
+    ///     std::future::pending::<()>(),
+    /// ));
+    /// let server = Server::new(DemoService, keyring, ServerConfig::default()).with_metrics(metrics);
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:7878")?;
+    /// server.run(listener, std::future::pending::<()>()).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_metrics(mut self, metrics: ServerMetrics) -> Self {
+        // `shared` is shared only once `run` starts, so this always finds it unshared.
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.metrics = Some(metrics);
+        }
+        self
+    }
+
+    /// The metrics this server records into, if it was given any ([`Server::with_metrics`]).
+    pub fn metrics(&self) -> Option<&ServerMetrics> {
+        self.shared.metrics.as_ref()
     }
 
     /// The server's live counters.
@@ -101,7 +144,9 @@ impl<S: Service> Server<S> {
         self.shared.stats.clone()
     }
 
-    /// Serves connections from `listener` until `shutdown` completes; then stops accepting
+    /// Serves connections from `listener` until `shutdown` completes; then marks the metrics
+    /// draining (`/healthz` answers 503), goes on serving as usual for
+    /// [`ServerConfig::drain_delay`], and then stops accepting
     /// (connections the kernel had already queued are taken, then the listener is closed),
     /// tells every client it is going away, lets calls in flight finish within the grace
     /// period, and returns once every connection has closed, or after the grace period plus
@@ -120,9 +165,22 @@ impl<S: Service> Server<S> {
         let (trigger, signal) = shutdown_channel();
         // Each connection task holds a clone of `running`; `ended` fails once all are gone.
         let (running, ended) = async_channel::bounded::<()>(1);
+        let delay = self.shared.config.drain_delay;
         future::or(
             accept_loop(&self.shared, &listener, &signal, &running),
-            shutdown,
+            async {
+                shutdown.await;
+                if let Some(metrics) = &self.shared.metrics {
+                    metrics.set_draining(true);
+                }
+                if !delay.is_zero() {
+                    info!(
+                        ?delay,
+                        "draining soon: health check answers 503; serving as usual for the drain delay"
+                    );
+                    Timer::after(delay).await;
+                }
+            },
         )
         .await;
         let queued = accept_queued(

@@ -3,7 +3,9 @@
 //! First create a key (once): `rpc-server keygen`. Then run `rpc-server`; it prints
 //! `rpc-server listening on ADDR` once it accepts connections. Call it with
 //! `rpc-client call uppercase hello`. SIGINT or SIGTERM drains and exits 0; a second signal
-//! exits 1 at once, without waiting for calls in flight.
+//! exits 1 at once, without waiting for calls in flight. With `--metrics-listen ADDR` it
+//! serves Prometheus metrics and `/healthz` there and prints `rpc-server metrics on ADDR`
+//! before the ready line.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,6 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_lite::StreamExt;
 use rpckit_keyfile::Keygen;
 use rpckit_proto::{KeyId, KeyLimits, Keyring, SuiteSet};
+use rpckit_server::metrics::{serve_http, HttpConfig, ServerMetrics, DEMO_METHODS};
 use rpckit_server::{bind_listener, DemoService, IpNet, Server, ServerConfig};
 use tracing::{error, info, warn};
 
@@ -119,6 +122,12 @@ struct ServeArgs {
     /// On SIGTERM/SIGINT, time calls in flight get to finish.
     #[arg(long, env = "RPC_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
     grace_period: Duration,
+    /// On the first SIGTERM/SIGINT, /healthz answers 503 at once but the server goes on accepting and serving as usual for this long before it drains, so a load balancer stops sending new connections before the listener closes.
+    #[arg(long, env = "RPC_DRAIN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    drain_delay: Duration,
+    /// Serve Prometheus metrics (GET /metrics) and a health check for load balancers (GET /healthz: 200 serving, 503 draining) over HTTP on this address; port 0 picks a free port (printed as `rpc-server metrics on ADDR` before the ready line) [default: off]
+    #[arg(long, env = "RPC_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Failed authentications (unknown key id or wrong key) from one address (within --auth-failure-window) before it is refused for --auth-penalty; 0 disables.
     #[arg(long, env = "RPC_AUTH_FAILURE_LIMIT", default_value_t = 5)]
     auth_failure_limit: u32,
@@ -170,6 +179,7 @@ impl ServeArgs {
         server_config.keepalive_interval = self.keepalive_interval;
         server_config.keepalive_timeout = self.keepalive_timeout;
         server_config.grace_period = self.grace_period;
+        server_config.drain_delay = self.drain_delay;
         server_config.auth_failure_limit = self.auth_failure_limit;
         server_config.auth_failure_window = self.auth_failure_window;
         server_config.auth_penalty = self.auth_penalty;
@@ -314,13 +324,23 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        let metrics = match args.metrics_listen.map(start_metrics).transpose() {
+            Ok(metrics) => metrics,
+            Err(e) => {
+                error!(metrics_listen = ?args.metrics_listen, "cannot serve metrics: {e}");
+                return ExitCode::from(1);
+            }
+        };
         info!(%addr, suites = %config.suites, reuse_port = args.reuse_port, trusted_proxies = ?args.trusted_proxies, "listening");
         // The ready line: scripts and tests wait for it.
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "rpc-server listening on {addr}");
         let _ = stdout.flush();
 
-        let server = Server::new(DemoService, keys, config);
+        let mut server = Server::new(DemoService, keys, config);
+        if let Some(metrics) = metrics {
+            server = server.with_metrics(metrics);
+        }
         let mut signals = signals;
         // The first signal starts the drain; a second one ends the process without waiting.
         let (first_tx, first_rx) = async_channel::bounded::<()>(1);
@@ -361,6 +381,28 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// Binds the metrics listener on `addr`, prints `rpc-server metrics on ADDR` (before the ready
+/// line), and serves it on a task of its own until the process exits, so load balancers see
+/// `/healthz` answer 503 through the whole drain.
+fn start_metrics(addr: SocketAddr) -> Result<ServerMetrics, String> {
+    let metrics = ServerMetrics::new(DEMO_METHODS).map_err(|e| e.to_string())?;
+    let listener =
+        async_io::Async::<std::net::TcpListener>::bind(addr).map_err(|e| e.to_string())?;
+    let bound = listener.get_ref().local_addr().map_err(|e| e.to_string())?;
+    info!(addr = %bound, "serving metrics and /healthz");
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "rpc-server metrics on {bound}");
+    let _ = stdout.flush();
+    let served = metrics.clone();
+    async_std::task::spawn(async move {
+        let forever = std::future::pending::<()>();
+        if let Err(e) = serve_http(listener, served, HttpConfig::default(), forever).await {
+            error!("metrics listener failed: {e}");
+        }
+    });
+    Ok(metrics)
 }
 
 /// Runs `future` to completion as a task on the async-std executor and blocks this thread
