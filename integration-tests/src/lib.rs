@@ -7,9 +7,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod haproxy;
+mod http_get;
 pub mod rolling;
 pub mod steady_load;
-mod http_get;
 
 pub use http_get::{http_get, HttpAnswer};
 
@@ -552,13 +553,19 @@ impl ServerProcess {
     /// process ever wrote, so a line that is not in it was never logged. Returns the exit
     /// status; panics, with the log, if either wait times out or stderr could not be read.
     pub fn stop(&mut self, timeout: Duration) -> ExitStatus {
-        let end = Instant::now() + timeout;
         if !self.has_exited() {
             self.signal(libc::SIGTERM);
         }
+        self.wait_end(timeout)
+    }
+
+    /// Like [`ServerProcess::stop`] without the signal, for a server already told to stop:
+    /// waits up to `timeout` for it to exit and for the end of its log.
+    pub fn wait_end(&mut self, timeout: Duration) -> ExitStatus {
+        let end = Instant::now() + timeout;
         let Some(status) = self.wait_exit(timeout) else {
             panic!(
-                "rpc-server (pid {}) did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                "rpc-server (pid {}) did not exit within {timeout:?}; log:\n{}",
                 self.pid,
                 self.log_text()
             );
@@ -607,11 +614,16 @@ impl ServerProcess {
     }
 
     /// Drains the server and returns how many calls it ran: sends SIGTERM (unless it has
-    /// exited already), waits for it to exit 0 and for its whole log ([`ServerProcess::stop`]),
-    /// and reads `calls_total` from its `drained: every connection closed` line. Panics, with
-    /// the log, if it exits otherwise or has no such line.
-    pub fn drain_and_count_calls(&mut self, timeout: Duration) -> u64 {
-        let status = self.stop(timeout);
+    /// exited already, or `signalled`: the caller sent it), waits for it to exit 0 and for its
+    /// whole log ([`ServerProcess::stop`]), and reads `calls_total` from its
+    /// `drained: every connection closed` line. Panics, with the log, if it exits otherwise or
+    /// has no such line.
+    pub fn drain_and_count_calls(&mut self, signalled: bool, timeout: Duration) -> u64 {
+        let status = if signalled {
+            self.wait_end(timeout)
+        } else {
+            self.stop(timeout)
+        };
         assert_eq!(status.code(), Some(0), "log:\n{}", self.log_text());
         let log = self.log.lock().unwrap();
         let line = log

@@ -17,5 +17,5 @@ pub fn roll_over(
 ) -> u64 {
     let new = ServerProcess::start_at(&server.addr.to_string(), keyring, extra);
     let mut old = std::mem::replace(server, new);
-    old.drain_and_count_calls(timeout)
+    old.drain_and_count_calls(false, timeout)
 }

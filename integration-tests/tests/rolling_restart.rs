@@ -56,7 +56,7 @@ fn a_rolling_restart_under_client_side_balancing_fails_no_call() {
     let tally = load.stop();
     let ran_by_new: Vec<u64> = servers
         .iter_mut()
-        .map(|s| s.drain_and_count_calls(STEP))
+        .map(|s| s.drain_and_count_calls(false, STEP))
         .collect();
     ran += ran_by_new.iter().sum::<u64>();
 
