@@ -7,7 +7,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod haproxy;
 mod http_get;
+pub mod rolling;
+pub mod steady_load;
 
 pub use http_get::{http_get, HttpAnswer};
 
@@ -562,13 +565,19 @@ impl ServerProcess {
     /// process ever wrote, so a line that is not in it was never logged. Returns the exit
     /// status; panics, with the log, if either wait times out or stderr could not be read.
     pub fn stop(&mut self, timeout: Duration) -> ExitStatus {
-        let end = Instant::now() + timeout;
         if !self.has_exited() {
             self.signal(libc::SIGTERM);
         }
+        self.wait_end(timeout)
+    }
+
+    /// Like [`ServerProcess::stop`] without the signal, for a server already told to stop:
+    /// waits up to `timeout` for it to exit and for the end of its log.
+    pub fn wait_end(&mut self, timeout: Duration) -> ExitStatus {
+        let end = Instant::now() + timeout;
         let Some(status) = self.wait_exit(timeout) else {
             panic!(
-                "rpc-server (pid {}) did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                "rpc-server (pid {}) did not exit within {timeout:?}; log:\n{}",
                 self.pid,
                 self.log_text()
             );
@@ -616,6 +625,26 @@ impl ServerProcess {
         }
     }
 
+    /// Drains the server and returns how many calls it ran: sends SIGTERM (unless it has
+    /// exited already, or `signalled`: the caller sent it), waits for it to exit 0 and for its
+    /// whole log ([`ServerProcess::stop`]), and reads `calls_total` from its
+    /// `drained: every connection closed` line. Panics, with the log, if it exits otherwise or
+    /// has no such line.
+    pub fn drain_and_count_calls(&mut self, signalled: bool, timeout: Duration) -> u64 {
+        let status = if signalled {
+            self.wait_end(timeout)
+        } else {
+            self.stop(timeout)
+        };
+        assert_eq!(status.code(), Some(0), "log:\n{}", self.log_text());
+        let log = self.log.lock().unwrap();
+        let line = log
+            .iter()
+            .find(|l| l.contains("drained: every connection closed"))
+            .unwrap_or_else(|| panic!("no drain line in the log:\n{}", log.join("\n")));
+        calls_total(line)
+    }
+
     /// Resident memory of the process in KiB (Linux).
     pub fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
@@ -661,6 +690,31 @@ impl Drop for ServerProcess {
             None => {}
         }
     }
+}
+
+/// The `calls_total` field of a server's `drained: every connection closed` line: the calls
+/// whose handler ran (answered or cancelled) over the process's life.
+pub fn calls_total(line: &str) -> u64 {
+    let digits: String = line
+        .split("calls_total")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no calls_total in {line:?}"))
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no count in {line:?}"))
+}
+
+/// The servers' addresses as a client's address list, `a,b,c`.
+pub fn addr_list(servers: &[ServerProcess]) -> String {
+    servers
+        .iter()
+        .map(|s| s.addr.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Runs `rpc-client --addr <addr> --keyring <keyring> <args>` and returns its output.

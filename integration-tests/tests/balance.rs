@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_std::task;
 use rpckit_client::{CallError, Client, ClientConfig, EndpointState, EndpointStats};
-use rpckit_integration_tests::{within, ServerProcess, TestKey};
+use rpckit_integration_tests::{addr_list, calls_total, within, ServerProcess, TestKey};
 use rpckit_proto::demo::{Request, Response};
 
 const STEP: Duration = Duration::from_secs(60);
@@ -17,14 +17,6 @@ fn start_three(key: &TestKey, extra: &[&str]) -> Vec<ServerProcess> {
     (0..3)
         .map(|_| ServerProcess::start(&key.path, extra))
         .collect()
-}
-
-fn addr_list(servers: &[ServerProcess]) -> String {
-    servers
-        .iter()
-        .map(|s| s.addr.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 fn connect(list: &str, key: &TestKey, config: ClientConfig) -> Client<Request, Response> {
@@ -129,21 +121,6 @@ fn calls_spread_over_three_servers() {
         assert_eq!(ran, sent, "{drained}");
         assert_eq!(server.wait_exit(EXIT_WAIT).and_then(|s| s.code()), Some(0));
     }
-}
-
-/// The `calls_total` field of a server's drain line.
-fn calls_total(line: &str) -> u64 {
-    let digits: String = line
-        .split("calls_total")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no calls_total in {line:?}"))
-        .trim_start_matches(|c: char| !c.is_ascii_digit())
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("no count in {line:?}"))
 }
 
 #[test]

@@ -15,6 +15,7 @@
 mod procs;
 mod results;
 mod runner;
+mod spread;
 mod stats;
 mod suite;
 mod suite_ab;
@@ -98,6 +99,10 @@ enum Mode {
         #[arg(long, env = "RPC_SUITE", default_value = "encrypted")]
         suite: String,
     },
+    /// One server against three (`rpc-client bench --addr a,b,c --conns 12 --depth 32`, all
+    /// servers on the server CPU): median calls/s of each, the median 3 ÷ 1 ratio (target
+    /// ≥ 0.90) and how evenly the three got calls (target ±15 %).
+    Spread,
 }
 
 fn main() -> ExitCode {
@@ -111,6 +116,7 @@ fn main() -> ExitCode {
         Some(Mode::Ab { old, new }) => suite::old_vs_new(&cli.opts, &old, &new),
         Some(Mode::Suites { suite }) => suite_ab::parse_encrypting(&suite)
             .and_then(|suites| suite_ab::encrypted_vs_integrity(&cli.opts, &suites)),
+        Some(Mode::Spread) => spread::one_vs_three(&cli.opts),
     };
     match outcome {
         Ok(failed) if failed.is_empty() => ExitCode::SUCCESS,
