@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 
 use crate::admission::{HelloWatch, Stall, Ticket};
 use crate::linger::linger_and_close;
+use crate::metrics::HandshakeOutcome;
 use crate::server::Shared;
 
 /// After a failed handshake, how long the server keeps reading (and discarding) what the peer
@@ -104,10 +105,12 @@ pub(super) async fn authenticate<'a, S>(
     let error = match ended {
         Ended::Done(Ok(session)) => {
             shared.penalties.record_success(peer.ip());
+            shared.record(|m| m.handshake(HandshakeOutcome::Ok));
             return Some(session);
         }
         Ended::Evicted => {
             debug!(%peer, "evicted before its hello was answered");
+            shared.record(|m| m.handshake(HandshakeOutcome::Evicted));
             if !progress.hello_answered() {
                 // One try on the non-blocking socket, whose buffer is empty: the peer may
                 // read why, and nothing waits on it.
@@ -118,6 +121,7 @@ pub(super) async fn authenticate<'a, S>(
         }
         Ended::Stalled(stall) => {
             shared.admission.strike(peer, Instant::now());
+            shared.record(|m| m.handshake(HandshakeOutcome::Timeout));
             failed(shared, peer, &stall, false);
             let _ = stream.get_ref().shutdown(Shutdown::Both);
             return None;
@@ -127,6 +131,7 @@ pub(super) async fn authenticate<'a, S>(
     if strikes_the_source(&error) {
         shared.admission.strike(peer, Instant::now());
     }
+    shared.record(|m| m.handshake(outcome(&error)));
     failed(shared, peer, &error, penalised);
     linger_and_close(
         stream,
@@ -150,6 +155,17 @@ fn strikes_the_source(e: &HandshakeError) -> bool {
             | HandshakeError::Malformed(_)
             | HandshakeError::UnexpectedMessage { .. }
     )
+}
+
+/// The metrics' name for how a handshake failed.
+fn outcome(e: &HandshakeError) -> HandshakeOutcome {
+    match e {
+        HandshakeError::Timeout(_) => HandshakeOutcome::Timeout,
+        HandshakeError::Closed | HandshakeError::Io(_) => HandshakeOutcome::PeerClosed,
+        HandshakeError::UnknownKeyId(_) => HandshakeOutcome::UnknownKey,
+        HandshakeError::BadClientProof(_) => HandshakeOutcome::BadProof,
+        _ => HandshakeOutcome::ProtocolError,
+    }
 }
 
 /// Counts and logs a failed handshake; `penalised`: the failure put the address under penalty.
