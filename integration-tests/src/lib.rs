@@ -8,8 +8,10 @@
 #![forbid(unsafe_code)]
 
 mod http_get;
+mod prometheus;
 
 pub use http_get::{http_get, HttpAnswer};
+pub use prometheus::{promtool, sample};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
