@@ -170,5 +170,19 @@ fn a_scrape_passes_promtool_and_counts_what_the_test_did() {
         sample(&body, "process_open_fds").unwrap_or(0.0) > 0.0,
         "{body}"
     );
+    within(STEP, lib.close());
     server.stop(STEP);
+}
+
+#[test]
+fn the_documented_alert_rules_pass_promtool() {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/alerts.yml");
+    if let Some(out) = promtool(&["check", "rules", rules], b"") {
+        assert!(
+            out.status.success(),
+            "promtool check rules {rules}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
