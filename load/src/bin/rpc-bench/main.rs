@@ -2,7 +2,8 @@
 //!
 //! Default mode: the kit (`rpc-server` loaded by `rpc-client bench`) against the raw reference
 //! (`rpc-raw-reference` loaded by `rpc-client bench --raw`), same engine, same run. `ab` mode:
-//! an old build of the kit against a new one, each its own server and client.
+//! an old build of the kit against a new one, each its own server and client. `metrics`
+//! mode: one build with its metrics on against the same build with them off.
 //!
 //! Servers are pinned to one CPU (`taskset -c`) and load clients to another; every wait on a
 //! process is a wait on its ready line or its exit, and every client run is bounded. W6 (idle
@@ -11,6 +12,7 @@
 //! Tables go to stdout and `target/bench/latest.md`; commands to `target/bench/commands.txt`;
 //! raw reports to `target/bench/*.json`. Everything started is killed on exit.
 
+mod metrics_mode;
 mod procs;
 mod results;
 mod runner;
@@ -86,6 +88,10 @@ enum Mode {
         #[arg(long)]
         new: PathBuf,
     },
+    /// Metrics on against metrics off: one build's rpc-server started with and without
+    /// `--metrics-listen`; reports the median of per-round on ÷ off ratios per workload
+    /// (target ≥ 0.95) [default workloads: 1,2,3; rounds: 20].
+    Metrics,
 }
 
 fn main() -> ExitCode {
@@ -97,6 +103,8 @@ fn main() -> ExitCode {
     let outcome = match cli.mode {
         None => suite::kit_vs_reference(&cli.opts),
         Some(Mode::Ab { old, new }) => suite::old_vs_new(&cli.opts, &old, &new),
+        Some(Mode::Metrics) => suite::bin_dir(&cli.opts)
+            .and_then(|dir| metrics_mode::metrics_on_vs_off(&cli.opts, &dir)),
     };
     match outcome {
         Ok(failed) if failed.is_empty() => ExitCode::SUCCESS,

@@ -193,17 +193,22 @@ fn w6_row(kib: (f64, f64), errors: (u64, u64), conns: u64) -> Row {
     row
 }
 
-/// `make bench`: the kit against the raw reference. Returns the targets missed.
-pub fn kit_vs_reference(opts: &Opts) -> Result<Vec<String>, String> {
-    let (mut bench, rounds, selected) = prepare(opts, 5, "1,2,3,4,5,6,7")?;
-    let bin_dir = match &opts.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()
+/// The directory of the binaries: `--bin-dir`, or this binary's own.
+pub fn bin_dir(opts: &Opts) -> Result<std::path::PathBuf, String> {
+    match &opts.bin_dir {
+        Some(d) => Ok(d.clone()),
+        None => Ok(std::env::current_exe()
             .map_err(|e| e.to_string())?
             .parent()
             .ok_or("no dir")?
-            .to_path_buf(),
-    };
+            .to_path_buf()),
+    }
+}
+
+/// `make bench`: the kit against the raw reference. Returns the targets missed.
+pub fn kit_vs_reference(opts: &Opts) -> Result<Vec<String>, String> {
+    let (mut bench, rounds, selected) = prepare(opts, 5, "1,2,3,4,5,6,7")?;
+    let bin_dir = bin_dir(opts)?;
     let mut kit = Side::kit("kit", &bin_dir, opts.server_cpu, &mut bench)?;
     let mut reference = Side::reference(&bin_dir, opts.server_cpu, &mut bench)?;
     let sha = sha256_mb_per_sec(&mut bench, &kit.client.clone(), opts.server_cpu)?;
@@ -329,11 +334,58 @@ pub fn kit_vs_reference(opts: &Opts) -> Result<Vec<String>, String> {
     Ok(failed)
 }
 
-/// `ab`: the old build against the new one. Returns the targets missed.
+/// Two kits in paired rounds, each its own `rpc-server` and `rpc-client`: two builds
+/// (`ab`), or one build run two ways (`metrics`).
+#[derive(Debug)]
+pub struct KitPair<'a> {
+    /// The side judged: label, binaries' directory, extra `rpc-server` arguments.
+    pub test: (&'static str, &'a Path, &'a [&'a str]),
+    /// The side it is judged against.
+    pub base: (&'static str, &'a Path, &'a [&'a str]),
+    /// Each load workload passes when the median of per-round test ÷ base is at least this.
+    pub target: f64,
+    /// Rounds and workloads when not given.
+    pub defaults: (usize, &'a str),
+    /// Title of the published tables.
+    pub title: &'a str,
+    /// The command line, for the header.
+    pub command: String,
+    /// What the reader should know about the two sides.
+    pub note: String,
+}
+
+/// Old build against new build: each its own rpc-server and rpc-client (target ≥ 0.90).
 pub fn old_vs_new(opts: &Opts, old_dir: &Path, new_dir: &Path) -> Result<Vec<String>, String> {
-    let (mut bench, rounds, selected) = prepare(opts, 20, "1,2,3,4,5,6")?;
-    let mut new = Side::kit("new", new_dir, opts.server_cpu, &mut bench)?;
-    let mut old = Side::kit("old", old_dir, opts.server_cpu, &mut bench)?;
+    kit_pair(
+        opts,
+        &KitPair {
+            test: ("new", new_dir, &[]),
+            base: ("old", old_dir, &[]),
+            target: 0.90,
+            defaults: (20, "1,2,3,4,5,6"),
+            title: "rpckit benchmark: old build vs new build",
+            command: format!(
+                "rpc-bench ab --old {} --new {}",
+                old_dir.display(),
+                new_dir.display()
+            ),
+            note: format!("old: {}; new: {}. Each side is its own rpc-server and rpc-client; W5 with --pipeline-first-call on both. W6 KiB/conn of the new build against 8 KiB. A row fails on the new build's errors only; the old build's are shown.", old_dir.display(), new_dir.display()),
+        },
+    )
+}
+
+/// Runs a [`KitPair`] and publishes its tables; returns the workloads that missed the target.
+pub fn kit_pair(opts: &Opts, pair: &KitPair<'_>) -> Result<Vec<String>, String> {
+    let (mut bench, rounds, selected) = prepare(opts, pair.defaults.0, pair.defaults.1)?;
+    let (tl, base_label) = (pair.test.0, pair.base.0);
+    let mut test = Side::kit_with(tl, pair.test.1, opts.server_cpu, &mut bench, pair.test.2)?;
+    let mut base = Side::kit_with(
+        base_label,
+        pair.base.1,
+        opts.server_cpu,
+        &mut bench,
+        pair.base.2,
+    )?;
     let extra = |_: &Side, n: u8| {
         if n == 5 {
             vec![vec!["--pipeline-first-call"]]
@@ -343,8 +395,8 @@ pub fn old_vs_new(opts: &Opts, old_dir: &Path, new_dir: &Path) -> Result<Vec<Str
     };
     let (results, w6) = run_rounds(
         &mut bench,
-        &mut new,
-        &mut old,
+        &mut test,
+        &mut base,
         rounds,
         &selected,
         opts.idle_conns,
@@ -353,17 +405,17 @@ pub fn old_vs_new(opts: &Opts, old_dir: &Path, new_dir: &Path) -> Result<Vec<Str
     let r = &results;
     let mut rows = Vec::new();
     for w in LOAD.iter().filter(|w| selected.contains(&w.n)) {
-        let (n_name, o_name) = (format!("w{}-new", w.n), format!("w{}-old", w.n));
+        let (t_name, b_name) = (format!("w{}-{tl}", w.n), format!("w{}-{base_label}", w.n));
         let mut row = Row::new(
             w.label,
             w.metric.unit(),
-            r.per_round(&n_name, |x| w.metric.of(x)),
-            r.per_round(&o_name, |x| w.metric.of(x)),
-            (r.errors(&n_name), r.errors(&o_name)),
-            at_least(0.90, "old"),
+            r.per_round(&t_name, |x| w.metric.of(x)),
+            r.per_round(&b_name, |x| w.metric.of(x)),
+            (r.errors(&t_name), r.errors(&b_name)),
+            at_least(pair.target, base_label),
         );
-        // Judged on the new build: errors of the old one are reported, not held against it.
-        row.pass = Some(row.ratio() >= 0.90 && row.errors.0 == 0);
+        // Judged on the test side: errors of the base are reported, not held against it.
+        row.pass = Some(row.ratio() >= pair.target && row.errors.0 == 0);
         rows.push(row);
     }
     if let Some(kib) = w6 {
@@ -380,26 +432,17 @@ pub fn old_vs_new(opts: &Opts, old_dir: &Path, new_dir: &Path) -> Result<Vec<Str
         .copied()
         .collect();
     let tables = vec![
-        main_table(&rows, "new", "old"),
-        cpu_table(&results, &loads, "new", "old"),
+        main_table(&rows, tl, base_label),
+        cpu_table(&results, &loads, tl, base_label),
     ];
-    let notes = vec![format!("old: {}; new: {}. Each side is its own rpc-server and rpc-client; W5 with --pipeline-first-call on both. W6 KiB/conn of the new build against 8 KiB. A row fails on the new build's errors only; the old build's are shown.", old_dir.display(), new_dir.display())];
-    let head = header(
-        &format!(
-            "rpc-bench ab --old {} --new {}",
-            old_dir.display(),
-            new_dir.display()
-        ),
-        opts,
-        rounds,
-    );
+    let head = header(&pair.command, opts, rounds);
     let summary = json!({ "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(), "failed": failed, "w6_kib_per_conn": w6.map(|k| [k.0, k.1]) });
     publish(
         &bench,
-        "rpckit benchmark: old build vs new build",
+        pair.title,
         &head,
         &tables,
-        &notes,
+        &[pair.note.clone()],
         summary,
     )?;
     Ok(failed)
