@@ -442,7 +442,7 @@ pub fn kit_pair(opts: &Opts, pair: &KitPair<'_>) -> Result<Vec<String>, String> 
         pair.title,
         &head,
         &tables,
-        &[pair.note.clone()],
+        std::slice::from_ref(&pair.note),
         summary,
     )?;
     Ok(failed)
