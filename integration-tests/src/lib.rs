@@ -9,10 +9,12 @@
 
 pub mod haproxy;
 mod http_get;
+mod prometheus;
 pub mod rolling;
 pub mod steady_load;
 
 pub use http_get::{http_get, HttpAnswer};
+pub use prometheus::{promtool, sample};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -17,6 +17,7 @@ use crate::admission::{Admit, Cap, Ticket};
 use crate::connection;
 use crate::log_limit::WarnReason;
 use crate::log_summary::limited;
+use crate::metrics::{HandshakeOutcome, RefusalReason, ServerMetrics};
 use crate::proxy_header::read_proxy_header;
 use crate::refuse::refuse;
 use crate::server::Shared;
@@ -115,12 +116,14 @@ fn admit<S: Service>(
     // Count the connection before its task starts, so a burst of accepts sees it; the count
     // goes down when the task ends, even by a panic (in a user's serde code, say).
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+    shared.record(ServerMetrics::connection_accepted);
     spawn(async move {
         // Locals drop in reverse order, on return and on unwind alike: the count goes down
         // before `running` tells `run` this task has ended, so a drained server never reports
         // a connection still counted.
         let _running = running;
         let _counted = AdoptedGauge(&shared.stats.connections);
+        let _open = OpenConnection(shared.metrics.as_ref());
         let (stream, client, ticket) = match ticket {
             Some(ticket) => (stream, peer, ticket),
             None => match behind_proxy(&shared, stream, peer).await {
@@ -147,6 +150,7 @@ async fn behind_proxy<S: Service>(
                 .stats
                 .handshake_failures
                 .fetch_add(1, Ordering::Relaxed);
+            shared.record(|m| m.handshake(HandshakeOutcome::ProtocolError));
             limited!(&shared.log_limit, WarnReason::BadProxyHeader, warn, %proxy, reason = %e, "closed: a trusted proxy's connection without a valid PROXY header");
             let _ = stream.get_ref().shutdown(Shutdown::Both);
             return None;
@@ -183,6 +187,7 @@ fn penalty<S>(shared: &Shared<S>, peer: SocketAddr) -> Result<(), Refusal> {
     let now = Instant::now();
     if let Some(until) = shared.penalties.refused(peer.ip(), now) {
         let secs_left = until.saturating_duration_since(now).as_secs();
+        shared.record(|m| m.connection_refused(RefusalReason::Penalised));
         limited!(&shared.log_limit, WarnReason::RefusedPenalised, warn, %peer, secs_left, "refused: address penalised after failed authentications");
         return Err(Refusal::RateLimited);
     }
@@ -193,6 +198,7 @@ fn penalty<S>(shared: &Shared<S>, peer: SocketAddr) -> Result<(), Refusal> {
 fn capacity<S>(shared: &Shared<S>, peer: SocketAddr) -> Result<(), Refusal> {
     let limit = shared.config.max_connections;
     if shared.stats.connections.load(Ordering::Relaxed) >= limit {
+        shared.record(|m| m.connection_refused(RefusalReason::ConnectionLimit));
         limited!(&shared.log_limit, WarnReason::RefusedConnectionLimit, warn, %peer, limit, "refused: connection limit reached");
         return Err(Refusal::Busy);
     }
@@ -217,12 +223,25 @@ fn place<S>(
             Ok(ticket)
         }
         Admit::Refused(Cap::PerSource) => {
+            shared.record(|m| m.connection_refused(RefusalReason::Unauthenticated));
             limited!(&shared.log_limit, WarnReason::RefusedUnauthenticated, warn, %peer, limit = ?config.max_unauthenticated_per_source, "refused: this source's unauthenticated connections are all past their hello");
             Err(Refusal::Busy)
         }
         Admit::Refused(Cap::Total) => {
+            shared.record(|m| m.connection_refused(RefusalReason::Unauthenticated));
             limited!(&shared.log_limit, WarnReason::RefusedUnauthenticated, warn, %peer, limit = config.max_unauthenticated, "refused: unauthenticated connections are all past their hello");
             Err(Refusal::Busy)
+        }
+    }
+}
+
+/// Counts an admitted connection as open in the metrics until its task ends, even by a panic.
+struct OpenConnection<'a>(Option<&'a ServerMetrics>);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        if let Some(metrics) = self.0 {
+            metrics.connection_closed();
         }
     }
 }

@@ -19,6 +19,16 @@ pub struct DemoService;
 impl Service for DemoService {
     type Request = Request;
     type Response = Response;
+    const METHOD_NAMES: &'static [&'static str] = &["echo", "uppercase", "ping", "sleep"];
+
+    fn method_name(request: &Request) -> &'static str {
+        match request {
+            Request::Echo(_) => "echo",
+            Request::Uppercase(_) => "uppercase",
+            Request::Ping => "ping",
+            Request::Sleep { .. } => "sleep",
+        }
+    }
 
     async fn call(&self, request: Request, _ctx: CallContext) -> Result<Response, RpcError> {
         match request {

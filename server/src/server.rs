@@ -52,6 +52,16 @@ pub(crate) struct Shared<S> {
     pub(crate) log_limit: Arc<LogLimiter>,
 }
 
+impl<S> Shared<S> {
+    /// Records on the metrics, if there are any (one branch when there are none).
+    #[inline]
+    pub(crate) fn record(&self, record: impl FnOnce(&ServerMetrics)) {
+        if let Some(metrics) = &self.metrics {
+            record(metrics);
+        }
+    }
+}
+
 /// An rpckit server for one [`Service`].
 ///
 /// ```no_run
@@ -119,11 +129,11 @@ impl<S: Service> Server<S> {
     ///
     /// ```no_run
     /// use rpckit_server::metrics::{serve_http, HttpConfig, ServerMetrics};
-    /// use rpckit_server::{DemoService, Server, ServerConfig};
+    /// use rpckit_server::{DemoService, Server, ServerConfig, Service};
     /// use rpckit_proto::Keyring;
     ///
     /// # async fn run(keyring: Keyring) -> Result<(), Box<dyn std::error::Error>> {
-    /// let metrics = ServerMetrics::new(rpckit_server::metrics::DEMO_METHODS)?;
+    /// let metrics = ServerMetrics::new(DemoService::METHOD_NAMES)?;
     /// let http = async_io::Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 9100))?;
     /// async_std::task::spawn(serve_http(
     ///     http,

@@ -20,6 +20,11 @@ use serde::Serialize;
 /// should move that work off the executor, e.g. with `async_std::task::spawn_blocking`. A
 /// handler that panics fails only its own call, with [`RpcError::Internal`].
 ///
+///
+/// Metrics name each call by its method: a service names its own with
+/// [`Service::METHOD_NAMES`] and [`Service::method_name`] (both optional; without them every
+/// call counts as `call`).
+///
 /// ```
 /// use rpckit_server::{CallContext, Service};
 /// use rpckit_proto::RpcError;
@@ -50,6 +55,18 @@ pub trait Service: Send + Sync + 'static {
     type Request: DeserializeOwned + Send + 'static;
     /// The response enum this service answers with.
     type Response: Serialize + Send + 'static;
+
+    /// Every name [`Service::method_name`] gives, for the `method` label of the server's
+    /// metrics ([`crate::metrics::ServerMetrics::new`]). Default `["call"]`.
+    const METHOD_NAMES: &'static [&'static str] = &["call"];
+
+    /// The method a request calls, one of [`Service::METHOD_NAMES`] (a name not in that
+    /// list is counted as `other`). Called once per call, and only when metrics are on.
+    /// Default `"call"`.
+    fn method_name(request: &Self::Request) -> &'static str {
+        let _ = request;
+        "call"
+    }
 
     /// Handles one call. The future is dropped if the call is cancelled or its deadline passes.
     fn call(

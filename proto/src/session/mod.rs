@@ -105,6 +105,12 @@ impl<R: AsyncRead + Unpin> SessionReader<R> {
         self.opener.suite()
     }
 
+    /// Bytes each frame takes on the wire beyond the payload [`SessionReader::recv`]
+    /// returns: the length prefix and the tag.
+    pub fn frame_overhead(&self) -> usize {
+        crate::frame::LEN_PREFIX + self.opener.overhead()
+    }
+
     /// Whether the peer's key has used half of its limits ([`crate::KeyLimits`]): the
     /// connection should be drained and replaced before frames start failing with
     /// [`SessionError::KeyLimitReached`].

@@ -17,8 +17,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_lite::StreamExt;
 use rpckit_keyfile::Keygen;
 use rpckit_proto::{KeyId, KeyLimits, Keyring, SuiteSet};
-use rpckit_server::metrics::{serve_http, HttpConfig, ServerMetrics, DEMO_METHODS};
-use rpckit_server::{bind_listener, DemoService, IpNet, KeyringHandle, Server, ServerConfig};
+use rpckit_server::metrics::{serve_http, HttpConfig, ServerMetrics};
+use rpckit_server::{
+    bind_listener, DemoService, IpNet, KeyringHandle, Server, ServerConfig, Service,
+};
 use tracing::{error, info, warn};
 
 #[derive(Parser, Debug)]
@@ -426,7 +428,7 @@ fn serve(args: ServeArgs) -> ExitCode {
 /// line), and serves it on a task of its own until the process exits, so load balancers see
 /// `/healthz` answer 503 through the whole drain.
 fn start_metrics(addr: SocketAddr) -> Result<ServerMetrics, String> {
-    let metrics = ServerMetrics::new(DEMO_METHODS).map_err(|e| e.to_string())?;
+    let metrics = ServerMetrics::new(DemoService::METHOD_NAMES).map_err(|e| e.to_string())?;
     let listener =
         async_io::Async::<std::net::TcpListener>::bind(addr).map_err(|e| e.to_string())?;
     let bound = listener.get_ref().local_addr().map_err(|e| e.to_string())?;

@@ -17,10 +17,11 @@ use rpckit_proto::{ClientMessage, DecodeError, RpcError, ServerMessage};
 use serde::Serialize;
 use tracing::{debug, warn};
 
-use super::calls::CallTicket;
+use super::calls::{CallTicket, Meter};
 use super::close::Close;
 use super::event_loop::{fatal, Connection};
 use super::outgoing::{Outgoing, PushError};
+use crate::metrics::{CallOutcome, OTHER_METHOD};
 use crate::service::{CallContext, Service};
 use crate::spawn::spawn;
 
@@ -75,6 +76,11 @@ impl<S: Service> Connection<'_, S> {
             debug!(peer = %self.peer, key_id = %self.key_id, id, "call id reused while in flight; closing");
             return Err(Close::ReusedCallId(id));
         }
+        // With metrics on: the call's method, looked up once, and when its frame was read.
+        let meter = self.shared.metrics.as_ref().map(|m| Meter {
+            method: m.method_id(request.as_ref().map_or(OTHER_METHOD, S::method_name)),
+            started: self.timers.last_received,
+        });
         let refusal = if self.timers.draining() {
             Some(RpcError::ShuttingDown)
         } else if deadline == Some(Duration::ZERO) {
@@ -86,10 +92,14 @@ impl<S: Service> Connection<'_, S> {
             None
         };
         let request = match (refusal, request) {
-            (Some(error), _) => return reply::<S::Response>(&mut self.out, id, Err(error)),
+            (Some(error), _) => {
+                self.count_call(meter, &error);
+                return reply::<S::Response>(&mut self.out, id, Err(error));
+            }
             (None, Err(e)) => {
                 debug!(peer = %self.peer, id, error = %e, "undecodable request");
                 let error = RpcError::UnknownMethod(e.to_string());
+                self.count_call(meter, &error);
                 return reply::<S::Response>(&mut self.out, id, Err(error));
             }
             (None, Ok(request)) => request,
@@ -113,10 +123,23 @@ impl<S: Service> Connection<'_, S> {
                 .stats
                 .calls_total
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let (Some(metrics), Some(meter)) = (&self.shared.metrics, meter) {
+                metrics
+                    .method_by_id(meter.method)
+                    .record(CallOutcome::of(&result), meter.started.elapsed());
+            }
             return reply(&mut self.out, id, result);
         }
-        spawn(run_call(handler, deadline, self.calls.start(id)));
+        spawn(run_call(handler, deadline, self.calls.start(id, meter)));
         Ok(())
+    }
+
+    /// Counts a call answered without running its handler, if metrics are on.
+    fn count_call(&self, meter: Option<Meter>, error: &RpcError) {
+        if let (Some(metrics), Some(meter)) = (&self.shared.metrics, meter) {
+            let outcome = CallOutcome::of_error(error);
+            metrics.method_by_id(meter.method).count(outcome);
+        }
     }
 }
 
@@ -203,10 +226,11 @@ mod tests {
 
     #[test]
     fn a_call_task_reports_deadline_exceeded_and_nothing_once_cancelled() {
-        let mut calls = super::super::calls::Calls::<u8>::new(Arc::new(ServerStats::default()));
+        let mut calls =
+            super::super::calls::Calls::<u8>::new(Arc::new(ServerStats::default()), None);
         // Past its deadline: reports DeadlineExceeded.
         let never: CallFuture<u8> = Box::pin(future::pending());
-        let ticket = calls.start(1);
+        let ticket = calls.start(1, None);
         future::block_on(run_call(never, Some(Instant::now()), ticket));
         let finished = calls.try_finished().expect("a result");
         assert_eq!(finished.result, Err(RpcError::DeadlineExceeded));
@@ -225,7 +249,7 @@ mod tests {
             Timer::after(Duration::from_secs(3600)).await;
             Ok(0)
         });
-        let ticket = calls.start(2);
+        let ticket = calls.start(2, None);
         assert!(calls.cancel(2));
         future::block_on(run_call(waits, None, ticket));
         assert!(dropped.load(Ordering::SeqCst), "the handler was dropped");

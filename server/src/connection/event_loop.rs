@@ -21,6 +21,7 @@ use super::close::Close;
 use super::dispatch::reply;
 use super::outgoing::{Outgoing, PushError, FLUSH_BYTES};
 use super::timers::{Due, Timers};
+use crate::metrics::{CallOutcome, ServerMetrics};
 use crate::server::Shared;
 use crate::service::Service;
 use crate::shutdown::ShutdownSignal;
@@ -39,7 +40,7 @@ pub(super) struct Connection<'s, S: Service> {
     /// Answers waiting to be written, and the batch being written.
     pub(super) out: Outgoing,
     /// Calls running in tasks of their own.
-    pub(super) calls: Calls<S::Response>,
+    pub(super) calls: Calls<'s, S::Response>,
     /// Keepalive, idle, drain and write deadlines.
     pub(super) timers: Timers,
     /// Cleared once the peer has half-closed.
@@ -47,6 +48,11 @@ pub(super) struct Connection<'s, S: Service> {
     /// Set once `GoingAway` went out because the session keys have used half of their
     /// limits: the connection closes, with a goodbye, as soon as no call is in flight.
     rekeying: bool,
+    /// Set while reading pauses because answers wait to be written (a queue stall).
+    read_paused: bool,
+    /// Bytes read and not yet added to the metrics: they are added with each write, so a
+    /// frame costs no shared atomic of its own.
+    unreported_in: u64,
 }
 
 /// What the loop waits for.
@@ -76,11 +82,22 @@ impl<'s, S: Service> Connection<'s, S> {
             peer,
             key_id,
             out,
-            calls: Calls::new(shared.stats.clone()),
+            calls: Calls::new(shared.stats.clone(), shared.metrics.as_ref()),
             timers: Timers::new(Instant::now()),
             reading: true,
             rekeying: false,
+            read_paused: false,
+            unreported_in: 0,
         }
+    }
+
+    /// Adds the bytes read and written since the last report to the metrics, if they are on.
+    pub(super) fn report_bytes(&mut self, written: usize) {
+        let read = std::mem::take(&mut self.unreported_in);
+        self.shared.record(|m| {
+            m.bytes_received(read);
+            m.bytes_sent(written as u64);
+        });
     }
 
     /// Runs the connection until it must close, and says why.
@@ -90,10 +107,13 @@ impl<'s, S: Service> Connection<'s, S> {
         stream: &Async<TcpStream>,
         shutdown: ShutdownSignal,
     ) -> Close {
-        match self.serve_events(reader, stream, shutdown).await {
+        let overhead = reader.frame_overhead() as u64;
+        let close = match self.serve_events(reader, stream, shutdown, overhead).await {
             Ok(never) => match never {},
             Err(close) => close,
-        }
+        };
+        self.report_bytes(0);
+        close
     }
 
     async fn serve_events(
@@ -101,6 +121,7 @@ impl<'s, S: Service> Connection<'s, S> {
         reader: &mut Reader<'_>,
         stream: &Async<TcpStream>,
         shutdown: ShutdownSignal,
+        frame_overhead: u64,
     ) -> Result<Infallible, Close> {
         let config = &self.shared.config;
         // Made once: waiting on the shutdown signal registers a listener, and doing that for
@@ -143,10 +164,14 @@ impl<'s, S: Service> Connection<'s, S> {
                 Event::Wrote(Ok(0)) => {
                     return Err(Close::WriteFailed(io::ErrorKind::WriteZero.into()))
                 }
-                Event::Wrote(Ok(n)) => self.out.sent(n),
+                Event::Wrote(Ok(n)) => {
+                    self.out.sent(n);
+                    self.report_bytes(n);
+                }
                 Event::Wrote(Err(e)) => return Err(Close::WriteFailed(e)),
                 Event::Frame(Ok(Some(payload))) => {
                     self.timers.received(Instant::now());
+                    self.unreported_in += payload.len() as u64 + frame_overhead;
                     self.on_frame(payload)?;
                 }
                 Event::Frame(Ok(None)) => {
@@ -184,7 +209,12 @@ impl<'s, S: Service> Connection<'s, S> {
     ) -> Event<'r, S::Response> {
         let batching = reader.has_buffered_frame() && self.out.queued_bytes() < FLUSH_BYTES;
         let writing = !batching && self.out.take() || !self.out.unsent().is_empty();
-        let reading = self.reading && self.out.queued_bytes() < FLUSH_BYTES;
+        let paused = self.out.queued_bytes() >= FLUSH_BYTES;
+        let reading = self.reading && !paused;
+        if paused && self.reading && !self.read_paused {
+            self.shared.record(ServerMetrics::queue_stall);
+        }
+        self.read_paused = paused;
         let calls_running = !self.calls.is_empty();
         let draining = self.timers.draining();
         let Connection {
@@ -259,7 +289,7 @@ impl<'s, S: Service> Connection<'s, S> {
                 while let Some(finished) = self.calls.try_finished() {
                     reply(&mut self.out, finished.id, finished.result)?;
                 }
-                let left = self.calls.cancel_all();
+                let left = self.calls.cancel_all(CallOutcome::ShuttingDown);
                 for &id in &left {
                     let answer = ServerMessage::<S::Response>::Reply {
                         id,

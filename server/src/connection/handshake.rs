@@ -18,6 +18,7 @@ use crate::admission::{HelloWatch, Stall, Ticket};
 use crate::linger::linger_and_close;
 use crate::log_limit::WarnReason;
 use crate::log_summary::limited;
+use crate::metrics::HandshakeOutcome;
 use crate::server::Shared;
 
 /// After a failed handshake, how long the server keeps reading (and discarding) what the peer
@@ -101,10 +102,12 @@ pub(super) async fn authenticate<'a, S>(
     let error = match ended {
         Ended::Done(Ok(session)) => {
             shared.penalties.record_success(peer.ip());
+            shared.record(|m| m.handshake(HandshakeOutcome::Ok));
             return Some(session);
         }
         Ended::Evicted => {
             debug!(%peer, "evicted before its hello was answered");
+            shared.record(|m| m.handshake(HandshakeOutcome::Evicted));
             if !progress.hello_answered() {
                 // One try on the non-blocking socket, whose buffer is empty: the peer may
                 // read why, and nothing waits on it.
@@ -115,6 +118,7 @@ pub(super) async fn authenticate<'a, S>(
         }
         Ended::Stalled(stall) => {
             shared.admission.strike(peer, Instant::now());
+            shared.record(|m| m.handshake(HandshakeOutcome::Timeout));
             failed(shared, peer, &stall, WarnReason::HandshakeTimeout, false);
             let _ = stream.get_ref().shutdown(Shutdown::Both);
             return None;
@@ -124,6 +128,7 @@ pub(super) async fn authenticate<'a, S>(
     if strikes_the_source(&error) {
         shared.admission.strike(peer, Instant::now());
     }
+    shared.record(|m| m.handshake(outcome(&error)));
     failed(shared, peer, &error, warn_reason(&error), penalised);
     linger_and_close(
         stream,
@@ -147,6 +152,17 @@ fn strikes_the_source(e: &HandshakeError) -> bool {
             | HandshakeError::Malformed(_)
             | HandshakeError::UnexpectedMessage { .. }
     )
+}
+
+/// The metrics' name for how a handshake failed.
+fn outcome(e: &HandshakeError) -> HandshakeOutcome {
+    match e {
+        HandshakeError::Timeout(_) => HandshakeOutcome::Timeout,
+        HandshakeError::Closed | HandshakeError::Io(_) => HandshakeOutcome::PeerClosed,
+        HandshakeError::UnknownKeyId(_) => HandshakeOutcome::UnknownKey,
+        HandshakeError::BadClientProof(_) => HandshakeOutcome::BadProof,
+        _ => HandshakeOutcome::ProtocolError,
+    }
 }
 
 /// The log budget a failed handshake is counted against.

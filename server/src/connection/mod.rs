@@ -32,6 +32,7 @@ use crate::admission::Ticket;
 use crate::linger::linger_and_close;
 use crate::log_limit::WarnReason;
 use crate::log_summary::limited;
+use crate::metrics::CallOutcome;
 use crate::server::Shared;
 use crate::service::Service;
 use crate::shutdown::ShutdownSignal;
@@ -74,7 +75,7 @@ pub(crate) async fn serve<S: Service>(
     // Nothing more is read: the read buffer, and its charge to the shared budget, go back now.
     drop(reader);
     // Calls still running are cancelled; none of them answers after the connection's end.
-    conn.calls.cancel_all();
+    conn.calls.cancel_all(CallOutcome::Cancelled);
     // Every call has had its one answer queued: the goodbye is the last message
     // (PROTOCOL.md §9.6).
     if close.says_goodbye() {

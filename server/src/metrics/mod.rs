@@ -9,9 +9,9 @@
 //! `received_bytes_total`, `sent_bytes_total`, `calls_in_flight`, `queue_stalls_total`,
 //! `draining`; plus the standard `process_*` families.
 //!
-//! Method names come from the service: [`ServerMetrics::new`] takes the list, and each call
-//! is recorded on the handles of its method ([`ServerMetrics::method`]). The demo service's
-//! names are [`DEMO_METHODS`] and [`demo_method_name`].
+//! Method names come from the service ([`crate::Service::METHOD_NAMES`] and
+//! [`crate::Service::method_name`]): [`ServerMetrics::new`] takes the list, and each call
+//! is recorded on the handles of its method ([`ServerMetrics::method`]).
 
 mod http;
 mod process;
@@ -19,10 +19,9 @@ mod registry;
 
 pub use http::{serve_http, HttpConfig};
 pub use registry::{
-    CallOutcome, HandshakeOutcome, MethodMetrics, RefusalReason, ServerMetrics, OTHER_METHOD,
+    CallOutcome, HandshakeOutcome, MethodId, MethodMetrics, RefusalReason, ServerMetrics,
+    OTHER_METHOD,
 };
-
-use rpckit_proto::demo::Request;
 
 /// The content type of [`ServerMetrics::render`]'s output: the Prometheus text exposition
 /// format 0.0.4, which Prometheus scrapes by default.
@@ -35,19 +34,6 @@ pub enum MetricsError {
     /// A family could not be defined or registered (a bad name, or a name used twice).
     #[error("cannot set up a metric: {0}")]
     Registry(#[from] prometheus::Error),
-}
-
-/// The demo service's method names, as [`demo_method_name`] gives them.
-pub const DEMO_METHODS: &[&str] = &["echo", "uppercase", "ping", "sleep"];
-
-/// The method name of a demo request, for the `method` label.
-pub fn demo_method_name(request: &Request) -> &'static str {
-    match request {
-        Request::Echo(_) => "echo",
-        Request::Uppercase(_) => "uppercase",
-        Request::Ping => "ping",
-        Request::Sleep { .. } => "sleep",
-    }
 }
 
 #[cfg(test)]

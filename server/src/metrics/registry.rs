@@ -14,6 +14,8 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use rpckit_proto::RpcError;
+
 use super::MetricsError;
 
 /// Prefix of every family the server defines (process metrics keep their standard names).
@@ -61,8 +63,6 @@ label_enum!(
         Unauthenticated => "too_many_unauthenticated",
         /// The address is penalised after failed authentications.
         Penalised => "penalised",
-        /// The server is draining.
-        ShuttingDown => "shutting_down",
     }
 );
 
@@ -81,6 +81,8 @@ label_enum!(
         ProtocolError => "protocol_error",
         /// The peer closed or reset the connection.
         PeerClosed => "peer_closed",
+        /// Another connection took its place among the unauthenticated ones.
+        Evicted => "evicted",
     }
 );
 
@@ -106,6 +108,29 @@ label_enum!(
     }
 );
 
+impl CallOutcome {
+    /// The outcome of a call answered with `result`.
+    pub fn of<R>(result: &Result<R, RpcError>) -> Self {
+        match result {
+            Ok(_) => CallOutcome::Ok,
+            Err(e) => CallOutcome::of_error(e),
+        }
+    }
+
+    /// The outcome of a call answered with `error`.
+    pub fn of_error(error: &RpcError) -> Self {
+        match error {
+            RpcError::Application(_) => CallOutcome::ApplicationError,
+            RpcError::UnknownMethod(_) | RpcError::Protocol(_) => CallOutcome::BadRequest,
+            RpcError::Overloaded => CallOutcome::Overloaded,
+            RpcError::DeadlineExceeded => CallOutcome::DeadlineExceeded,
+            RpcError::Cancelled => CallOutcome::Cancelled,
+            RpcError::ShuttingDown => CallOutcome::ShuttingDown,
+            _ => CallOutcome::Internal,
+        }
+    }
+}
+
 /// The handles for one method: calls by outcome and the latency histogram.
 #[derive(Debug, Clone)]
 pub struct MethodMetrics {
@@ -129,6 +154,11 @@ impl MethodMetrics {
         }
     }
 }
+
+/// A method's place in [`ServerMetrics`] ([`ServerMetrics::method_id`]): small and `Copy`,
+/// so a call carries it to where it ends instead of its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodId(usize);
 
 /// The server's metrics: cheap to clone (one `Arc`), shared by the accept loop, every
 /// connection and the metrics listener.
@@ -316,12 +346,28 @@ impl ServerMetrics {
     /// The handles for calls to `name`; a name not given to [`ServerMetrics::new`] gets those
     /// of [`OTHER_METHOD`]. Look it up once per call (a short scan of the declared names).
     pub fn method(&self, name: &str) -> &MethodMetrics {
-        let i = &self.inner;
-        i.method_names
+        self.method_by_id(self.method_id(name))
+    }
+
+    /// The id of method `name` (a short scan of the declared names, which compares the
+    /// pointers of `&'static str`s first), for [`ServerMetrics::method_by_id`]. A name not
+    /// given to [`ServerMetrics::new`] gets the id of [`OTHER_METHOD`].
+    pub fn method_id(&self, name: &str) -> MethodId {
+        let names = &self.inner.method_names;
+        let found = names
             .iter()
-            .position(|n| std::ptr::eq(*n, name) || *n == name)
-            .and_then(|p| i.methods.get(p))
-            .unwrap_or(&i.other_method)
+            .position(|n| std::ptr::eq(*n, name))
+            .or_else(|| names.iter().position(|n| *n == name));
+        MethodId(found.unwrap_or(names.len()))
+    }
+
+    /// The handles of the method with id `id` (those of [`OTHER_METHOD`] for an id of
+    /// another registry's method it does not have).
+    pub fn method_by_id(&self, id: MethodId) -> &MethodMetrics {
+        self.inner
+            .methods
+            .get(id.0)
+            .unwrap_or(&self.inner.other_method)
     }
 
     /// A connection was accepted (it is now open, not yet authenticated).

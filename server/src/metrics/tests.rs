@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use async_io::Async;
 
 use super::*;
+use crate::{DemoService, Service};
+use rpckit_proto::demo::Request;
 
 /// A populated registry: what a server that served a few calls of each kind would hold.
 fn populated() -> ServerMetrics {
-    let m = ServerMetrics::new(DEMO_METHODS).unwrap();
+    let m = ServerMetrics::new(DemoService::METHOD_NAMES).unwrap();
     for _ in 0..5 {
         m.connection_accepted();
     }
@@ -22,7 +24,7 @@ fn populated() -> ServerMetrics {
     m.connection_refused(RefusalReason::ConnectionLimit);
     m.handshake(HandshakeOutcome::Ok);
     m.handshake(HandshakeOutcome::BadProof);
-    let echo = m.method(demo_method_name(&Request::Echo(vec![1])));
+    let echo = m.method(DemoService::method_name(&Request::Echo(vec![1])));
     echo.record(CallOutcome::Ok, Duration::from_micros(80));
     echo.record(CallOutcome::Ok, Duration::from_millis(3));
     m.method("uppercase")
@@ -121,7 +123,7 @@ fn method_names_resolve_to_their_own_handles_and_unknown_ones_to_other() {
         Request::Ping,
         Request::Sleep { ms: 1 },
     ] {
-        assert!(DEMO_METHODS.contains(&demo_method_name(&request)));
+        assert!(DemoService::METHOD_NAMES.contains(&DemoService::method_name(&request)));
     }
 }
 
@@ -230,7 +232,7 @@ fn http_serves_metrics_and_health_and_refuses_the_rest() {
 
 #[test]
 fn http_bounds_the_request_size_and_the_connections() {
-    let m = ServerMetrics::new(DEMO_METHODS).unwrap();
+    let m = ServerMetrics::new(DemoService::METHOD_NAMES).unwrap();
     let config = HttpConfig {
         max_connections: 2,
         max_request_bytes: 256,
@@ -274,7 +276,7 @@ fn http_bounds_the_request_size_and_the_connections() {
 
 #[test]
 fn http_closes_a_connection_that_sends_nothing_after_the_timeout() {
-    let m = ServerMetrics::new(DEMO_METHODS).unwrap();
+    let m = ServerMetrics::new(DemoService::METHOD_NAMES).unwrap();
     let config = HttpConfig {
         timeout: Duration::from_millis(100),
         ..HttpConfig::default()
@@ -305,7 +307,7 @@ fn get_lenient(addr: SocketAddr, path: &str) -> String {
 #[test]
 #[ignore = "a measurement, not a check"]
 fn record_cost() {
-    let m = ServerMetrics::new(DEMO_METHODS).unwrap();
+    let m = ServerMetrics::new(DemoService::METHOD_NAMES).unwrap();
     let names = ["echo", "uppercase", "ping", "sleep"];
     const N: u32 = 10_000_000;
     let started = Instant::now();

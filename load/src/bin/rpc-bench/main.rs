@@ -3,7 +3,9 @@
 //! Default mode: the kit (`rpc-server` loaded by `rpc-client bench`) against the raw reference
 //! (`rpc-raw-reference` loaded by `rpc-client bench --raw`), same engine, same run. `ab` mode:
 //! an old build of the kit against a new one, each its own server and client. `suites` mode:
-//! the encrypting suites against the integrity-only one, same binaries.
+//! the encrypting suites against the integrity-only one, same binaries. `spread` mode: one server against three behind
+//! the client's balancing. `metrics` mode: one build with its metrics on against the same
+//! build with them off.
 //!
 //! Servers are pinned to one CPU (`taskset -c`) and load clients to another; every wait on a
 //! process is a wait on its ready line or its exit, and every client run is bounded. W6 (idle
@@ -12,6 +14,7 @@
 //! Tables go to stdout and `target/bench/latest.md`; commands to `target/bench/commands.txt`;
 //! raw reports to `target/bench/*.json`. Everything started is killed on exit.
 
+mod metrics_mode;
 mod procs;
 mod results;
 mod runner;
@@ -103,6 +106,10 @@ enum Mode {
     /// servers on the server CPU): median calls/s of each, the median 3 ÷ 1 ratio (target
     /// ≥ 0.90) and how evenly the three got calls (target ±15 %).
     Spread,
+    /// Metrics on against metrics off: one build's rpc-server started with and without
+    /// `--metrics-listen`; reports the median of per-round on ÷ off ratios per workload
+    /// (target ≥ 0.95) [default workloads: 1,2,3; rounds: 20].
+    Metrics,
 }
 
 fn main() -> ExitCode {
@@ -117,6 +124,8 @@ fn main() -> ExitCode {
         Some(Mode::Suites { suite }) => suite_ab::parse_encrypting(&suite)
             .and_then(|suites| suite_ab::encrypted_vs_integrity(&cli.opts, &suites)),
         Some(Mode::Spread) => spread::one_vs_three(&cli.opts),
+        Some(Mode::Metrics) => suite::bin_dir(&cli.opts)
+            .and_then(|dir| metrics_mode::metrics_on_vs_off(&cli.opts, &dir)),
     };
     match outcome {
         Ok(failed) if failed.is_empty() => ExitCode::SUCCESS,

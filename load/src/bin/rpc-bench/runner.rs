@@ -110,6 +110,17 @@ impl Side {
         cpu: usize,
         bench: &mut Bench,
     ) -> Result<Self, String> {
+        Side::kit_with(label, bin_dir, cpu, bench, &[])
+    }
+
+    /// As [`Side::kit`], with `extra` arguments for `rpc-server`.
+    pub fn kit_with(
+        label: &'static str,
+        bin_dir: &Path,
+        cpu: usize,
+        bench: &mut Bench,
+        extra: &[&str],
+    ) -> Result<Self, String> {
         let binary = bin_dir.join("rpc-server");
         let mut args: Vec<String> = [
             "--listen",
@@ -132,6 +143,7 @@ impl Side {
         if has_flag(&binary, PER_SOURCE_FLAG) {
             args.extend([PER_SOURCE_FLAG.to_owned(), "1000".to_owned()]);
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let mut cmd = pinned(cpu, &binary, &args);
         // Every suite: an old build's rpc-client offers hmac-sha256, which today's default
         // refuses (a server that does not know RPC_SUITE ignores it); today's rpc-client
