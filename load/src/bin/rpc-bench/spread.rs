@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::procs::{describe, pinned, run_client};
 use crate::runner::{round_order, Bench, Side};
 use crate::stats::{fmt, fmt_ratio, fmt_rounds, median, ratios, table};
-use crate::suite::{header, prepare};
+use crate::suite::{header, knobs, prepare};
 use crate::Opts;
 
 /// What the issue asks of three servers against one.
@@ -140,14 +140,15 @@ pub fn one_vs_three(opts: &Opts) -> Result<Vec<String>, String> {
     let ratio = median(&per_round);
     let worst_spread = spreads.iter().copied().fold(0.0, f64::max);
 
-    let command = format!(
+    let load = format!(
         "rpc-client --addr a,b,c bench {} --duration {} --warmup {}",
         LOAD.join(" "),
         bench.secs,
         bench.warmup
     );
-    let mut out = header("rpc-bench spread", opts, rounds);
-    out.push(format!("load: {command} (and the same against one server)"));
+    let command = format!("rpc-bench spread {}", knobs(opts, rounds, None));
+    let mut out = header(&command, opts, rounds);
+    out.push(format!("load: {load} (and the same against one server)"));
     out.push(String::new());
     out.extend(table(
         &[

@@ -182,6 +182,27 @@ pub fn publish(
     bench.save("summary", &summary)
 }
 
+/// The knobs of a run as `rpc-bench` arguments, every one explicit, so that a header's
+/// command line reproduces the run (`selected`: the workloads, if the mode takes any).
+pub fn knobs(opts: &Opts, rounds: usize, selected: Option<&[u8]>) -> String {
+    let mut out = format!(
+        "--rounds {rounds} --secs {} --warmup {}",
+        opts.secs, opts.warmup
+    );
+    if let Some(selected) = selected {
+        let list: Vec<String> = selected.iter().map(u8::to_string).collect();
+        out.push_str(&format!(" --workloads {}", list.join(",")));
+        if selected.contains(&6) {
+            out.push_str(&format!(" --idle-conns {}", opts.idle_conns));
+        }
+    }
+    out.push_str(&format!(
+        " --server-cpu {} --client-cpu {}",
+        opts.server_cpu, opts.client_cpu
+    ));
+    out
+}
+
 /// The run's circumstances, for the table header.
 pub fn header(command: &str, opts: &Opts, rounds: usize) -> Vec<String> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -322,7 +343,14 @@ pub fn kit_vs_reference(opts: &Opts) -> Result<Vec<String>, String> {
         "W6: (server VmRSS while holding − before) ÷ connections held, once, first, on fresh servers. CPU µs/call: CPU time of the server (/proc/PID/stat) and of the load client (its rusage) over the whole client run × window ÷ wall ÷ calls counted, median over rounds.".to_owned(),
         "A target fails if either side counted errors in any round.".to_owned(),
     ];
-    let head = header("make bench (rpc-bench)", opts, rounds);
+    let head = header(
+        &format!(
+            "make bench (rpc-bench {})",
+            knobs(opts, rounds, Some(&selected))
+        ),
+        opts,
+        rounds,
+    );
     let summary = json!({ "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(), "sha256_mb_per_sec": sha, "failed": failed, "w6_kib_per_conn": w6 });
     publish(
         &bench,
@@ -351,7 +379,7 @@ pub struct KitPair<'a> {
     pub sub: Option<&'a str>,
     /// Title of the published tables.
     pub title: &'a str,
-    /// The command line, for the header.
+    /// The command line without the knobs, for the header ([`knobs`] adds them).
     pub command: String,
     /// What the reader should know about the two sides.
     pub note: String,
@@ -425,7 +453,8 @@ pub fn kit_pair(opts: &Opts, pair: &KitPair<'_>) -> Result<Vec<String>, String> 
         cpu_table(&results, &loads, &[tl, bl]),
     ];
     let notes = vec![pair.note.clone()];
-    let head = header(&pair.command, opts, rounds);
+    let command = format!("{} {}", pair.command, knobs(opts, rounds, Some(&selected)));
+    let head = header(&command, opts, rounds);
     let summary = json!({ "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(), "failed": failed, "w6_kib_per_conn": w6 });
     publish(&bench, pair.title, &head, &tables, &notes, summary)?;
     Ok(failed)

@@ -15,7 +15,7 @@ use rpckit_proto::Suite;
 
 use crate::results::{cpu_table, main_table, missed, Results, Row};
 use crate::runner::Side;
-use crate::suite::{at_least, bin_dir, header, prepare, publish, run_rounds, w6_row};
+use crate::suite::{at_least, bin_dir, header, knobs, prepare, publish, run_rounds, w6_row};
 use crate::workload::selected_loads;
 use crate::Opts;
 
@@ -59,20 +59,11 @@ pub fn parse_encrypting(list: &str) -> Result<Vec<Suite>, String> {
 /// The equivalent command line of this run, every knob explicit.
 fn command(opts: &Opts, suites: &[Suite], rounds: usize, selected: &[u8]) -> String {
     let names: Vec<&str> = suites.iter().map(|s| s.name()).collect();
-    let list: Vec<String> = selected.iter().map(u8::to_string).collect();
-    let mut cmd = format!(
-        "rpc-bench suites --suite {} --rounds {rounds} --secs {} --warmup {} --workloads {} --server-cpu {} --client-cpu {}",
+    format!(
+        "rpc-bench suites --suite {} {}",
         names.join(","),
-        opts.secs,
-        opts.warmup,
-        list.join(","),
-        opts.server_cpu,
-        opts.client_cpu,
-    );
-    if selected.contains(&6) {
-        cmd.push_str(&format!(" --idle-conns {}", opts.idle_conns));
-    }
-    cmd
+        knobs(opts, rounds, Some(selected))
+    )
 }
 
 /// The rows of one encrypting suite against the baseline.
