@@ -3,14 +3,16 @@
 //! same CPU (so it measures the client-side balancing's overhead, not scaling), in paired
 //! rounds whose order alternates. Prints calls/s of each side per round and their medians, the
 //! median of the per-round ratios three ÷ one (target ≥ 0.90), and how the three servers'
-//! calls spread (target: each within ±15 % of a third), with the exact commands.
+//! calls spread (target: each within ±15 % of a third), with the exact commands. A third run
+//! per round balances over three endpoints that are all the one server (`a,a,a`): the
+//! balancing client's own cost, without three processes sharing the server CPU.
 
 use serde_json::{json, Value};
 
 use crate::procs::{describe, pinned, run_client};
 use crate::runner::{round_order, Bench, Side};
 use crate::stats::{fmt, fmt_ratio, fmt_rounds, median, ratios, table};
-use crate::suite::{header, knobs, prepare};
+use crate::suite::{bin_dir, header, knobs, prepare};
 use crate::Opts;
 
 /// What the issue asks of three servers against one.
@@ -88,14 +90,7 @@ fn spread_pct(by_endpoint: &[(String, u64)]) -> f64 {
 /// `rpc-bench spread`: prints the table; returns the targets missed.
 pub fn one_vs_three(opts: &Opts) -> Result<Vec<String>, String> {
     let (mut bench, rounds, _) = prepare(opts, Some("spread"), 5, "1")?;
-    let bin_dir = match &opts.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| e.to_string())?
-            .parent()
-            .ok_or("binary has no directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = bin_dir(opts)?;
     let cpu = opts.server_cpu;
     let mut one = Side::kit("one", &bin_dir, cpu, &mut bench)?;
     let mut three = Side::kit("three-a", &bin_dir, cpu, &mut bench)?;
@@ -110,34 +105,46 @@ pub fn one_vs_three(opts: &Opts) -> Result<Vec<String>, String> {
         .join(",");
 
     let (mut ones, mut threes, mut spreads) = (Vec::new(), Vec::new(), Vec::new());
+    let mut alone = Vec::new();
     let mut errors = 0;
     let mut rows = Vec::new();
     for round in 1..=rounds {
         eprintln!("bench: round {round} of {rounds}");
-        for i in round_order(2, round) {
-            let side = if i == 0 { &mut one } else { &mut three };
+        for i in round_order(3, round) {
+            let side = if i == 2 { &mut three } else { &mut one };
             side.server.check_alive()?;
-            if side.label == "one" {
-                let addr = side.server.addr.clone();
-                let r = run(&mut bench, side, &addr, &format!("spread-one-r{round}"))?;
-                errors += r.errors;
-                ones.push(r.calls_per_sec);
-            } else {
-                let r = run(&mut bench, side, &list, &format!("spread-three-r{round}"))?;
-                errors += r.errors;
-                threes.push(r.calls_per_sec);
-                spreads.push(spread_pct(&r.by_endpoint));
-                let shares: Vec<String> = r
-                    .by_endpoint
-                    .iter()
-                    .map(|(a, n)| format!("{a}: {n}"))
-                    .collect();
-                rows.push((round, shares.join(", ")));
+            match i {
+                0 => {
+                    let addr = side.server.addr.clone();
+                    let r = run(&mut bench, side, &addr, &format!("spread-one-r{round}"))?;
+                    errors += r.errors;
+                    ones.push(r.calls_per_sec);
+                }
+                1 => {
+                    let addr = side.server.addr.clone();
+                    let same = [addr.as_str(); 3].join(",");
+                    let r = run(&mut bench, side, &same, &format!("spread-alone-r{round}"))?;
+                    errors += r.errors;
+                    alone.push(r.calls_per_sec);
+                }
+                _ => {
+                    let r = run(&mut bench, side, &list, &format!("spread-three-r{round}"))?;
+                    errors += r.errors;
+                    threes.push(r.calls_per_sec);
+                    spreads.push(spread_pct(&r.by_endpoint));
+                    let shares: Vec<String> = r
+                        .by_endpoint
+                        .iter()
+                        .map(|(a, n)| format!("{a}: {n}"))
+                        .collect();
+                    rows.push((round, shares.join(", ")));
+                }
             }
         }
     }
     let per_round = ratios(&threes, &ones);
     let ratio = median(&per_round);
+    let alone_per_round = ratios(&alone, &ones);
     let worst_spread = spreads.iter().copied().fold(0.0, f64::max);
 
     let load = format!(
@@ -148,7 +155,9 @@ pub fn one_vs_three(opts: &Opts) -> Result<Vec<String>, String> {
     );
     let command = format!("rpc-bench spread {}", knobs(opts, rounds, None));
     let mut out = header(&command, opts, rounds);
-    out.push(format!("load: {load} (and the same against one server)"));
+    out.push(format!(
+        "load: {load} (and the same against one server, and over a,a,a: three endpoints that are the one server)"
+    ));
     out.push(String::new());
     out.extend(table(
         &[
@@ -156,6 +165,8 @@ pub fn one_vs_three(opts: &Opts) -> Result<Vec<String>, String> {
             "1 server calls/s",
             "3 servers calls/s",
             "3 ÷ 1",
+            "a,a,a calls/s",
+            "a,a,a ÷ 1",
             "spread ±%",
             "calls per endpoint",
         ],
@@ -166,6 +177,8 @@ pub fn one_vs_three(opts: &Opts) -> Result<Vec<String>, String> {
                     fmt(ones.get(i).copied().unwrap_or(f64::NAN)),
                     fmt(threes.get(i).copied().unwrap_or(f64::NAN)),
                     fmt_ratio(per_round.get(i).copied().unwrap_or(f64::NAN)),
+                    fmt(alone.get(i).copied().unwrap_or(f64::NAN)),
+                    fmt_ratio(alone_per_round.get(i).copied().unwrap_or(f64::NAN)),
                     fmt(spreads.get(i).copied().unwrap_or(f64::NAN)),
                     rows.get(i).map(|r| r.1.clone()).unwrap_or_default(),
                 ]
@@ -181,6 +194,11 @@ pub fn one_vs_three(opts: &Opts) -> Result<Vec<String>, String> {
         fmt_rounds(&per_round),
         fmt(worst_spread),
     ));
+    out.push(format!(
+        "the balancing client alone (a,a,a on one server) ÷ one server: median {} (rounds: {}); reported, no target",
+        fmt_ratio(median(&alone_per_round)),
+        fmt_rounds(&alone_per_round),
+    ));
     for line in &out {
         println!("{line}");
     }
@@ -190,6 +208,7 @@ pub fn one_vs_three(opts: &Opts) -> Result<Vec<String>, String> {
         "spread-summary",
         &json!({
             "one_calls_per_sec": ones, "three_calls_per_sec": threes, "ratios": per_round,
+            "alone_calls_per_sec": alone, "alone_ratios": alone_per_round,
             "median_ratio": ratio, "spread_pct": spreads, "errors": errors,
         }),
     )?;
