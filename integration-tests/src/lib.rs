@@ -877,6 +877,37 @@ pub fn connect_from(
     Ok(socket.into())
 }
 
+/// Sends `messages` on a raw session, then a Ping, and reads up to its Pong: once the Pong
+/// is back the server has read every message before it. Returns what the server sent before
+/// the Pong (answers, refusals), in order.
+pub async fn send_and_sync<R, W>(
+    reader: &mut rpckit_proto::SessionReader<R>,
+    writer: &mut rpckit_proto::SessionWriter<W>,
+    messages: &[rpckit_proto::ClientMessage<Request>],
+) -> Vec<rpckit_proto::ServerMessage<Response>>
+where
+    R: futures_lite::io::AsyncRead + Unpin,
+    W: futures_lite::io::AsyncWrite + Unpin,
+{
+    const SYNC: u64 = 0x5e4d;
+    for message in messages {
+        writer.push_client(message).expect("seal a message");
+    }
+    writer
+        .push_client(&rpckit_proto::ClientMessage::<Request>::Ping { nonce: SYNC })
+        .expect("seal the ping");
+    writer.flush().await.expect("write");
+    let mut before = Vec::new();
+    // Bounded: a server answers each message at most once, and the Pong comes after them.
+    for _ in 0..=messages.len() {
+        match next_message(reader).await {
+            rpckit_proto::ServerMessage::Pong { nonce: SYNC } => return before,
+            other => before.push(other),
+        }
+    }
+    panic!("no Pong after {} messages: {before:?}", messages.len());
+}
+
 /// The next message from the server on a raw session, its response body decoded; panics (the
 /// test fails) on end of stream or an undecodable message.
 pub async fn next_message<R: futures_lite::io::AsyncRead + Unpin>(

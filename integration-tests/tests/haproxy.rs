@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use rpckit_client::{Client, ClientConfig};
 use rpckit_integration_tests::haproxy::HaProxy;
+use rpckit_integration_tests::rolling::finish;
 use rpckit_integration_tests::steady_load::SteadyLoad;
 use rpckit_integration_tests::{ServerProcess, TestKey};
 use rpckit_proto::demo::{Request, Response};
@@ -88,24 +89,11 @@ fn a_rolling_restart_behind_haproxy_fails_no_call() {
         haproxy.wait_for(&format!("{name} is UP"), STEP);
         load.wait_for_progress(PROGRESS, STEP);
     }
-    let tally = load.stop();
-    let ran_by_new: Vec<u64> = servers
-        .iter_mut()
-        .map(|s| s.drain_and_count_calls(false, STEP))
-        .collect();
-    ran += ran_by_new.iter().sum::<u64>();
-
-    println!(
-        "rolling restart behind HAProxy: {} calls made, {} failed ({} outcome unknown), {} \
-         answered ShuttingDown and sent again by the caller; calls run by the new servers: {:?}",
-        tally.started,
-        tally.not_answered(),
-        tally.outcome_unknown,
-        tally.resent_after_shutting_down,
-        ran_by_new
+    finish(
+        "rolling restart behind HAProxy",
+        load,
+        &mut servers,
+        ran,
+        STEP,
     );
-    assert!(tally.failed.is_empty(), "failed calls: {:?}", tally.failed);
-    assert_eq!(tally.outcome_unknown, 0, "{tally:?}");
-    assert!(tally.answered_twice.is_empty(), "{tally:?}");
-    assert_eq!(ran, tally.answered, "calls run by the servers vs answered");
 }

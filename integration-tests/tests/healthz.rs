@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rpckit_client::ClientConfig;
 use rpckit_integration_tests::{
-    client, http_get, next_message, raw_session, within, ServerProcess, TestKey,
+    client, http_get, next_message, raw_session, send_and_sync, within, ServerProcess, TestKey,
 };
 use rpckit_proto::demo::{Request, Response};
 use rpckit_proto::{ClientMessage, ServerMessage};
@@ -52,21 +52,13 @@ fn healthz_turns_503_at_the_first_signal_while_the_drain_delay_still_serves() {
         // after it proves the server has read it.
         let (stream, session) = raw_session(server.addr, &key).await;
         let (mut reader, mut writer) = session.split();
-        writer
-            .push_client(&ClientMessage::Call {
-                id: 1,
-                deadline: None,
-                request: Request::Sleep { ms: 600_000 },
-            })
-            .unwrap();
-        writer
-            .push_client(&ClientMessage::<Request>::Ping { nonce: 7 })
-            .unwrap();
-        writer.flush().await.unwrap();
-        assert_eq!(
-            next_message(&mut reader).await,
-            ServerMessage::Pong { nonce: 7 }
-        );
+        let slow = ClientMessage::Call {
+            id: 1,
+            deadline: None,
+            request: Request::Sleep { ms: 600_000 },
+        };
+        let before = send_and_sync(&mut reader, &mut writer, &[slow]).await;
+        assert!(before.is_empty(), "{before:?}");
 
         server.signal(libc::SIGTERM);
         wait_log(&server, "draining soon");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rpckit_client::ClientConfig;
 use rpckit_integration_tests::{
-    client, http_get, next_message, promtool, raw_session, raw_session_offering, sample, within,
+    client, http_get, promtool, raw_session, raw_session_offering, sample, send_and_sync, within,
     ServerProcess, TestKey,
 };
 use rpckit_proto::demo::{Request, Response};
@@ -59,29 +59,18 @@ fn a_scrape_passes_promtool_and_counts_what_the_test_did() {
             deadline: None,
             request,
         };
-        writer
-            .push_client(&call(1, Request::Sleep { ms: 600_000 }))
-            .unwrap();
-        writer
-            .push_client(&call(2, Request::Echo(b"no room".to_vec())))
-            .unwrap();
-        writer
-            .push_client(&ClientMessage::<Request>::Cancel { id: 1 })
-            .unwrap();
-        writer
-            .push_client(&ClientMessage::<Request>::Ping { nonce: 9 })
-            .unwrap();
-        writer.flush().await.unwrap();
+        let messages = [
+            call(1, Request::Sleep { ms: 600_000 }),
+            call(2, Request::Echo(b"no room".to_vec())),
+            ClientMessage::<Request>::Cancel { id: 1 },
+        ];
+        let before = send_and_sync(&mut reader, &mut writer, &messages).await;
         assert_eq!(
-            next_message(&mut reader).await,
-            ServerMessage::Reply {
+            before,
+            [ServerMessage::Reply {
                 id: 2,
                 result: Err(RpcError::Overloaded)
-            }
-        );
-        assert_eq!(
-            next_message(&mut reader).await,
-            ServerMessage::Pong { nonce: 9 }
+            }]
         );
 
         // The right key id with a wrong secret: a failed proof.

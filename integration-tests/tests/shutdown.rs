@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_lite::future;
 use rpckit_client::{CallError, Client, ClientConfig, ConnectError};
 use rpckit_integration_tests::{
-    cli, client, next_message, raw_session, within, ServerProcess, TestKey,
+    cli, client, next_message, raw_session, send_and_sync, within, ServerProcess, TestKey,
 };
 use rpckit_proto::demo::{Request, Response};
 use rpckit_proto::{ClientMessage, RpcError, ServerMessage};
@@ -54,17 +54,9 @@ fn sigterm_lets_a_slow_call_finish_then_exits_0() {
         // A slow call on a raw session too, which lets the test see every message.
         let (_stream, session) = raw_session(addr, &key).await;
         let (mut reader, mut writer) = session.split();
-        writer
-            .push_client(&call(1, Request::Sleep { ms: 4000 }))
-            .unwrap();
-        writer
-            .push_client(&ClientMessage::<Request>::Ping { nonce: 7 })
-            .unwrap();
-        writer.flush().await.unwrap();
-        assert_eq!(
-            next_message(&mut reader).await,
-            ServerMessage::Pong { nonce: 7 }
-        );
+        let raw_slow = call(1, Request::Sleep { ms: 4000 });
+        let before = send_and_sync(&mut reader, &mut writer, &[raw_slow]).await;
+        assert!(before.is_empty(), "{before:?}");
 
         server.signal(libc::SIGTERM);
         assert_eq!(
