@@ -14,14 +14,13 @@
 //! is recorded on the handles of its method ([`ServerMetrics::method`]).
 
 mod http;
+mod labels;
 mod process;
 mod registry;
 
 pub use http::{serve_http, HttpConfig};
-pub use registry::{
-    CallOutcome, HandshakeOutcome, MethodId, MethodMetrics, RefusalReason, ServerMetrics,
-    OTHER_METHOD,
-};
+pub use labels::{CallOutcome, HandshakeOutcome, RefusalReason};
+pub use registry::{MethodId, MethodMetrics, ServerMetrics, OTHER_METHOD};
 
 /// The content type of [`ServerMetrics::render`]'s output: the Prometheus text exposition
 /// format 0.0.4, which Prometheus scrapes by default.

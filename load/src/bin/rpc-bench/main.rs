@@ -15,6 +15,7 @@
 //! raw reports to `target/bench/*.json`. Everything started is killed on exit.
 
 mod metrics_mode;
+mod pair;
 mod procs;
 mod results;
 mod runner;
@@ -120,7 +121,7 @@ fn main() -> ExitCode {
     }
     let outcome = match cli.mode {
         None => suite::kit_vs_reference(&cli.opts),
-        Some(Mode::Ab { old, new }) => suite::old_vs_new(&cli.opts, &old, &new),
+        Some(Mode::Ab { old, new }) => pair::old_vs_new(&cli.opts, &old, &new),
         Some(Mode::Suites { suite }) => suite_ab::parse_encrypting(&suite)
             .and_then(|suites| suite_ab::encrypted_vs_integrity(&cli.opts, &suites)),
         Some(Mode::Spread) => spread::one_vs_three(&cli.opts),

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::suite::{kit_pair, KitPair};
+use crate::pair::{kit_pair, KitPair};
 use crate::Opts;
 
 /// What metrics-on must keep of metrics-off's throughput, per workload.
