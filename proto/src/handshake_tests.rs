@@ -29,18 +29,16 @@ use crate::handshake::{
     Refusal, SessionKeys, MAGIC, NONCE_LEN, TYPE_CLIENT_HELLO, TYPE_CLIENT_PROOF,
     TYPE_SERVER_HELLO, TYPE_SERVER_PROOF,
 };
-use crate::keyring::{KeyId, Keyring, SecretKey};
+use crate::keyring::{KeyId, SecretKey};
 use crate::message::{decode_client, decode_server, ClientMessage, ServerMessage};
 use crate::session::{Session, SessionError, SessionWriter};
 use crate::suite::SuitePolicy;
-use crate::test_support::Recorder;
+use crate::test_support::{id, key, ring, run, Recorder};
 
 const NONCE_C: [u8; NONCE_LEN] = [0x11; NONCE_LEN];
 const NONCE_S: [u8; NONCE_LEN] = [0x22; NONCE_LEN];
 /// Short handshake deadline for the timeout tests.
 const SHORT: Duration = Duration::from_millis(200);
-/// Upper bound on any single test; only reached if something hangs.
-const WATCHDOG: Duration = Duration::from_secs(30);
 
 type Unix = Session<UnixStream, UnixStream>;
 type Recorded = Session<UnixStream, Recorder<UnixStream>>;
@@ -48,30 +46,8 @@ type Recorded = Session<UnixStream, Recorder<UnixStream>>;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// Runs `fut` to completion, failing the test if it takes longer than [`WATCHDOG`].
-fn run<F: Future>(fut: F) -> F::Output {
-    async_std::task::block_on(futures_lite::future::or(fut, async {
-        async_io::Timer::after(WATCHDOG).await;
-        panic!("test did not finish within {WATCHDOG:?}");
-    }))
-}
-
-fn key() -> SecretKey {
-    SecretKey::new((0u8..32).collect()).unwrap()
-}
-
 fn other_key() -> SecretKey {
     SecretKey::new(vec![0xAB; 32]).unwrap()
-}
-
-fn id() -> KeyId {
-    KeyId::new("test-key").unwrap()
-}
-
-fn ring() -> Keyring {
-    let mut ring = Keyring::new();
-    ring.insert(id(), key());
-    ring
 }
 
 fn config() -> HandshakeConfig {

@@ -4,7 +4,6 @@
 //! weaker suite because a refusal told it to.
 
 use std::net::Shutdown;
-use std::time::Duration;
 
 use async_std::os::unix::net::UnixStream;
 use futures_lite::future::zip;
@@ -16,30 +15,15 @@ use crate::handshake::{
     connect_policy_with_nonce, server_refusal, HandshakeConfig, HandshakeError, NONCE_LEN,
     TYPE_SERVER_PROOF,
 };
-use crate::keyring::{KeyId, Keyring, SecretKey};
 use crate::message::{decode_client, ClientMessage};
 use crate::suite::{Suite, SuitePolicy};
-use crate::test_support::Recorder;
+use crate::test_support::{id, key, relay, ring, run, Recorder};
 use crate::Refusal;
 
-/// Upper bound on any single test; only reached if something hangs.
-const WATCHDOG: Duration = Duration::from_secs(30);
 /// Length of the ClientHello these tests send (key id "test-key").
 const HELLO_LEN: usize = 40 + 8;
 /// Length of an accepting ServerHello.
 const SERVER_HELLO_LEN: usize = 40;
-
-fn run<F: std::future::Future>(fut: F) -> F::Output {
-    async_std::task::block_on(async_std::future::timeout(WATCHDOG, fut)).expect("watchdog")
-}
-
-fn key() -> SecretKey {
-    SecretKey::new((0u8..32).collect()).unwrap()
-}
-
-fn id() -> KeyId {
-    KeyId::new("test-key").unwrap()
-}
 
 fn offering(suite: Suite) -> SuitePolicy {
     SuitePolicy {
@@ -104,8 +88,7 @@ fn case_41_a_forged_refusal_of_a_pipelined_proof_hides_a_call_the_server_receive
         let (client_sock, relay_c) = UnixStream::pair().unwrap();
         let (relay_s, server_sock) = UnixStream::pair().unwrap();
         let config = HandshakeConfig::default();
-        let mut ring = Keyring::new();
-        ring.insert(id(), key());
+        let ring = ring();
         let policy = offering(Suite::Aes256Gcm);
 
         let client = async {
@@ -144,16 +127,7 @@ fn case_41_a_forged_refusal_of_a_pipelined_proof_hides_a_call_the_server_receive
         };
         // Client to server: passed on untouched. Server to client: the ServerHello, then a
         // forged refusal of the proof in place of the server's answer.
-        let up = async {
-            let (mut from, mut to) = (relay_c.clone(), relay_s.clone());
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = from.read(&mut buf).await {
-                if to.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
-            let _ = to.shutdown(Shutdown::Write);
-        };
+        let up = relay(relay_c.clone(), relay_s.clone(), usize::MAX, 0);
         let down = async {
             let (mut from, mut to) = (relay_s.clone(), relay_c.clone());
             let mut hello = [0u8; SERVER_HELLO_LEN];

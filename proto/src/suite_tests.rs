@@ -2,52 +2,27 @@
 //! that requires encryption, a relay that rewrites the suite bytes (downgrade), and the key
 //! limits reported and enforced on a real session.
 
-use std::net::Shutdown;
-use std::time::Duration;
-
 use async_std::os::unix::net::UnixStream;
 use futures_lite::future::zip;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::demo::{Request, Response};
 use crate::handshake::accept::accept_policy_with_nonce;
 use crate::handshake::{
     connect_policy_with_nonce, server_refusal, HandshakeConfig, HandshakeError, NONCE_LEN,
 };
-use crate::keyring::{KeyId, Keyring, SecretKey};
 use crate::message::{decode_client, decode_server, ClientMessage, ServerMessage};
 use crate::session::{Session, SessionError};
 use crate::suite::{KeyLimits, Suite, SuitePolicy, SuiteSet};
-use crate::test_support::Recorder;
+use crate::test_support::{id, key, relay, ring, run, Recorder, WriteLog};
 use crate::Refusal;
 
 const NONCE_C: [u8; NONCE_LEN] = [0x11; NONCE_LEN];
 const NONCE_S: [u8; NONCE_LEN] = [0x22; NONCE_LEN];
-/// Upper bound on any single test; only reached if something hangs.
-const WATCHDOG: Duration = Duration::from_secs(30);
 
 type Pair = (
     Result<Session<UnixStream, Recorder<UnixStream>>, HandshakeError>,
     Result<Session<UnixStream, UnixStream>, HandshakeError>,
 );
-
-fn run<F: std::future::Future>(fut: F) -> F::Output {
-    async_std::task::block_on(async_std::future::timeout(WATCHDOG, fut)).expect("watchdog")
-}
-
-fn key() -> SecretKey {
-    SecretKey::new((0u8..32).collect()).unwrap()
-}
-
-fn id() -> KeyId {
-    KeyId::new("test-key").unwrap()
-}
-
-fn ring() -> Keyring {
-    let mut ring = Keyring::new();
-    ring.insert(id(), key());
-    ring
-}
 
 /// Offers `suite`, accepts every suite.
 fn offering(suite: Suite) -> SuitePolicy {
@@ -71,7 +46,7 @@ async fn handshake(
     server_sock: UnixStream,
     client: &SuitePolicy,
     server: &SuitePolicy,
-) -> (Pair, crate::test_support::WriteLog) {
+) -> (Pair, WriteLog) {
     let (recorder, log) = Recorder::new(client_sock.clone());
     let config = HandshakeConfig::default();
     let ring = ring();
@@ -169,23 +144,6 @@ fn a_server_requiring_encryption_refuses_suite_1_with_status_9() {
             handshake(a, b, &offering(Suite::ChaCha20Poly1305), &strict).await;
         assert!(client.is_ok() && server.is_ok());
     });
-}
-
-/// Copies `from` to `to` until the end of the stream, XORing the byte at offset `at` with
-/// `flip`, then shuts `to` for writing.
-async fn relay(mut from: UnixStream, mut to: UnixStream, at: usize, flip: u8) {
-    let mut offset = 0;
-    let mut buf = [0u8; 4096];
-    while let Ok(n @ 1..) = from.read(&mut buf).await {
-        if (offset..offset + n).contains(&at) {
-            buf[at - offset] ^= flip;
-        }
-        offset += n;
-        if to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown(Shutdown::Write);
 }
 
 #[test]
