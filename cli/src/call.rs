@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use rpckit_client::{CallError, Client, ClientConfig, ConnectError};
 use rpckit_proto::demo::{Request, Response};
-use rpckit_proto::RpcError;
+use rpckit_proto::{KeyId, RpcError, SecretKey};
 
 use crate::{keys, parse_duration, Target};
 
@@ -83,25 +83,8 @@ pub fn run(target: &Target, args: CallArgs) -> ExitCode {
         Ok(found) => found,
         Err(e) => return fail(EXIT_LOCAL, e),
     };
-    let config = {
-        let mut client_config = ClientConfig::default();
-        client_config.connect_timeout = target.connect_timeout;
-        client_config.handshake_timeout = target.connect_timeout;
-        client_config.call_timeout = Some(args.timeout);
-        client_config.reconnect_attempts = 0;
-        client_config.suite = target.suite();
-        client_config
-    };
     let outcome = async_std::task::block_on(async {
-        // One deadline for TCP connect and handshake together, as `--connect-timeout` says.
-        let connecting =
-            Client::<Request, Response>::connect(target.addr.clone(), key_id, key, config);
-        let client = async_std::future::timeout(target.connect_timeout, connecting)
-            .await
-            .map_err(|_| ConnectError::Timeout {
-                addr: target.addr.clone(),
-                after: target.connect_timeout,
-            })??;
+        let client = connect(target, key_id, key, target.connect_timeout, args.timeout).await?;
         let answer = client.call(request).await;
         client.close().await;
         answer
@@ -110,6 +93,31 @@ pub fn run(target: &Target, args: CallArgs) -> ExitCode {
         Ok(response) => print(&response, args.json),
         Err(e) => call_failure(&e),
     }
+}
+
+/// Connects for one command, offering `--suite`, without reconnecting: TCP connect and
+/// handshake together within `within` (one deadline, as `--connect-timeout` says), and calls
+/// limited to `call_timeout`.
+pub async fn connect(
+    target: &Target,
+    key_id: KeyId,
+    key: SecretKey,
+    within: Duration,
+    call_timeout: Duration,
+) -> Result<Client<Request, Response>, ConnectError> {
+    let mut config = ClientConfig::default();
+    config.connect_timeout = within;
+    config.handshake_timeout = within;
+    config.call_timeout = Some(call_timeout);
+    config.reconnect_attempts = 0;
+    config.suite = target.suite();
+    let connecting = Client::connect(target.addr.clone(), key_id, key, config);
+    async_std::future::timeout(within, connecting)
+        .await
+        .map_err(|_| ConnectError::Timeout {
+            addr: target.addr.clone(),
+            after: within,
+        })?
 }
 
 /// Prints why a call failed (connecting included) and returns its exit code.

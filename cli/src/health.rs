@@ -8,10 +8,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use rpckit_client::{Client, ClientConfig, ConnectError};
 use rpckit_proto::demo::{Request, Response};
 
-use crate::call::{call_failure, fail, EXIT_LOCAL, EXIT_SERVER_ERROR};
+use crate::call::{call_failure, connect, fail, EXIT_LOCAL, EXIT_SERVER_ERROR};
 use crate::{keys, parse_duration, Target};
 
 /// Arguments of `health`.
@@ -30,25 +29,9 @@ pub fn run(target: &Target, args: HealthArgs) -> ExitCode {
     };
     // `--connect-timeout` may shorten the connect, never lengthen the probe.
     let connect_within = target.connect_timeout.min(args.timeout);
-    let config = {
-        let mut client_config = ClientConfig::default();
-        client_config.connect_timeout = connect_within;
-        client_config.handshake_timeout = connect_within;
-        client_config.call_timeout = Some(args.timeout);
-        client_config.reconnect_attempts = 0;
-        client_config.suite = target.suite();
-        client_config
-    };
     let started = Instant::now();
     let outcome = async_std::task::block_on(async {
-        let connecting =
-            Client::<Request, Response>::connect(target.addr.clone(), key_id, key, config);
-        let client = async_std::future::timeout(connect_within, connecting)
-            .await
-            .map_err(|_| ConnectError::Timeout {
-                addr: target.addr.clone(),
-                after: connect_within,
-            })??;
+        let client = connect(target, key_id, key, connect_within, args.timeout).await?;
         // The ping gets what is left of the probe's time.
         let left = args.timeout.saturating_sub(started.elapsed());
         let answer = client.call_with_timeout(Request::Ping, Some(left)).await;

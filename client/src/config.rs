@@ -75,9 +75,9 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// This configuration with every duration cut to 100 years, which [`crate::Client`] applies: a
-    /// timeout that long is as good as none, and deadlines computed from it cannot overflow
-    /// the clock.
+    /// This configuration with every duration cut to 100 years, which [`crate::Client`]
+    /// applies: a timeout that long is as good as none, and deadlines computed from it cannot
+    /// overflow the clock.
     pub fn bounded(mut self) -> Self {
         for d in [
             &mut self.connect_timeout,

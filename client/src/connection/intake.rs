@@ -28,13 +28,7 @@ where
     /// once it is done, and every call ready now. Cancels go first (they were sent before
     /// later calls); a goodbye goes last, after the calls handed over before it.
     pub(super) fn take_ready(&mut self) -> Result<(), End> {
-        let mut goodbye = false;
-        while let Ok(control) = self.inbox.control.try_recv() {
-            match control {
-                Control::Goodbye => goodbye = true,
-                control => self.on_control(Some(control))?,
-            }
-        }
+        let goodbye = self.take_control()?;
         let mut now = None;
         while !self.out.is_blocked() {
             match self.waiting.pop_front() {
@@ -54,6 +48,19 @@ where
         Ok(())
     }
 
+    /// Handles every control message ready now but a goodbye, which it only reports
+    /// (`true`): the caller handles it after taking the calls handed over before it.
+    pub(super) fn take_control(&mut self) -> Result<bool, End> {
+        let mut goodbye = false;
+        while let Ok(control) = self.inbox.control.try_recv() {
+            match control {
+                Control::Goodbye => goodbye = true,
+                control => self.on_control(Some(control))?,
+            }
+        }
+        Ok(goodbye)
+    }
+
     /// Closes the channel: calls not sealed yet come back to their callers as not sent.
     pub(super) fn not_sent(&mut self) {
         self.inbox.requests.close();
@@ -71,28 +78,22 @@ where
         envelope: Envelope<Req, Resp>,
         now: &mut Option<Instant>,
     ) -> Result<(), End> {
+        if envelope.reply.is_canceled() {
+            return Ok(());
+        }
+        if self.out.is_blocked() {
+            if let Some(d) = envelope.deadline {
+                self.alarm.ring_by(d.at);
+            }
+            self.waiting.push_back(envelope);
+            return Ok(());
+        }
         let Envelope {
             id,
             request,
             deadline,
             reply,
         } = envelope;
-        if reply.is_canceled() {
-            return Ok(());
-        }
-        if self.out.is_blocked() {
-            if let Some(d) = deadline {
-                self.alarm.ring_by(d.at);
-            }
-            let envelope = Envelope {
-                id,
-                request,
-                deadline,
-                reply,
-            };
-            self.waiting.push_back(envelope);
-            return Ok(());
-        }
         // The server gets the time the call has left now.
         let mut sent_deadline = None;
         if let Some(d) = deadline {
@@ -112,13 +113,12 @@ where
         };
         match self.out.seal_call(id, &message) {
             Ok(()) => {
-                let written = false;
                 self.calls.insert(
                     id,
                     Pending {
                         reply,
                         request,
-                        written,
+                        written: false,
                         deadline,
                     },
                 );

@@ -10,8 +10,8 @@
 //!
 //! It reads while a write is under way, so two peers writing large frames to each other do
 //! not deadlock; behind a blocked write it takes calls only up to `held`, unsealed (one that
-//! times out there is never sent), and the channel's bound holds back the rest. When the connection ends, every call in flight ends with it (see
-//! [`Calls::end_all`]).
+//! times out there is never sent), and the channel's bound holds back the rest. When the
+//! connection ends, every call in flight ends with it (see [`Calls::end_all`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -176,13 +176,7 @@ where
             Event::Request(Some(envelope)) => {
                 // Cancels sent before this call go before it on the wire (the server frees
                 // their slots before it counts this call); a goodbye goes after it.
-                let mut goodbye = false;
-                while let Ok(control) = self.inbox.control.try_recv() {
-                    match control {
-                        Control::Goodbye => goodbye = true,
-                        control => self.on_control(Some(control))?,
-                    }
-                }
+                let goodbye = self.take_control()?;
                 self.take(envelope, &mut None)?;
                 if goodbye {
                     self.on_control(Some(Control::Goodbye))?;

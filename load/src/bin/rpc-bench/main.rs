@@ -3,9 +3,9 @@
 //! Default mode: the kit (`rpc-server` loaded by `rpc-client bench`) against the raw reference
 //! (`rpc-raw-reference` loaded by `rpc-client bench --raw`), same engine, same run. `ab` mode:
 //! an old build of the kit against a new one, each its own server and client. `suites` mode:
-//! the encrypting suites against the integrity-only one, same binaries. `spread` mode: one server against three behind
-//! the client's balancing. `metrics` mode: one build with its metrics on against the same
-//! build with them off.
+//! the encrypting suites against the integrity-only one, same binaries. `spread` mode: one
+//! server against three behind the client's balancing. `metrics` mode: one build with its
+//! metrics on against the same build with them off.
 //!
 //! Servers are pinned to one CPU (`taskset -c`) and load clients to another; every wait on a
 //! process is a wait on its ready line or its exit, and every client run is bounded. W6 (idle
