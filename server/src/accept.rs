@@ -24,7 +24,6 @@ use crate::server::Shared;
 use crate::service::Service;
 use crate::shutdown::ShutdownSignal;
 use crate::spawn::spawn;
-use crate::stats::AdoptedGauge;
 
 /// Pause after `accept` fails (for example out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -101,14 +100,7 @@ fn admit<S: Service>(
     };
     let ticket = match ticket {
         Ok(ticket) => ticket,
-        Err(reason) => {
-            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            // Nothing else holds the socket of a refused connection.
-            if let Ok(stream) = Arc::try_unwrap(stream) {
-                refuse(shared, stream, reason);
-            }
-            return;
-        }
+        Err(reason) => return turn_away(shared, stream, reason),
     };
     let shared = shared.clone();
     let signal = signal.clone();
@@ -122,8 +114,7 @@ fn admit<S: Service>(
         // before `running` tells `run` this task has ended, so a drained server never reports
         // a connection still counted.
         let _running = running;
-        let _counted = AdoptedGauge(&shared.stats.connections);
-        let _open = OpenConnection(shared.metrics.as_ref());
+        let _open = OpenConnection(&shared);
         let (stream, client, ticket) = match ticket {
             Some(ticket) => (stream, peer, ticket),
             None => match behind_proxy(&shared, stream, peer).await {
@@ -161,13 +152,18 @@ async fn behind_proxy<S: Service>(
     match placed {
         Ok(ticket) => Some((stream, client, ticket)),
         Err(reason) => {
-            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            // Nothing else holds the socket of a refused connection.
-            if let Ok(stream) = Arc::try_unwrap(stream) {
-                refuse(shared, stream, reason);
-            }
+            turn_away(shared, stream, reason);
             None
         }
+    }
+}
+
+/// Counts a refused connection and tells its peer why (`refuse.rs`).
+fn turn_away<S: Service>(shared: &Arc<Shared<S>>, stream: Arc<Async<TcpStream>>, reason: Refusal) {
+    shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+    // Nothing else holds the socket of a refused connection.
+    if let Ok(stream) = Arc::try_unwrap(stream) {
+        refuse(shared, stream, reason);
     }
 }
 
@@ -235,13 +231,13 @@ fn place<S>(
     }
 }
 
-/// Counts an admitted connection as open in the metrics until its task ends, even by a panic.
-struct OpenConnection<'a>(Option<&'a ServerMetrics>);
+/// Counts an admitted connection as open, in the stats and the metrics, until its task ends,
+/// even by a panic: dropping it takes back what `admit` counted before spawning the task.
+struct OpenConnection<'a, S>(&'a Shared<S>);
 
-impl Drop for OpenConnection<'_> {
+impl<S> Drop for OpenConnection<'_, S> {
     fn drop(&mut self) {
-        if let Some(metrics) = self.0 {
-            metrics.connection_closed();
-        }
+        self.0.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.record(ServerMetrics::connection_closed);
     }
 }

@@ -69,24 +69,9 @@ impl WarnReason {
         WarnReason::AcceptFailed,
     ];
 
-    /// Position in [`WarnReason::ALL`].
+    /// Position in [`WarnReason::ALL`] (the order the variants are declared in).
     pub fn index(self) -> usize {
-        match self {
-            WarnReason::RefusedConnectionLimit => 0,
-            WarnReason::RefusedUnauthenticated => 1,
-            WarnReason::RefusedPenalised => 2,
-            WarnReason::EvictedUnauthenticated => 3,
-            WarnReason::HandshakeTimeout => 4,
-            WarnReason::HandshakeMalformed => 5,
-            WarnReason::HandshakeUnknownKey => 6,
-            WarnReason::HandshakeBadProof => 7,
-            WarnReason::HandshakeSuite => 8,
-            WarnReason::HandshakeFailed => 9,
-            WarnReason::BadProxyHeader => 10,
-            WarnReason::BadInput => 11,
-            WarnReason::ConnectionFault => 12,
-            WarnReason::AcceptFailed => 13,
-        }
+        self as usize
     }
 
     /// A short name for the reason, as the `reason` field of a summary line.

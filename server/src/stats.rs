@@ -67,14 +67,3 @@ impl ServerStats {
         }
     }
 }
-
-/// Decrements a gauge that someone else incremented, when dropped (so it goes down on every
-/// way out of a task, an unwinding panic included).
-#[derive(Debug)]
-pub(crate) struct AdoptedGauge<'a>(pub(crate) &'a AtomicUsize);
-
-impl Drop for AdoptedGauge<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}

@@ -66,9 +66,7 @@ impl<S: Service> Connection<'_, S> {
     ) -> Result<(), Close> {
         // Free the slots of calls that have finished, so that a client that sends its next
         // call as soon as it sees an answer is not refused for a slot already free.
-        while let Some(finished) = self.calls.try_finished() {
-            reply(&mut self.out, finished.id, finished.result)?;
-        }
+        self.reply_finished()?;
         // An id still in flight: answering this call would give the id two answers, and
         // refusing it too (PROTOCOL.md §9.1). The connection ends instead.
         if self.calls.contains(id) {

@@ -130,9 +130,7 @@ impl<'s, S: Service> Connection<'s, S> {
         loop {
             // Results first: a peer that keeps the socket busy must not starve them (the wait
             // below prefers the socket).
-            while let Some(finished) = self.calls.try_finished() {
-                reply(&mut self.out, finished.id, finished.result)?;
-            }
+            self.reply_finished()?;
             if self.timers.draining() && self.calls.is_empty() {
                 return Err(if self.reading {
                     Close::Drained
@@ -187,10 +185,7 @@ impl<'s, S: Service> Connection<'s, S> {
                 Event::Shutdown => {
                     self.timers.start_drain(config.grace_period);
                     if !self.rekeying {
-                        let notice = ServerMessage::<S::Response>::GoingAway {
-                            grace: config.grace_period,
-                        };
-                        self.out.push(&notice).map_err(fatal)?;
+                        self.going_away()?;
                     }
                 }
                 Event::Timer => self.on_timer()?,
@@ -265,10 +260,23 @@ impl<'s, S: Service> Connection<'s, S> {
             // A shutdown or a half-close drains already.
             return Ok(());
         }
+        self.going_away()
+    }
+
+    /// Queues `GoingAway` with the grace period: the client moves to a new connection.
+    fn going_away(&mut self) -> Result<(), Close> {
         let notice = ServerMessage::<S::Response>::GoingAway {
             grace: self.shared.config.grace_period,
         };
         self.out.push(&notice).map_err(fatal)
+    }
+
+    /// Queues the answers of the calls whose results have arrived, without waiting.
+    pub(super) fn reply_finished(&mut self) -> Result<(), Close> {
+        while let Some(finished) = self.calls.try_finished() {
+            reply(&mut self.out, finished.id, finished.result)?;
+        }
+        Ok(())
     }
 
     /// Handles a timer tick.
@@ -286,9 +294,7 @@ impl<'s, S: Service> Connection<'s, S> {
             Due::GraceOver => {
                 // Calls whose result has arrived keep it; the rest are answered ShuttingDown
                 // and their tasks cancelled: whatever they finish from now on is dropped.
-                while let Some(finished) = self.calls.try_finished() {
-                    reply(&mut self.out, finished.id, finished.result)?;
-                }
+                self.reply_finished()?;
                 let left = self.calls.cancel_all(CallOutcome::ShuttingDown);
                 for &id in &left {
                     let answer = ServerMessage::<S::Response>::Reply {
