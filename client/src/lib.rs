@@ -16,8 +16,8 @@
 //! every call and reads every answer, handing each to its caller. A caller that is itself a
 //! task on that executor (`async_std::task::spawn`) is resumed on the same thread; a caller
 //! blocked in `block_on` on a thread of its own is woken across threads for every answer,
-//! which in a one-call-at-a-time loop cost a quarter of the calls per second here
-//! (docs/PERFORMANCE.md, "Where to call from"). For a single call it does not matter.
+//! which in a one-call-at-a-time loop costs about a quarter of the calls per second. For a
+//! single call it does not matter.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
