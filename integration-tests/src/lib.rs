@@ -388,6 +388,14 @@ impl ServerProcess {
         self.wait_for_line(timeout, |line| line.contains(needle))
     }
 
+    /// [`ServerProcess::wait_for_log`] that panics, with the log, when no such line comes
+    /// within `timeout`. Returns the line.
+    #[track_caller]
+    pub fn expect_log(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_log(needle, timeout)
+            .unwrap_or_else(|| panic!("no log line with {needle:?}; log:\n{}", self.log_text()))
+    }
+
     /// Waits for the next log line (after those seen by earlier waits) that satisfies `wanted`.
     /// `None` after `timeout`, or after [`MAX_LOG_LINES_PER_WAIT`] lines none of which did.
     fn wait_for_line(&self, timeout: Duration, wanted: impl Fn(&str) -> bool) -> Option<String> {
@@ -719,8 +727,9 @@ pub fn addr_list(servers: &[ServerProcess]) -> String {
         .join(",")
 }
 
-/// Runs `rpc-client --addr <addr> --keyring <keyring> <args>` and returns its output.
-pub fn cli(addr: SocketAddr, keyring: &Path, args: &[&str]) -> Output {
+/// Runs `rpc-client --addr <addr> --keyring <keyring> <args>` and returns its output; `addr`
+/// is one address or an address list (`a,b,c`, see [`addr_list`]).
+pub fn cli(addr: impl ToString, keyring: &Path, args: &[&str]) -> Output {
     Command::new(bin("rpc-client"))
         .arg("--addr")
         .arg(addr.to_string())
@@ -734,8 +743,13 @@ pub fn cli(addr: SocketAddr, keyring: &Path, args: &[&str]) -> Output {
         .expect("run rpc-client")
 }
 
-/// A client library connection for the demo service.
-pub fn client(addr: SocketAddr, key: &TestKey, config: ClientConfig) -> Client<Request, Response> {
+/// A client library connection for the demo service; `addr` is one address or an address
+/// list (`a,b,c`, see [`addr_list`]).
+pub fn client(
+    addr: impl ToString,
+    key: &TestKey,
+    config: ClientConfig,
+) -> Client<Request, Response> {
     async_std::task::block_on(Client::connect(
         addr.to_string(),
         key.id.clone(),

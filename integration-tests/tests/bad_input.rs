@@ -39,13 +39,6 @@ fn assert_alive(client: &Client<Request, Response>, when: &str) {
     );
 }
 
-#[track_caller]
-fn wait_log(server: &ServerProcess, needle: &str) -> String {
-    server
-        .wait_for_log(needle, LOG_WAIT)
-        .unwrap_or_else(|| panic!("no log line with {needle:?}; log:\n{}", server.log_text()))
-}
-
 /// Reads until `n` replies have arrived; returns them by call id.
 async fn replies<R: AsyncRead + Unpin>(
     reader: &mut SessionReader<R>,
@@ -137,7 +130,7 @@ fn bad_credentials_are_refused_while_other_clients_keep_working() {
             Err(HandshakeError::Refused(Refusal::AuthFailed)) => {}
             other => panic!("failure {i}: expected Refused(AuthFailed), got {other:?}"),
         }
-        let line = wait_log(&server, "handshake failed");
+        let line = server.expect_log("handshake failed", LOG_WAIT);
         assert!(line.contains("127.0.0.2"), "{line}");
         assert!(line.contains(expected_log), "{line}");
         // The fifth failure, and only it, starts the penalty.
@@ -152,7 +145,7 @@ fn bad_credentials_are_refused_while_other_clients_keep_working() {
         Err(HandshakeError::Refused(Refusal::RateLimited)) => {}
         other => panic!("expected Refused(RateLimited), got {other:?}"),
     }
-    wait_log(&server, "refused: address penalised");
+    server.expect_log("refused: address penalised", LOG_WAIT);
 
     // Other addresses are not: the established client, a new one from 127.0.0.1, and one from
     // 127.0.0.3.
@@ -418,9 +411,9 @@ fn oversized_length_header_closes_only_that_connection() {
         assert_eq!(got[&1], Ok(Response::Uppercase("BYSTANDER".into())));
         drop(bystander_stream);
     });
-    wait_log(
-        &server,
+    server.expect_log(
         "closed: bad input: frame length 4294967295 exceeds the limit of 8388608 bytes",
+        LOG_WAIT,
     );
     assert_alive(&good, "after");
 }
@@ -442,7 +435,7 @@ fn non_protocol_bytes_get_the_bad_magic_refusal() {
         .expect("the refusal, then end of stream");
     assert_eq!(answer, b"RPCK\x01\x02\x01");
     assert_eq!(answer, handshake::server_refusal(Refusal::BadMagic));
-    let line = wait_log(&server, "handshake failed");
+    let line = server.expect_log("handshake failed", LOG_WAIT);
     assert!(line.contains("not an rpckit peer"), "{line}");
 
     assert_alive(&good, "after");
@@ -488,7 +481,7 @@ fn tampered_frame_closes_that_connection() {
         stream.flush().await.unwrap();
         assert_closed(&mut reader).await;
     });
-    wait_log(&server, "closed: bad input: frame 1 failed authentication");
+    server.expect_log("closed: bad input: frame 1 failed authentication", LOG_WAIT);
     assert_alive(&good, "after");
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_std::task;
 use rpckit_client::{CallError, Client, ClientConfig, EndpointState, EndpointStats};
-use rpckit_integration_tests::{addr_list, calls_total, within, ServerProcess, TestKey};
+use rpckit_integration_tests::{addr_list, calls_total, client, within, ServerProcess, TestKey};
 use rpckit_proto::demo::{Request, Response};
 
 const STEP: Duration = Duration::from_secs(60);
@@ -17,16 +17,6 @@ fn start_three(key: &TestKey, extra: &[&str]) -> Vec<ServerProcess> {
     (0..3)
         .map(|_| ServerProcess::start(&key.path, extra))
         .collect()
-}
-
-fn connect(list: &str, key: &TestKey, config: ClientConfig) -> Client<Request, Response> {
-    task::block_on(Client::connect(
-        list,
-        key.id.clone(),
-        key.key.clone(),
-        config,
-    ))
-    .expect("client connects")
 }
 
 fn stats_of(client: &Client<Request, Response>, server: &ServerProcess) -> EndpointStats {
@@ -91,7 +81,7 @@ fn sleepers(
 fn calls_spread_over_three_servers() {
     let key = TestKey::new("balance-spread");
     let servers = start_three(&key, &[]);
-    let client = connect(&addr_list(&servers), &key, ClientConfig::default());
+    let client = client(addr_list(&servers), &key, ClientConfig::default());
     const TOTAL: usize = 3000;
     within(STEP, pings(&client, 24, TOTAL));
 
@@ -127,7 +117,7 @@ fn calls_spread_over_three_servers() {
 fn a_killed_server_costs_only_the_calls_in_flight_there() {
     let key = TestKey::new("balance-kill");
     let servers = start_three(&key, &[]);
-    let client = connect(&addr_list(&servers), &key, ClientConfig::default());
+    let client = client(addr_list(&servers), &key, ClientConfig::default());
     within(STEP, pings(&client, 6, 60));
     let victim = &servers[1];
 
@@ -173,7 +163,7 @@ fn a_draining_server_fails_no_call_and_a_restarted_one_is_eased_back_in() {
         client_config.reconnect_max_backoff = Duration::from_millis(200);
         client_config
     };
-    let client = connect(&addr_list(&servers), &key, config);
+    let client = client(addr_list(&servers), &key, config);
     within(STEP, pings(&client, 6, 60));
 
     let running = sleepers(&client, 12, 1000);
@@ -218,7 +208,7 @@ fn a_draining_server_fails_no_call_and_a_restarted_one_is_eased_back_in() {
 fn calls_answered_shutting_down_go_to_another_server() {
     let key = TestKey::new("balance-shutting-down");
     let mut servers = start_three(&key, &["--grace-period", "100ms"]);
-    let client = connect(&addr_list(&servers), &key, ClientConfig::default());
+    let client = client(addr_list(&servers), &key, ClientConfig::default());
     within(STEP, pings(&client, 6, 60));
 
     // Calls too long for the victim's grace period: it answers them ShuttingDown, and the

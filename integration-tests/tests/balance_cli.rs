@@ -2,25 +2,10 @@
 //! client of all of them (a dead one in the list costs nothing), and `bench` reports the calls
 //! each one got.
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use rpckit_integration_tests::{bin, DeadPort, ServerProcess, TestKey};
+use rpckit_integration_tests::{addr_list, cli, DeadPort, ServerProcess, TestKey};
 use serde_json::Value;
-
-/// Runs `rpc-client --addr <list> --keyring <key> <args>`.
-fn rpc_client(list: &str, key: &TestKey, args: &[&str]) -> Output {
-    Command::new(bin("rpc-client"))
-        .arg("--addr")
-        .arg(list)
-        .arg("--keyring")
-        .arg(&key.path)
-        .args(args)
-        .env_remove("RPC_KEY")
-        .env_remove("RPC_KEY_ID")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run rpc-client")
-}
 
 #[track_caller]
 fn stdout_of(out: &Output) -> String {
@@ -42,7 +27,7 @@ fn call_over_a_list_with_a_dead_server_in_it_succeeds() {
     let dead = DeadPort::new();
     let list = format!("{},{},{}", a.addr, dead.addr(), b.addr);
     for _ in 0..4 {
-        let out = rpc_client(&list, &key, &["call", "uppercase", "hello"]);
+        let out = cli(&list, &key.path, &["call", "uppercase", "hello"]);
         assert_eq!(stdout_of(&out).trim(), "HELLO");
     }
 }
@@ -53,11 +38,7 @@ fn bench_over_three_servers_reports_calls_per_endpoint() {
     let servers: Vec<_> = (0..3)
         .map(|_| ServerProcess::start(&key.path, &[]))
         .collect();
-    let list = servers
-        .iter()
-        .map(|s| s.addr.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = addr_list(&servers);
     let args = [
         "bench",
         "--conns",
@@ -70,7 +51,7 @@ fn bench_over_three_servers_reports_calls_per_endpoint() {
         "0.1",
         "--json",
     ];
-    let stdout = stdout_of(&rpc_client(&list, &key, &args));
+    let stdout = stdout_of(&cli(&list, &key.path, &args));
     let start = stdout.find('{').expect("a JSON report");
     let report: Value = serde_json::from_str(&stdout[start..]).expect("JSON");
     assert_eq!(report["errors"].as_u64(), Some(0), "{report:#}");

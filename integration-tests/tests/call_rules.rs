@@ -54,16 +54,9 @@ fn case_43_call_id_reused_in_flight_closes_the_connection_with_no_second_answer(
             "a protocol error, not an orderly close: {got:?}"
         );
     });
-    assert!(server
-        .wait_for_log("call id 7 reused while in flight", STEP)
-        .is_some());
+    server.expect_log("call id 7 reused while in flight", STEP);
     // The sleeping call was stopped with its connection.
-    server.signal(libc::SIGTERM);
-    let line = server
-        .wait_for_log("shutting down", STEP)
-        .expect("shutdown line");
-    assert!(line.contains("calls_in_flight=0"), "{line}");
-    assert_eq!(server.wait_exit(STEP).and_then(|s| s.code()), Some(0));
+    stop_with_no_call_in_flight(&mut server, STEP);
 }
 
 #[test]
@@ -132,13 +125,6 @@ fn a_client_goodbye_stops_calls_in_flight_and_the_server_closes_without_its_own(
             }]
         );
     });
-    assert!(server
-        .wait_for_log("closed: client said goodbye", STEP)
-        .is_some());
-    server.signal(libc::SIGTERM);
-    let line = server
-        .wait_for_log("shutting down", STEP)
-        .expect("shutdown line");
-    assert!(line.contains("calls_in_flight=0"), "{line}");
-    assert_eq!(server.wait_exit(STEP).and_then(|s| s.code()), Some(0));
+    server.expect_log("closed: client said goodbye", STEP);
+    stop_with_no_call_in_flight(&mut server, STEP);
 }

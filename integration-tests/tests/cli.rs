@@ -219,13 +219,7 @@ fn wrong_key_and_unknown_key_id_exit_4() {
         "{}",
         stderr(&out)
     );
-    assert!(
-        server
-            .wait_for_log("did not verify", Duration::from_secs(10))
-            .is_some(),
-        "{}",
-        server.log_text()
-    );
+    server.expect_log("did not verify", Duration::from_secs(10));
 
     // A key id the server does not know.
     let stranger = TestKey::new("cli-stranger");
@@ -236,13 +230,7 @@ fn wrong_key_and_unknown_key_id_exit_4() {
         "{}",
         stderr(&out)
     );
-    assert!(
-        server
-            .wait_for_log("unknown key id", Duration::from_secs(10))
-            .is_some(),
-        "{}",
-        server.log_text()
-    );
+    server.expect_log("unknown key id", Duration::from_secs(10));
 
     // The right key still works from the same address.
     let out = cli(server.addr, &key.path, &["call", "uppercase", "still here"]);
@@ -267,13 +255,7 @@ fn repeated_auth_failures_with_the_limit_disabled_are_not_penalised() {
     }
     let out = cli(server.addr, &key.path, &["call", "echo", "fine"]);
     assert_eq!(expect_code(&out, 0), "fine\n");
-    assert!(
-        server
-            .wait_for_log("authenticated", Duration::from_secs(10))
-            .is_some(),
-        "{}",
-        server.log_text()
-    );
+    server.expect_log("authenticated", Duration::from_secs(10));
     server.assert_not_logged("address penalised");
 }
 

@@ -36,12 +36,6 @@ fn the_server_raises_its_open_file_limit_to_the_hard_limit() {
         "soft limit raised to the hard one"
     );
     if soft < hard {
-        assert!(
-            server
-                .wait_for_log("raised the open-file limit", Duration::from_secs(10))
-                .is_some(),
-            "{}",
-            server.log_text()
-        );
+        server.expect_log("raised the open-file limit", Duration::from_secs(10));
     }
 }

@@ -15,13 +15,6 @@ use rpckit_proto::{ClientMessage, ServerMessage};
 
 const STEP: Duration = Duration::from_secs(30);
 
-#[track_caller]
-fn wait_log(server: &ServerProcess, needle: &str) {
-    if server.wait_for_log(needle, STEP).is_none() {
-        panic!("no log line with {needle:?}; log:\n{}", server.log_text());
-    }
-}
-
 #[test]
 fn healthz_turns_503_at_the_first_signal_while_the_drain_delay_still_serves() {
     let key = TestKey::new("health-drain");
@@ -61,7 +54,7 @@ fn healthz_turns_503_at_the_first_signal_while_the_drain_delay_still_serves() {
         assert!(before.is_empty(), "{before:?}");
 
         server.signal(libc::SIGTERM);
-        wait_log(&server, "draining soon");
+        server.expect_log("draining soon", STEP);
         let healthz = http_get(metrics, "/healthz");
         assert_eq!((healthz.status, healthz.body.as_str()), (503, "draining\n"));
         // The RPC port still accepts a new connection and answers its call.
@@ -78,7 +71,7 @@ fn healthz_turns_503_at_the_first_signal_while_the_drain_delay_still_serves() {
 
         // Then the drain proper: the metrics listener still answers while the slow call
         // holds it open.
-        wait_log(&server, "shutting down: no new connections; draining");
+        server.expect_log("shutting down: no new connections; draining", STEP);
         assert_eq!(
             next_message(&mut reader).await,
             ServerMessage::GoingAway {

@@ -82,11 +82,7 @@ fn a_scrape_passes_promtool_and_counts_what_the_test_did() {
             "a wrong key is refused"
         );
     });
-    assert!(
-        server.wait_for_log("handshake failed", STEP).is_some(),
-        "{}",
-        server.log_text()
-    );
+    server.expect_log("handshake failed", STEP);
 
     let scrape = http_get(metrics, "/metrics");
     assert_eq!(scrape.status, 200);

@@ -255,10 +255,5 @@ fn case_38_connect_close_storm_counters_and_permits_return_to_baseline() {
     drop((silent, more, extra));
 
     // No call of the storm is still counted in flight.
-    server.signal(libc::SIGTERM);
-    let line = server
-        .wait_for_log("shutting down", STEP)
-        .expect("shutdown line");
-    assert!(line.contains("calls_in_flight=0"), "{line}");
-    assert_eq!(server.wait_exit(STEP).and_then(|s| s.code()), Some(0));
+    stop_with_no_call_in_flight(&mut server, STEP);
 }

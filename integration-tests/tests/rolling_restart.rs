@@ -10,7 +10,7 @@ use std::time::Duration;
 use rpckit_client::{Client, ClientConfig};
 use rpckit_integration_tests::rolling::{finish, roll_over};
 use rpckit_integration_tests::steady_load::SteadyLoad;
-use rpckit_integration_tests::{addr_list, ServerProcess, TestKey};
+use rpckit_integration_tests::{addr_list, client, ServerProcess, TestKey};
 use rpckit_proto::demo::{Request, Response};
 
 /// Longest any one wait of these tests may take.
@@ -25,15 +25,7 @@ const PROGRESS: u64 = 300;
 fn clients(servers: &[ServerProcess], key: &TestKey) -> Vec<Client<Request, Response>> {
     let list = addr_list(servers);
     (0..CLIENTS)
-        .map(|_| {
-            async_std::task::block_on(Client::connect(
-                list.as_str(),
-                key.id.clone(),
-                key.key.clone(),
-                ClientConfig::default(),
-            ))
-            .expect("client connects")
-        })
+        .map(|_| client(&list, key, ClientConfig::default()))
         .collect()
 }
 

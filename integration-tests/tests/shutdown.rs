@@ -15,13 +15,6 @@ use rpckit_proto::{ClientMessage, RpcError, ServerMessage};
 const STEP: Duration = Duration::from_secs(30);
 const EXIT_WAIT: Duration = Duration::from_secs(30);
 
-#[track_caller]
-fn wait_log(server: &ServerProcess, needle: &str) -> String {
-    server
-        .wait_for_log(needle, STEP)
-        .unwrap_or_else(|| panic!("no log line with {needle:?}; log:\n{}", server.log_text()))
-}
-
 fn call(id: u64, request: Request) -> ClientMessage<Request> {
     ClientMessage::Call {
         id,
@@ -114,9 +107,9 @@ fn sigterm_lets_a_slow_call_finish_then_exits_0() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
 
     // In the order the server logs them (the log is read by another thread, so wait).
-    wait_log(&server, "signal received: draining");
-    wait_log(&server, "drained: every connection closed");
-    wait_log(&server, "rpc_server: stopped");
+    server.expect_log("signal received: draining", STEP);
+    server.expect_log("drained: every connection closed", STEP);
+    server.expect_log("rpc_server: stopped", STEP);
     let status = server.wait_exit(EXIT_WAIT).expect("rpc-server exits");
     assert_eq!(status.code(), Some(0), "{}", server.log_text());
 }
@@ -163,8 +156,8 @@ fn grace_period_over_answers_calls_shutting_down_then_exits_0() {
         }
     });
 
-    wait_log(&server, "grace period over; 1 calls answered ShuttingDown");
-    wait_log(&server, "drained: every connection closed");
+    server.expect_log("grace period over; 1 calls answered ShuttingDown", STEP);
+    server.expect_log("drained: every connection closed", STEP);
     let status = server.wait_exit(EXIT_WAIT).expect("rpc-server exits");
     assert_eq!(status.code(), Some(0), "{}", server.log_text());
 }
@@ -174,7 +167,7 @@ fn sigterm_with_no_connections_exits_0() {
     let key = TestKey::new("shutdown-idle");
     let mut server = ServerProcess::start(&key.path, &[]);
     server.signal(libc::SIGTERM);
-    wait_log(&server, "drained: every connection closed");
+    server.expect_log("drained: every connection closed", STEP);
     let status = server.wait_exit(EXIT_WAIT).expect("rpc-server exits");
     assert_eq!(status.code(), Some(0), "{}", server.log_text());
 }
@@ -193,7 +186,7 @@ fn a_second_signal_exits_without_waiting_for_calls() {
     });
 
     server.signal(libc::SIGTERM);
-    wait_log(&server, "signal received: draining");
+    server.expect_log("signal received: draining", STEP);
     server.signal(libc::SIGTERM);
     let status = server.wait_exit(EXIT_WAIT).unwrap_or_else(|| {
         panic!(
@@ -202,9 +195,9 @@ fn a_second_signal_exits_without_waiting_for_calls() {
         )
     });
     assert_eq!(status.code(), Some(1), "{}", server.log_text());
-    wait_log(
-        &server,
+    server.expect_log(
         "second signal: exiting without waiting for calls in flight",
+        STEP,
     );
 
     // The abandoned call ends: the connection is gone.

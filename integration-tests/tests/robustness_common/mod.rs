@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use async_std::net::TcpStream as AsyncStream;
-use rpckit_integration_tests::TestKey;
+use rpckit_integration_tests::{ServerProcess, TestKey};
 use rpckit_proto::demo::{Request, Response};
 use rpckit_proto::handshake::{self, NONCE_LEN};
 use rpckit_proto::message::decode_server;
@@ -218,4 +218,14 @@ pub fn sockopts<R>(stream: &AsyncStream, f: impl FnOnce(socket2::SockRef<'_>) ->
 /// Makes closing `stream` send a reset (RST) instead of a FIN.
 pub fn set_linger_zero(stream: &AsyncStream) {
     sockopts(stream, |s| s.set_linger(Some(Duration::ZERO))).expect("SO_LINGER 0");
+}
+
+/// Sends SIGTERM and asserts that the shutdown line counts no call in flight and that the
+/// server exits 0 within `limit`.
+#[track_caller]
+pub fn stop_with_no_call_in_flight(server: &mut ServerProcess, limit: Duration) {
+    server.signal(libc::SIGTERM);
+    let line = server.expect_log("shutting down", limit);
+    assert!(line.contains("calls_in_flight=0"), "{line}");
+    assert_eq!(server.wait_exit(limit).and_then(|s| s.code()), Some(0));
 }
