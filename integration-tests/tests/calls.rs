@@ -132,7 +132,7 @@ fn a_call_held_without_being_polled_does_not_stall_its_connection() {
     // A call polled once and then held without being polled must not keep its connection
     // from reading: the keepalive pongs (and other calls' answers) still have to be read.
     // A client whose lone caller reads the socket itself for its own answer gets this wrong
-    // unless the reader task can take the socket back (tried for W1; docs/PERFORMANCE.md).
+    // unless the reader task can take the socket back.
     let key = TestKey::new("calls-held");
     let server = ServerProcess::start(&key.path, &[]);
     // Pings every 100 ms; a pong may take up to 2 s (a busy machine can hold a round trip up
